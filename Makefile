@@ -1,0 +1,49 @@
+# miro: two commands on a fresh machine — `make demo` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# The known-good torch/torchvision pair per architecture (see README, "Install").
+ARCH := $(shell uname -m)
+ifeq ($(ARCH),x86_64)
+TORCH := torch==2.14.1 torchvision==0.29.1
+else
+TORCH := torch==2.9.1 torchvision==0.24.1
+endif
+
+export NO_ALBUMENTATIONS_UPDATE := 1
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install demo demo-quick test lint format bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip check
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	bash scripts/demo.sh demo
+
+demo-quick: install
+	QUICK=1 bash scripts/demo.sh demo-quick
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+bench: install
+	$(BIN)/python benchmarks/bench_data.py
+
+clean:
+	rm -rf demo demo-quick .pytest_cache

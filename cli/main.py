@@ -1,0 +1,91 @@
+"""The `miro` command: parses arguments, configures output, calls the library.
+
+Each command lives in the module of its group (cli/data.py, cli/train.py, …) and does only
+two things: build the stage's frozen config from the options, and call the stage function.
+Errors a user can fix (MiroError) print as one line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from typer.core import TyperGroup
+
+from miro_data.common import MiroError
+
+err_console = Console(stderr=True)
+
+
+class MiroGroup(TyperGroup):
+    """Turns user errors raised anywhere below into one clean line and a non-zero exit."""
+
+    def invoke(self, ctx: typer.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except MiroError as err:
+            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("[bold red]interrupted[/]")
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as err:  # a bug, not a user error: say so, keep it short
+            if os.environ.get("MIRO_DEBUG"):
+                raise
+            err_console.print(
+                f"[bold red]internal error:[/] {type(err).__name__}: {err} "
+                "(set MIRO_DEBUG=1 for the traceback)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=MiroGroup,
+    help="MIRO: multi-reward conditioned pretraining of text-to-image models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _configure(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only."),
+) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(console=err_console, show_path=False, markup=False)],
+        force=True,
+    )
+    # Third-party libraries are chatty at INFO; keep their warnings only.
+    for name in ("img2dataset", "httpx", "urllib3", "PIL", "matplotlib", "fsspec"):
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
+
+
+def _register_groups() -> None:
+    from cli import data, train
+
+    data.register(app)
+    train.register(app)
+
+
+_register_groups()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    app(prog_name="miro")
+    sys.exit(0)

@@ -1,0 +1,95 @@
+"""Small pieces every stage shares: the user-facing error, atomic writes, progress bars."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class MiroError(Exception):
+    """A problem with the user's input or environment: the CLI prints it as one line."""
+
+
+def check_identifier(name: str, what: str = "name") -> str:
+    """Reward names become SQL columns and file names: keep them to [a-z][a-z0-9_]*."""
+    if not IDENTIFIER.match(name):
+        raise MiroError(f"invalid {what} {name!r}: use lowercase letters, digits and '_'")
+    return name
+
+
+def require_file(path: str | Path, what: str = "file") -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise MiroError(f"{what} not found: {path}")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `final`; rename it over `final` only if the block succeeds.
+
+    Readers never see a half-written file, and a crash leaves the previous file intact.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+class RateColumn(ProgressColumn):
+    """Items per second, e.g. '812.4 img/s'."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.1f} {self.unit}/s" if speed else f"- {self.unit}/s", style="cyan")
+
+
+def progress_bar(unit: str = "img", disable: bool | None = None) -> Progress:
+    """A rich progress bar with a rate column, drawn on stderr.
+
+    Library code may show progress (long work must), but never configures logging.
+    Set MIRO_NO_PROGRESS=1 to silence bars, e.g. in scripts.
+    """
+    if disable is None:
+        disable = bool(os.environ.get("MIRO_NO_PROGRESS"))
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(unit),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(file=sys.stderr),
+        disable=disable,
+        transient=False,
+    )

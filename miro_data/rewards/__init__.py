@@ -1,0 +1,28 @@
+"""Reward models: the registry and everything registered in it.
+
+Importing this package registers every shipped reward. Learned rewards import their heavy
+dependencies (torch, open_clip, transformers) only when built.
+"""
+
+from miro_data.rewards import classic  # noqa: F401 — registers the weight-free rewards
+from miro_data.rewards.base import (
+    REGISTRY,
+    Reward,
+    RewardContext,
+    RewardSpec,
+    WeightStatus,
+    build_reward,
+    parse_reward_names,
+    register,
+)
+
+__all__ = [
+    "REGISTRY",
+    "Reward",
+    "RewardContext",
+    "RewardSpec",
+    "WeightStatus",
+    "build_reward",
+    "parse_reward_names",
+    "register",
+]

@@ -1,0 +1,126 @@
+"""The reward interface and its registry.
+
+A reward scores (image, caption) pairs, higher is better. Images arrive decoded once, as
+(H, W, 3) uint8 RGB arrays of any size; each reward does its own preprocessing. A reward's
+`version` changes whenever its scores would: weight-free rewards bump it by hand, learned
+rewards use a hash of their checkpoint, so scores from different weights never share a column.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from miro_data.common import MiroError, check_identifier
+
+
+class Reward(ABC):
+    """Scores batches of (image, caption) pairs; one float per pair, NaN where undefined."""
+
+    name: str = ""
+    version: str = "1"
+    batch_size: int = 256
+
+    @abstractmethod
+    def score(self, images: Sequence[np.ndarray], captions: Sequence[str]) -> np.ndarray:
+        """(n,) float64 scores for n images (each (H, W, 3) uint8) and their captions."""
+
+    def close(self) -> None:  # noqa: B027 — optional hook
+        """Release models or files; called once when annotation ends."""
+
+
+@dataclass
+class RewardContext:
+    """What a reward factory may use: device, autocast, per-reward options, a shared cache.
+
+    `cache` lets rewards share loaded models within one process (e.g. `clip` and `aesthetic`
+    encoding images once with the same CLIP tower).
+    """
+
+    device: str = "cpu"
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast on CUDA only)
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def options_for(self, name: str) -> dict[str, Any]:
+        return dict(self.options.get(name, {}))
+
+
+@dataclass(frozen=True)
+class WeightStatus:
+    """Where a reward's weights are looked for, and whether they are there."""
+
+    where: str
+    available: bool
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    """A registry entry: how to build a reward and how to tell whether it can be built here."""
+
+    name: str
+    summary: str
+    factory: Callable[[RewardContext], Reward]
+    weights: Callable[[RewardContext], list[WeightStatus]] | None = None
+
+    @property
+    def learned(self) -> bool:
+        return self.weights is not None
+
+
+REGISTRY: dict[str, RewardSpec] = {}
+
+
+def register(spec: RewardSpec) -> RewardSpec:
+    check_identifier(spec.name, "reward name")
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+def _load_plugin(target: str, ctx: RewardContext) -> Reward:
+    """`package.module:ClassName` → an instance, built with the context when it accepts one."""
+    module_name, _, class_name = target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as err:
+        raise MiroError(f"cannot load reward {target!r}: {err}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Reward)):
+        raise MiroError(f"{target} is not a subclass of miro_data.rewards.Reward")
+    try:
+        reward = cls(ctx)  # type: ignore[call-arg]
+    except TypeError:
+        reward = cls()
+    check_identifier(reward.name, "reward name")
+    return reward
+
+
+def build_reward(name: str, ctx: RewardContext | None = None) -> Reward:
+    """A registered reward by name, or a user reward given as `module:Class`."""
+    ctx = ctx or RewardContext()
+    if ":" in name:
+        return _load_plugin(name, ctx)
+    if name not in REGISTRY:
+        known = ", ".join(sorted(REGISTRY))
+        raise MiroError(f"unknown reward {name!r}; registered rewards: {known} (or module:Class)")
+    return REGISTRY[name].factory(ctx)
+
+
+def parse_reward_names(text: str) -> list[str]:
+    """'a, b,c' → ['a', 'b', 'c'], refusing duplicates and empty lists."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise MiroError("no rewards given")
+    if len(set(names)) != len(names):
+        raise MiroError(f"a reward is named twice in {text!r}")
+    for name in names:
+        if ":" not in name and name not in REGISTRY:
+            known = ", ".join(sorted(REGISTRY))
+            raise MiroError(
+                f"unknown reward {name!r}; registered rewards: {known} (or module:Class)"
+            )
+    return names
