@@ -12,6 +12,7 @@ from miro_data.rewards.base import (
     RewardSpec,
     WeightStatus,
     build_reward,
+    load_reward_options,
     parse_reward_names,
     register,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "RewardSpec",
     "WeightStatus",
     "build_reward",
+    "load_reward_options",
     "parse_reward_names",
     "register",
 ]

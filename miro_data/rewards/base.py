@@ -9,9 +9,12 @@ rewards use a hash of their checkpoint, so scores from different weights never s
 from __future__ import annotations
 
 import importlib
+import json
+import tomllib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -124,3 +127,35 @@ def parse_reward_names(text: str) -> list[str]:
                 f"unknown reward {name!r}; registered rewards: {known} (or module:Class)"
             )
     return names
+
+
+def load_reward_options(
+    config: str | Path | None = None, overrides: Sequence[str] = ()
+) -> dict[str, dict[str, Any]]:
+    """Per-reward options from a TOML/JSON file (`[hpsv2] checkpoint = "…"`) and `name.key=value`s."""
+    options: dict[str, dict[str, Any]] = {}
+    if config is not None:
+        path = Path(config)
+        if not path.exists():
+            raise MiroError(f"rewards config not found: {path}")
+        try:
+            text = path.read_text()
+            loaded = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+            raise MiroError(
+                f"rewards config {path} is not valid {path.suffix[1:] or 'JSON'}: {err}"
+            ) from None
+        if not isinstance(loaded, dict) or not all(isinstance(v, dict) for v in loaded.values()):
+            raise MiroError(f"rewards config {path}: expected a table per reward name")
+        options = {name: dict(values) for name, values in loaded.items()}
+    for item in overrides:
+        target, sep, raw = item.partition("=")
+        name, dot, key = target.partition(".")
+        if not sep or not dot or not name or not key:
+            raise MiroError(f"--reward-option {item!r}: expected REWARD.KEY=VALUE")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw  # plain strings (paths, model names) need no quotes
+        options.setdefault(name, {})[key] = value
+    return options

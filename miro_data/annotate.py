@@ -1,0 +1,453 @@
+"""Stage `miro data annotate`: score every sample of the shards with several rewards.
+
+Per shard: stream the tar, decode each image once (in a background thread, so decoding
+overlaps scoring), hand batches to every pending reward, and write the results as part files
+(miro_data.db). The ledger makes re-runs cheap: a (shard, reward, version) already done is
+skipped, a reward added later scores only itself, `retry_failed` redoes only failed samples.
+Invariant per (shard, reward): samples read = scored + failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import queue
+import shutil
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from miro_data import db
+from miro_data.common import MiroError, atomic_path, progress_bar
+from miro_data.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
+from miro_data.rewards import REGISTRY, Reward, RewardContext, build_reward
+from miro_data.shards import RawSample, Shard, iter_samples, list_shards
+from miro_data.threads import background
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AnnotateConfig:
+    """What to score, where to store it, and how to spread the work."""
+
+    shards: str
+    db: Path
+    rewards: tuple[str, ...]
+    workers: int = 1
+    batch_size: int = 256  # images decoded per batch; each reward splits by its own batch_size
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"
+    reward_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    retry_failed: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One shard to score, what the ledger says is done, and (in a retry) which keys to redo."""
+
+    shard: Shard
+    done: frozenset[tuple[str, str]]
+    retry_keys: frozenset[str] | None = None
+
+
+@dataclass
+class Decoded:
+    raw: RawSample
+    image: np.ndarray | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class AnnotateReport:
+    shards: int
+    skipped: int
+    read: int
+    scored: dict[str, int]
+    failed: dict[str, int]
+
+
+# ----------------------------------------------------------------------------
+# Scoring a batch: chunk by the reward's batch size, halve on OOM, isolate failing samples
+# ----------------------------------------------------------------------------
+
+
+def _is_oom(err: BaseException) -> bool:
+    return isinstance(err, MemoryError) or "out of memory" in str(err).lower()
+
+
+def _score_checked(
+    reward: Reward, images: Sequence[np.ndarray], captions: Sequence[str]
+) -> np.ndarray:
+    values = np.asarray(reward.score(images, captions), dtype=np.float64).reshape(-1)
+    if len(values) != len(images):
+        raise ValueError(f"returned {len(values)} scores for {len(images)} images")
+    return values
+
+
+def score_all(
+    reward: Reward, images: Sequence[np.ndarray], captions: Sequence[str]
+) -> tuple[np.ndarray, list[str | None]]:
+    """Scores for every pair and, per pair, None or the reason it could not be scored."""
+    values = np.full(len(images), np.nan)
+    errors: list[str | None] = [None] * len(images)
+    start = 0
+    while start < len(images):
+        stop = min(start + max(1, reward.batch_size), len(images))
+        try:
+            values[start:stop] = _score_checked(reward, images[start:stop], captions[start:stop])
+        except Exception as err:
+            if _is_oom(err) and stop - start > 1:
+                reward.batch_size = max(1, (stop - start) // 2)
+                log.warning("%s: out of memory, batch size now %d", reward.name, reward.batch_size)
+                continue
+            # One bad sample must not sink its batch: score one by one to find it.
+            for i in range(start, stop):
+                try:
+                    values[i] = _score_checked(reward, images[i : i + 1], captions[i : i + 1])[0]
+                except Exception as one_err:
+                    errors[i] = f"{type(one_err).__name__}: {one_err}"[:500]
+        start = stop
+    return values, errors
+
+
+# ----------------------------------------------------------------------------
+# One shard → part files
+# ----------------------------------------------------------------------------
+
+_SCHEMAS = {
+    "samples": {
+        "shard": pl.String, "key": pl.String, "caption": pl.String, "url": pl.String,
+        "width": pl.Int32, "height": pl.Int32, "image_ext": pl.String, "status": pl.String,
+        "error": pl.String, "meta": pl.String,
+    },
+    "scores": {"shard": pl.String, "key": pl.String, "reward": pl.String, "version": pl.String, "value": pl.Float64},
+    "failures": {
+        "shard": pl.String, "key": pl.String, "stage": pl.String, "reward": pl.String,
+        "version": pl.String, "reason": pl.String,
+    },
+}  # fmt: skip
+
+
+def _decoded_batches(
+    shard: Shard, cfg: AnnotateConfig, keys: frozenset[str] | None, read_errors: list[str]
+) -> Iterator[list[Decoded]]:
+    batch: list[Decoded] = []
+    for raw in iter_samples(shard, read_errors):
+        if keys is not None and raw.key not in keys:
+            continue
+        try:
+            if raw.image is None:
+                raise DecodeError("sample has no image file")
+            batch.append(Decoded(raw, decode_image(raw.image, cfg.max_pixels), None))
+        except DecodeError as err:
+            batch.append(Decoded(raw, None, str(err)))
+        if len(batch) == cfg.batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _download_failures(shard: Shard) -> list[dict]:
+    """Rows img2dataset could not download: in its per-shard parquet, never in the tar."""
+    table = shard.path.with_suffix(".parquet")
+    if not table.exists():
+        return []
+    df = pl.read_parquet(table)
+    if "status" not in df.columns or "key" not in df.columns:
+        return []
+    rows = []
+    for row in df.filter(pl.col("status") != "success").iter_rows(named=True):
+        rows.append({
+            "shard": shard.name, "key": str(row["key"]), "caption": row.get("caption"),
+            "url": row.get("url"), "width": None, "height": None, "image_ext": None,
+            "status": row["status"], "error": row.get("error_message"), "meta": None,
+        })  # fmt: skip
+    return rows
+
+
+def _sample_row(shard: Shard, d: Decoded) -> dict:
+    meta = d.raw.meta
+    return {
+        "shard": shard.name,
+        "key": d.raw.key,
+        "caption": d.raw.caption,
+        "url": meta.get("url"),
+        "width": None if d.image is None else d.image.shape[1],
+        "height": None if d.image is None else d.image.shape[0],
+        "image_ext": d.raw.image_ext,
+        "status": "ok" if d.image is not None else "undecodable",
+        "error": d.error,
+        "meta": json.dumps(meta, default=str),
+    }
+
+
+def process_shard(
+    task: ShardTask, rewards: Sequence[Reward], cfg: AnnotateConfig, on_batch=None
+) -> Path | None:
+    """Score one shard with the rewards it still needs; returns the finished part folder."""
+    retry = task.retry_keys is not None
+    pending = [r for r in rewards if ((r.name, r.version) in task.done) == retry]
+    if not pending or (retry and not task.retry_keys):
+        return None
+    shard = task.shard
+    rows: dict[str, list[dict]] = {"samples": [], "scores": [], "failures": []}
+    seconds = {r.name: 0.0 for r in pending}
+    read_errors: list[str] = []
+    with background(_decoded_batches(shard, cfg, task.retry_keys, read_errors)) as batches:
+        for batch in batches:
+            rows["samples"] += [_sample_row(shard, d) for d in batch]
+            ok = [d for d in batch if d.image is not None]
+            rows["failures"] += [
+                {"shard": shard.name, "key": d.raw.key, "stage": "decode", "reward": None,
+                 "version": None, "reason": d.error}
+                for d in batch if d.image is None
+            ]  # fmt: skip
+            images, captions = [d.image for d in ok], [d.raw.caption for d in ok]
+            for reward in pending:
+                t0 = time.perf_counter()
+                values, errors = score_all(reward, images, captions)  # type: ignore[arg-type]
+                seconds[reward.name] += time.perf_counter() - t0
+                for d, value, error in zip(ok, values, errors, strict=True):
+                    base = {
+                        "shard": shard.name,
+                        "key": d.raw.key,
+                        "reward": reward.name,
+                        "version": reward.version,
+                    }
+                    if error is None:
+                        rows["scores"].append(
+                            {**base, "value": None if np.isnan(value) else float(value)}
+                        )
+                    else:
+                        rows["failures"].append({**base, "stage": "score", "reason": error})
+            if on_batch is not None:
+                on_batch(len(batch))
+    if not retry:
+        rows["samples"] += _download_failures(shard)
+    rows["failures"] += [
+        {
+            "shard": shard.name,
+            "key": None,
+            "stage": "read",
+            "reward": None,
+            "version": None,
+            "reason": e,
+        }
+        for e in read_errors
+    ]
+    marker = {
+        "shard": shard.name,
+        "retry": retry,
+        "rewards": {
+            r.name: {"version": r.version, "seconds": round(seconds[r.name], 3)} for r in pending
+        },
+    }
+    return _write_part(db.parts_dir(cfg.db), shard.name, rows, marker)
+
+
+def _write_part(root: Path, shard_name: str, rows: dict[str, list[dict]], marker: dict) -> Path:
+    part = root / f"{shard_name.replace('/', '__')}-{uuid.uuid4().hex[:8]}"
+    part.mkdir(parents=True)
+    for name, schema in _SCHEMAS.items():
+        pl.DataFrame(rows[name], schema=schema).write_parquet(part / f"{name}.parquet")
+    with atomic_path(part / "done.json") as tmp:  # the marker comes last: its presence = complete
+        tmp.write_text(json.dumps(marker))
+    return part
+
+
+# ----------------------------------------------------------------------------
+# Planning, workers, ingest
+# ----------------------------------------------------------------------------
+
+
+def _device(cfg: AnnotateConfig, worker_index: int) -> str:
+    """'auto' means CUDA when learned rewards run and a GPU is visible; workers share GPUs round-robin."""
+    if cfg.device not in ("auto", "cuda"):
+        return cfg.device
+    if not any(":" in n or REGISTRY[n].learned for n in cfg.rewards):
+        return "cpu"  # weight-free rewards run on numpy: no need to import torch
+    import torch
+
+    if not torch.cuda.is_available():
+        if cfg.device == "cuda":
+            raise MiroError("--device cuda was asked for, but no CUDA device is visible")
+        return "cpu"
+    return f"cuda:{worker_index % torch.cuda.device_count()}"
+
+
+def build_rewards(cfg: AnnotateConfig, worker_index: int = 0) -> list[Reward]:
+    ctx = RewardContext(
+        device=_device(cfg, worker_index), precision=cfg.precision, options=cfg.reward_options
+    )
+    rewards = [build_reward(name, ctx) for name in cfg.rewards]
+    names = [r.name for r in rewards]
+    if len(set(names)) != len(names):
+        raise MiroError(f"two rewards share a name: {', '.join(names)}")
+    return rewards
+
+
+def plan(con, shards: list[Shard], retry: bool) -> list[ShardTask]:
+    """One task per shard, carrying what the ledger says is done (and, in a retry, the failed keys)."""
+    done: dict[str, set[tuple[str, str]]] = {}
+    for shard, reward, version in con.execute(
+        "SELECT shard, reward, version FROM ledger"
+    ).fetchall():
+        done.setdefault(shard, set()).add((reward, version))
+    failed: dict[str, set[str]] = {}
+    if retry:
+        rows = con.execute(
+            "SELECT DISTINCT shard, key FROM failures WHERE key IS NOT NULL"
+        ).fetchall()
+        for shard, key in rows:
+            failed.setdefault(shard, set()).add(key)
+    return [
+        ShardTask(
+            shard=s,
+            done=frozenset(done.get(s.name, ())),
+            retry_keys=frozenset(failed.get(s.name, ())) if retry else None,
+        )
+        for s in shards
+    ]
+
+
+def _expected_samples(tasks: list[ShardTask]) -> int | None:
+    """Samples to read, from img2dataset's stats where every shard has them (for the progress bar)."""
+    if tasks and all(t.retry_keys is not None for t in tasks):
+        return sum(len(t.retry_keys or ()) for t in tasks)
+    total = 0
+    for t in tasks:
+        stats = t.shard.path.with_name(t.shard.path.stem + "_stats.json")
+        if not stats.exists():
+            return None
+        total += int(json.loads(stats.read_text()).get("successes", 0))
+    return total
+
+
+def recover_parts(con, db_path: Path) -> int:
+    """Ingest parts a killed run finished but did not ingest; drop unfinished ones."""
+    root = db.parts_dir(db_path)
+    n = 0
+    for part in sorted(root.glob("*")) if root.exists() else []:
+        if (part / "done.json").exists():
+            db.ingest_part(con, part)
+            n += 1
+        else:
+            shutil.rmtree(part, ignore_errors=True)
+    if n:
+        log.info("ingested %d part(s) left by an earlier run", n)
+    return n
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(cfg: AnnotateConfig, indices: mp.Queue, progress: mp.Queue) -> None:
+    _WORKER["cfg"] = cfg
+    _WORKER["rewards"] = build_rewards(cfg, indices.get())
+    _WORKER["progress"] = progress
+
+
+def _worker_process(task: ShardTask) -> Path | None:
+    return process_shard(task, _WORKER["rewards"], _WORKER["cfg"], _WORKER["progress"].put)
+
+
+def _run_in_process(tasks: list[ShardTask], cfg: AnnotateConfig, ingest, advance) -> None:
+    rewards = build_rewards(cfg)
+    try:
+        for task in tasks:
+            part = process_shard(task, rewards, cfg, advance)
+            if part is not None:
+                ingest(part)
+    finally:
+        for r in rewards:
+            r.close()
+
+
+def _run_pool(tasks: list[ShardTask], cfg: AnnotateConfig, ingest, advance) -> None:
+    ctx = mp.get_context("spawn")  # fork is unsafe with torch and threads
+    indices, progress = ctx.Queue(), ctx.Queue()
+    for i in range(cfg.workers):
+        indices.put(i)
+    with ProcessPoolExecutor(
+        cfg.workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg, indices, progress)
+    ) as pool:
+        pending = {pool.submit(_worker_process, t) for t in tasks}
+        try:
+            while pending:
+                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                while True:
+                    try:
+                        advance(progress.get_nowait())
+                    except queue.Empty:
+                        break
+                for future in finished:
+                    part = future.result()
+                    if part is not None:
+                        ingest(part)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def annotate(cfg: AnnotateConfig) -> AnnotateReport:
+    """Score the shards with cfg.rewards into cfg.db; returns counts for this database."""
+    if cfg.workers < 1:
+        raise MiroError("--workers must be at least 1")
+    shards = list_shards(cfg.shards)
+    for name in cfg.rewards:  # fail fast on unknown names, before any work
+        if ":" not in name and name not in REGISTRY:
+            raise MiroError(
+                f"unknown reward {name!r}; registered rewards: {', '.join(sorted(REGISTRY))}"
+            )
+    con = db.connect(cfg.db, create=True)
+    try:
+        recover_parts(con, cfg.db)
+        tasks = plan(con, shards, cfg.retry_failed)
+        ingested: list[dict] = []
+
+        def ingest(part: Path) -> None:
+            ingested.append(db.ingest_part(con, part))
+
+        with progress_bar("img") as bar:
+            job = bar.add_task("annotate", total=_expected_samples(tasks))
+
+            def advance(n: int) -> None:
+                bar.advance(job, n)
+
+            runner = _run_pool if cfg.workers > 1 and len(tasks) > 1 else _run_in_process
+            runner(tasks, cfg, ingest, advance)
+        db.refresh_wide_view(con)
+        return _report(con, shards, len(ingested))
+    finally:
+        con.close()
+
+
+def _report(con, shards: list[Shard], n_processed: int) -> AnnotateReport:
+    names = [s.name for s in shards]
+    rows = con.execute(
+        """SELECT reward, sum(n_scored), sum(n_failed) FROM ledger
+        WHERE shard IN (SELECT unnest($names)) GROUP BY reward ORDER BY reward""",
+        {"names": names},
+    ).fetchall()
+    (read,) = con.execute(
+        "SELECT count(*) FROM samples WHERE shard IN (SELECT unnest($names)) AND status IN ('ok', 'undecodable')",
+        {"names": names},
+    ).fetchone()
+    return AnnotateReport(
+        shards=len(shards),
+        skipped=len(shards) - n_processed,
+        read=int(read),
+        scored={r: int(s) for r, s, _ in rows},
+        failed={r: int(f) for r, _, f in rows},
+    )

@@ -1,0 +1,217 @@
+"""The DuckDB side: schema, connections, ingesting workers' part files, the wide view.
+
+Only one process writes the database. Annotation workers never open it: each writes its
+results for one shard as parquet files plus a `done.json` marker into `<db>.parts/`, and the
+writer ingests finished part folders, each in one transaction. Several processes — or
+machines sharing a filesystem — can therefore annotate at once without contending for the
+database file, and a killed run loses at most the shards in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import duckdb
+
+from miro_data.common import MiroError, check_identifier
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS samples (
+    shard     VARCHAR NOT NULL,  -- shard name: tar path relative to the shard folder, no .tar
+    key       VARCHAR NOT NULL,  -- sample key, unique within the corpus
+    caption   VARCHAR,
+    url       VARCHAR,
+    width     INTEGER,           -- decoded size; NULL when the image did not decode
+    height    INTEGER,
+    image_ext VARCHAR,
+    status    VARCHAR NOT NULL,  -- ok | undecodable | img2dataset's failed_to_download, …
+    error     VARCHAR,
+    meta      JSON               -- the sample's json record (extra URL-list columns included)
+);
+CREATE TABLE IF NOT EXISTS scores (
+    shard   VARCHAR NOT NULL,
+    key     VARCHAR NOT NULL,
+    reward  VARCHAR NOT NULL,
+    version VARCHAR NOT NULL,    -- reward version: code version or checkpoint hash
+    value   DOUBLE               -- NULL where the reward is undefined for the sample
+);
+CREATE TABLE IF NOT EXISTS failures (
+    shard   VARCHAR NOT NULL,
+    key     VARCHAR,             -- NULL for a shard-level failure (unreadable tar)
+    stage   VARCHAR NOT NULL,    -- read | decode | score
+    reward  VARCHAR,             -- set for stage = score
+    version VARCHAR,
+    reason  VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger (
+    shard       VARCHAR NOT NULL,
+    reward      VARCHAR NOT NULL,
+    version     VARCHAR NOT NULL,
+    n_read      INTEGER NOT NULL,  -- samples read from the tar
+    n_scored    INTEGER NOT NULL,
+    n_failed    INTEGER NOT NULL,  -- n_read = n_scored + n_failed
+    seconds     DOUBLE,
+    finished_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (shard, reward, version)
+);
+CREATE TABLE IF NOT EXISTS reward_versions (
+    reward     VARCHAR NOT NULL,
+    version    VARCHAR NOT NULL,
+    first_seen TIMESTAMP NOT NULL,
+    last_used  TIMESTAMP NOT NULL,  -- the wide view shows each reward's most recent version
+    PRIMARY KEY (reward, version)
+);
+CREATE TABLE IF NOT EXISTS bin_versions (
+    version     INTEGER PRIMARY KEY,
+    created_at  TIMESTAMP NOT NULL,
+    n_bins      INTEGER NOT NULL,    -- B requested
+    sample_size INTEGER NOT NULL,
+    seed        INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bin_edges (
+    version        INTEGER NOT NULL,
+    reward         VARCHAR NOT NULL,
+    reward_version VARCHAR NOT NULL,
+    n_levels       INTEGER NOT NULL,  -- effective number of bins (≤ B when scores tie)
+    edges          DOUBLE[] NOT NULL,
+    top_level      BOOLEAN NOT NULL,  -- the maximum is a level of its own (tied top scores)
+    count BIGINT, nan_count BIGINT, mean DOUBLE, std DOUBLE, min DOUBLE,
+    p1 DOUBLE, p5 DOUBLE, p25 DOUBLE, p50 DOUBLE, p75 DOUBLE, p95 DOUBLE, p99 DOUBLE, max DOUBLE,
+    PRIMARY KEY (version, reward)
+);
+"""
+
+PART_FILES = ("samples", "scores", "failures")
+
+
+def connect(path: Path, read_only: bool = False, create: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open the database; `create` makes a new one with the schema, else it must exist."""
+    path = Path(path)
+    if not path.exists() and not create:
+        raise MiroError(f"database not found: {path} (run `miro data annotate` first)")
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as err:
+        if "lock" in str(err).lower():
+            raise MiroError(f"database {path} is in use by another process") from None
+        raise MiroError(f"cannot open database {path}: {err}") from None
+    except duckdb.Error as err:
+        raise MiroError(f"cannot open database {path}: {err}") from None
+    if not read_only:
+        con.execute(SCHEMA)
+        refresh_wide_view(con)
+    return con
+
+
+def parts_dir(db: Path) -> Path:
+    return Path(f"{db}.parts")
+
+
+def current_versions(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Each reward's most recently used version."""
+    rows = con.execute(
+        "SELECT reward, arg_max(version, last_used) FROM reward_versions GROUP BY reward ORDER BY reward"
+    ).fetchall()
+    return dict(rows)
+
+
+def reward_condition(reward: str, version: str, table: str = "") -> str:
+    """SQL condition selecting one reward version's score rows.
+
+    Reward names are checked identifiers and versions are quoted, so both can be inlined
+    (a pivot's column list cannot be parameterised).
+    """
+    check_identifier(reward, "reward name")
+    prefix = f"{table}." if table else ""
+    quoted = version.replace("'", "''")
+    return f"{prefix}reward = '{reward}' AND {prefix}version = '{quoted}'"
+
+
+def wide_columns(rewards: dict[str, str], table: str = "") -> list[str]:
+    """Aggregates pivoting long-form scores into one column per reward."""
+    prefix = f"{table}." if table else ""
+    return [
+        f'max({prefix}value) FILTER (WHERE {reward_condition(r, v, table)}) AS "{r}"'
+        for r, v in rewards.items()
+    ]
+
+
+def refresh_wide_view(con: duckdb.DuckDBPyConnection) -> None:
+    """`scores_wide`: one row per sample, one column per reward (its current version)."""
+    columns = wide_columns(current_versions(con), "sc")
+    select = ",\n  ".join(
+        ["s.shard", "s.key", "s.caption", "s.url", "s.width", "s.height", "s.status", *columns]
+    )
+    con.execute(
+        f"""CREATE OR REPLACE VIEW scores_wide AS
+        SELECT {select}
+        FROM samples s LEFT JOIN scores sc ON sc.shard = s.shard AND sc.key = s.key
+        GROUP BY ALL"""
+    )
+
+
+def ingest_part(con: duckdb.DuckDBPyConnection, part: Path) -> dict:
+    """Move one finished part folder into the database, in one transaction; returns its marker.
+
+    Idempotent: rows of the keys the part covers are replaced, so ingesting a part twice (a
+    crash between commit and cleanup) changes nothing.
+    """
+    done = json.loads((part / "done.json").read_text())
+    shard, retry = done["shard"], done["retry"]
+    files = {name: str(part / f"{name}.parquet") for name in PART_FILES}
+    # In a retry, only the retried keys are replaced; otherwise everything of the shard.
+    scope = "AND key IN (SELECT key FROM read_parquet($samples))" if retry else ""
+    params = {"shard": shard, **({"samples": files["samples"]} if retry else {})}
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"DELETE FROM samples WHERE shard = $shard {scope}", params)
+        con.execute(
+            "INSERT INTO samples BY NAME SELECT * FROM read_parquet($f)", {"f": files["samples"]}
+        )
+        con.execute(
+            f"DELETE FROM failures WHERE shard = $shard AND (stage = 'read' OR (stage = 'decode' {scope}))",
+            params,
+        )
+        for reward, info in done["rewards"].items():
+            p = {**params, "reward": reward, "version": info["version"]}
+            where = f"shard = $shard AND reward = $reward AND version = $version {scope}"
+            con.execute(f"DELETE FROM scores WHERE {where}", p)
+            con.execute(f"DELETE FROM failures WHERE stage = 'score' AND {where}", p)
+        con.execute(
+            "INSERT INTO scores BY NAME SELECT * FROM read_parquet($f)", {"f": files["scores"]}
+        )
+        con.execute(
+            "INSERT INTO failures BY NAME SELECT * FROM read_parquet($f)", {"f": files["failures"]}
+        )
+        for reward, info in done["rewards"].items():
+            _update_ledger(con, shard, reward, info)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    shutil.rmtree(part, ignore_errors=True)
+    return done
+
+
+def _update_ledger(con: duckdb.DuckDBPyConnection, shard: str, reward: str, info: dict) -> None:
+    p = {"shard": shard, "reward": reward, "version": info["version"]}
+    con.execute(
+        """INSERT INTO reward_versions VALUES ($reward, $version, now(), now())
+        ON CONFLICT DO UPDATE SET last_used = now()""",
+        {"reward": reward, "version": info["version"]},
+    )
+    con.execute(
+        """INSERT OR REPLACE INTO ledger
+        SELECT $shard, $reward, $version,
+          (SELECT count(*) FROM samples WHERE shard = $shard AND status IN ('ok', 'undecodable')),
+          (SELECT count(*) FROM scores WHERE shard = $shard AND reward = $reward AND version = $version),
+          (SELECT count(*) FROM failures WHERE shard = $shard AND key IS NOT NULL AND
+             (stage = 'decode' OR (stage = 'score' AND reward = $reward AND version = $version))),
+          $seconds, now()""",
+        {**p, "seconds": info.get("seconds")},
+    )

@@ -1,0 +1,86 @@
+"""Reshard hooks: precompute per-sample tensors the trainer would otherwise compute every epoch.
+
+`text=MODEL` stores the caption's token embeddings (`txt_emb.npy`, float16 (L, D), padding
+dropped) from a frozen Hugging Face encoder; `vae=MODEL` stores the image's unscaled VAE
+latents (`latent.npy`, float16 (C, h, w)) from a diffusers AutoencoderKL. MODEL is a Hugging
+Face id (resolved from the local cache when offline) or a local folder.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+
+from miro_data.common import MiroError
+
+
+class Hook(ABC):
+    """Adds one tar member to every sample, computed in batches."""
+
+    kind: str = ""
+    member: str = ""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+
+    @abstractmethod
+    def __call__(self, images: Sequence[np.ndarray], captions: Sequence[str]) -> list[np.ndarray]:
+        """One array per sample."""
+
+
+class TextEmbeddingHook(Hook):
+    """Token embeddings of the caption (real tokens only)."""
+
+    kind, member = "text", "txt_emb.npy"
+
+    def __init__(self, model: str, device: str = "cpu", max_length: int = 77) -> None:
+        super().__init__(model)
+        from miro_data.encoders import FrozenTextEncoder
+
+        self.encoder = FrozenTextEncoder(model, device=device, max_length=max_length)
+
+    def __call__(self, images: Sequence[np.ndarray], captions: Sequence[str]) -> list[np.ndarray]:
+        emb, mask = self.encoder.encode(captions)
+        emb, mask = emb.float().cpu().numpy(), mask.cpu().numpy()
+        return [e[m].astype(np.float16) for e, m in zip(emb, mask, strict=True)]
+
+
+class VaeLatentHook(Hook):
+    """Unscaled VAE posterior means of the image; same-size images are encoded together."""
+
+    kind, member = "vae", "latent.npy"
+
+    def __init__(self, model: str, device: str = "cpu") -> None:
+        super().__init__(model)
+        from miro_data.encoders import ImageAutoencoder
+
+        self.vae = ImageAutoencoder(model, device=device)
+
+    def __call__(self, images: Sequence[np.ndarray], captions: Sequence[str]) -> list[np.ndarray]:
+        out: list[np.ndarray | None] = [None] * len(images)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, img in enumerate(images):
+            by_shape.setdefault(img.shape, []).append(i)
+        for idx in by_shape.values():
+            latents = self.vae.encode(np.stack([images[i] for i in idx])).cpu().numpy()
+            for i, lat in zip(idx, latents, strict=True):
+                out[i] = lat.astype(np.float16)
+        return out  # type: ignore[return-value]
+
+
+HOOKS = {"text": TextEmbeddingHook, "vae": VaeLatentHook}
+
+
+def build_hooks(specs: Sequence[str], device: str = "cpu") -> list[Hook]:
+    """'text=google/flan-t5-base', 'vae=madebyollin/sdxl-vae-fp16-fix' → hooks."""
+    hooks = []
+    for spec in specs:
+        kind, sep, model = spec.partition("=")
+        if not sep or kind not in HOOKS or not model:
+            raise MiroError(f"--hook {spec!r}: expected text=MODEL or vae=MODEL")
+        hooks.append(HOOKS[kind](model, device=device))
+    if len({h.kind for h in hooks}) != len(hooks):
+        raise MiroError("each hook kind may be given once")
+    return hooks

@@ -1,0 +1,257 @@
+"""Stage `miro data reshard`: training shards whose samples carry scores, bins and bin values.
+
+Selects scored samples (optionally filtered by a SQL predicate over the reward columns),
+shuffles them across source shards with a seed, and copies each image's bytes as they are
+(no re-encode) into new WebDataset tars, reading the sources by random access (wids' mmap
+index). The output folder appears only when complete: everything is written to a hidden
+sibling and renamed into place. Sample format and manifest: ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+import webdataset as wds
+from wids.wids_mmtar import MMIndexedTar
+
+from miro_data import db
+from miro_data.bins import Levels, load_levels
+from miro_data.common import MiroError, progress_bar
+from miro_data.decode import decode_image
+from miro_data.hooks import Hook, build_hooks
+from miro_data.shards import list_shards
+
+log = logging.getLogger(__name__)
+
+FORMAT = "miro-shards/1"
+
+
+@dataclass(frozen=True)
+class ReshardConfig:
+    """Which samples, which bin edges, how to cut and shuffle, what to precompute."""
+
+    shards: str
+    db: Path
+    out: Path
+    where: str | None = None  # SQL predicate over shard, key, caption, url and reward columns
+    shard_size: int = 10_000
+    shuffle_seed: int = 0
+    edges_version: int | None = None  # None: the latest
+    rewards: tuple[str, ...] | None = None  # subset and conditioning order; None: all, by name
+    hooks: tuple[str, ...] = ()  # "text=MODEL", "vae=MODEL"
+    hook_batch_size: int = 64
+    device: str = "cpu"
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class ReshardReport:
+    out: Path
+    shards: int
+    samples: int
+    excluded_unscored: int
+
+
+# ----------------------------------------------------------------------------
+# Selecting and shuffling
+# ----------------------------------------------------------------------------
+
+
+def _choose_rewards(
+    levels: dict[str, tuple[str, Levels]], wanted: tuple[str, ...] | None
+) -> list[str]:
+    if wanted is None:
+        return sorted(levels)
+    unknown = [r for r in wanted if r not in levels]
+    if unknown:
+        raise MiroError(
+            f"no bin edges for {', '.join(unknown)} in this version; have: {', '.join(levels)}"
+        )
+    return list(wanted)
+
+
+def select_samples(con, rewards: dict[str, str], where: str | None) -> tuple[pl.DataFrame, int]:
+    """Decoded samples with a score row for every reward (failed ones have none), filtered."""
+    counts = [
+        f'count(*) FILTER (WHERE {db.reward_condition(r, v, "sc")}) AS "__n_{r}"'
+        for r, v in rewards.items()
+    ]
+    inner = f"""SELECT s.shard, s.key, s.caption, s.url, s.image_ext, s.meta,
+            {", ".join([*db.wide_columns(rewards, "sc"), *counts])}
+        FROM samples s LEFT JOIN scores sc ON sc.shard = s.shard AND sc.key = s.key
+        WHERE s.status = 'ok' GROUP BY ALL"""
+    sql = f"SELECT * FROM ({inner}) AS t" + (f" WHERE ({where})" if where else "")
+    try:
+        df = con.sql(sql + " ORDER BY shard, key").pl()
+    except duckdb.Error as err:
+        raise MiroError(f"bad --where predicate {where!r}: {str(err).splitlines()[0]}") from None
+    scored = pl.all_horizontal([pl.col(f"__n_{r}") > 0 for r in rewards])
+    excluded = df.height - df.filter(scored).height
+    df = df.filter(scored).drop([f"__n_{r}" for r in rewards])
+    return df, excluded
+
+
+def _sample_json(
+    row: dict, rewards: list[str], bins: dict, values: dict, i: int, version: int
+) -> dict:
+    def clean(x: float) -> float | None:
+        return None if x is None or np.isnan(x) else float(x)
+
+    return {
+        "key": row["key"],
+        "caption": row["caption"],
+        "url": row["url"],
+        "source_shard": row["shard"],
+        "edges_version": version,
+        "scores": {r: clean(row[r]) for r in rewards},
+        "bins": {r: (None if bins[r][i] < 0 else int(bins[r][i])) for r in rewards},
+        "bin_values": {r: clean(values[r][i]) for r in rewards},
+        "source": json.loads(row["meta"]) if row["meta"] else {},
+    }
+
+
+# ----------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------
+
+
+class _Sources:
+    """Random access to source images by (shard, key), one mmap index per tar, opened lazily."""
+
+    def __init__(self, shards: str) -> None:
+        self.paths = {s.name: s.path for s in list_shards(shards)}
+        self.open: dict[str, MMIndexedTar] = {}
+
+    def read(self, shard: str, key: str, ext: str) -> bytes:
+        if shard not in self.open:
+            if shard not in self.paths:
+                raise MiroError(
+                    f"source shard {shard!r} (in the database) is not under the shards given"
+                )
+            self.open[shard] = MMIndexedTar(str(self.paths[shard]), verbose=False)
+        _, data = self.open[shard].get_by_name(f"{key}.{ext}")
+        return bytes(data)
+
+    def close(self) -> None:
+        for tar in self.open.values():
+            tar.close()
+
+
+def _apply_hooks(hooks: list[Hook], samples: list[dict], batch_size: int) -> None:
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        captions = [s["txt"] for s in chunk]
+        images = (
+            [decode_image(s[s["__ext__"]]) for s in chunk]
+            if any(h.kind == "vae" for h in hooks)
+            else []
+        )
+        for hook in hooks:
+            for sample, array in zip(chunk, hook(images, captions), strict=True):
+                sample[hook.member] = array
+
+
+def _write_shard(path: Path, samples: list[dict]) -> None:
+    with wds.TarWriter(str(path)) as sink:
+        for sample in samples:
+            sink.write({k: v for k, v in sample.items() if k != "__ext__"})
+
+
+def _finalize(staging: Path, out: Path) -> None:
+    """Swap the finished staging folder into place; an old output is removed only after."""
+    trash = None
+    if out.exists():
+        trash = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+        out.rename(trash)
+    staging.rename(out)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def reshard(cfg: ReshardConfig) -> ReshardReport:
+    """Write shuffled training shards with scores and bins; returns counts."""
+    if cfg.shard_size < 1:
+        raise MiroError("--shard-size must be positive")
+    if cfg.out.exists() and any(cfg.out.iterdir()) and not cfg.overwrite:
+        raise MiroError(f"{cfg.out} exists and is not empty (pass --overwrite to replace it)")
+    con = db.connect(cfg.db, read_only=True)
+    try:
+        version, levels = load_levels(con, cfg.edges_version)
+        names = _choose_rewards(levels, cfg.rewards)
+        df, excluded = select_samples(con, {r: levels[r][0] for r in names}, cfg.where)
+    finally:
+        con.close()
+    if df.height == 0:
+        raise MiroError(
+            "no samples to write" + (f" match --where {cfg.where!r}" if cfg.where else "")
+        )
+    if excluded:
+        log.warning(
+            "%d samples lack a score for some reward (failed or not annotated): excluded", excluded
+        )
+    order = np.random.default_rng(cfg.shuffle_seed).permutation(df.height)
+    df = df[order]
+    bins, values = {}, {}
+    for r in names:
+        bins[r], values[r] = levels[r][1].assign(df[r].to_numpy().astype(np.float64))
+    hooks = build_hooks(cfg.hooks, cfg.device)
+    staging = cfg.out.with_name(f".{cfg.out.name}.partial-{uuid.uuid4().hex[:8]}")
+    staging.mkdir(parents=True)
+    sources, written = _Sources(cfg.shards), []
+    try:
+        with progress_bar("img") as bar:
+            task = bar.add_task("reshard", total=df.height)
+            for shard_idx, start in enumerate(range(0, df.height, cfg.shard_size)):
+                samples = []
+                for i, row in enumerate(
+                    df[start : start + cfg.shard_size].iter_rows(named=True), start
+                ):
+                    ext = row["image_ext"]
+                    samples.append({
+                        "__key__": row["key"], "__ext__": ext,
+                        ext: sources.read(row["shard"], row["key"], ext),
+                        "txt": row["caption"] or "",
+                        "json": _sample_json(row, names, bins, values, i, version),
+                    })  # fmt: skip
+                if hooks:
+                    _apply_hooks(hooks, samples, cfg.hook_batch_size)
+                name = f"{shard_idx:06d}.tar"
+                _write_shard(staging / name, samples)
+                written.append({"name": name, "count": len(samples)})
+                bar.advance(task, len(samples))
+        manifest = {
+            "format": FORMAT,
+            "rewards": names,
+            "reward_versions": {r: levels[r][0] for r in names},
+            "edges_version": version,
+            "n_bins": {r: levels[r][1].n_levels for r in names},
+            "edges": {r: levels[r][1].edges.tolist() for r in names},
+            "shards": written,
+            "total": int(df.height),
+            "where": cfg.where,
+            "shuffle_seed": cfg.shuffle_seed,
+            "hooks": {
+                kind: next((h.model for h in hooks if h.kind == kind), None)
+                for kind in ("text", "vae")
+            },
+            "source": {"shards": str(cfg.shards), "db": str(cfg.db)},
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        _finalize(staging, cfg.out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        sources.close()
+    log.info("wrote %d samples in %d shards to %s", df.height, len(written), cfg.out)
+    return ReshardReport(cfg.out, len(written), int(df.height), excluded)
