@@ -212,13 +212,12 @@ def stats_cmd(
     report = stats(StatsConfig(db=db, plot=plot, version=version, rewards=names))
     title = f"bin-edge version {report.version}" if report.version else "no bin edges yet"
     table = Table(title=f"reward statistics ({title})")
-    table.add_column("reward")
-    table.add_column("levels", justify="right")
+    table.add_column("")
+    for reward in report.stats:
+        table.add_column(reward, justify="right", overflow="fold")
+    table.add_row("levels", *(str(report.n_levels.get(r, "-")) for r in report.stats))
     for col in STAT_COLUMNS:
-        table.add_column(col, justify="right")
-    for reward, row in report.stats.items():
-        levels = str(report.n_levels.get(reward, "-"))
-        table.add_row(reward, levels, *(_cell(row[c]) for c in STAT_COLUMNS))
+        table.add_row(col, *(_cell(row[col]) for row in report.stats.values()))
     console = Console()
     console.print(table)
     if plot is not None:
@@ -282,12 +281,13 @@ def rewards_cmd(
 
     ctx = RewardContext(options=load_reward_options(rewards_config, reward_option))
     table = Table(title="registered rewards")
-    for col in ("reward", "kind", "weights", "available", "what it measures"):
+    table.add_column("reward", no_wrap=True)
+    for col in ("kind", "weights", "available", "what it measures"):
         table.add_column(col, overflow="fold")
     for name in sorted(REGISTRY, key=lambda n: (REGISTRY[n].learned, n)):
         spec = REGISTRY[name]
         if not spec.learned:
-            table.add_row(name, "weight-free", "-", "[green]yes[/]", spec.summary)
+            table.add_row(name, "weight-free", "-", "[green]yes[/]", spec.summary.split(";")[0])
             continue
         statuses = spec.weights(ctx) if spec.weights else []
         where = "\n".join(s.where for s in statuses)

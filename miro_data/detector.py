@@ -20,7 +20,7 @@ MIN_AREA_FRACTION = 0.008
 SQUARE_FILL, CIRCLE_FILL = 0.88, 0.64
 POSITION_MARGIN = 0.1
 
-_PALETTE = np.array([PALETTE[c] for c in COLORS], dtype=np.int32)  # (6, 3)
+_PALETTE = np.array([PALETTE[c] for c in COLORS], dtype=np.float32)  # (6, 3)
 _PALETTE_NORM2 = (_PALETTE**2).sum(1)
 
 
@@ -37,11 +37,12 @@ class Detection:
 
 def color_map(image: np.ndarray) -> np.ndarray:
     """(H, W) int map: index of the nearest palette colour within distance 80, else -1."""
-    pixels = image.reshape(-1, 3).astype(np.int32)
-    # |p − c|² = |p|² − 2 p·c + |c|², exact in integers and much faster than broadcasting.
-    dist2 = (pixels**2).sum(1)[:, None] - 2 * pixels @ _PALETTE.T + _PALETTE_NORM2[None]
-    nearest = dist2.argmin(1)
-    near_enough = dist2[np.arange(len(nearest)), nearest] < COLOR_DISTANCE**2
+    pixels = image.reshape(-1, 3).T.astype(np.float32)  # (3, N)
+    # |p − c|² = |c|² − 2 c·p + |p|²: one BLAS product. Every term is an integer below 2^24,
+    # so float32 computes it exactly; (6, N) keeps the reductions over colours vectorised.
+    dist2 = _PALETTE_NORM2[:, None] - 2 * (_PALETTE @ pixels) + (pixels * pixels).sum(0)[None]
+    nearest = dist2.argmin(0)
+    near_enough = dist2.min(0) < COLOR_DISTANCE**2
     return np.where(near_enough, nearest, -1).reshape(image.shape[:2])
 
 

@@ -89,10 +89,6 @@ def read_url_list(path: Path, url_col: str, caption_col: str) -> pl.DataFrame:
     return df
 
 
-def _is_relative(url: str) -> bool:
-    return "://" not in url
-
-
 def summarize(out: Path) -> DownloadReport:
     """Sum img2dataset's per-shard `*_stats.json` files."""
     stats = [json.loads(p.read_text()) for p in sorted(out.glob("*_stats.json"))]
@@ -153,7 +149,7 @@ def download(cfg: DownloadConfig) -> DownloadReport:
     cfg.out.mkdir(parents=True, exist_ok=True)
     # img2dataset reads one parquet; it is rewritten with absolute URLs when they are served.
     staged = cfg.out / "_url_list.parquet"
-    relative = df["url"].map_elements(_is_relative, return_dtype=pl.Boolean).any()
+    relative = (~df["url"].str.contains("://", literal=True)).any()
     try:
         if relative:
             with serve_directory(cfg.url_list.parent) as base:

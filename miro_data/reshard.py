@@ -203,10 +203,10 @@ def reshard(cfg: ReshardConfig) -> ReshardReport:
     bins, values = {}, {}
     for r in names:
         bins[r], values[r] = levels[r][1].assign(df[r].to_numpy().astype(np.float64))
-    hooks = build_hooks(cfg.hooks, cfg.device)
+    sources, hooks = _Sources(cfg.shards), build_hooks(cfg.hooks, cfg.device)
     staging = cfg.out.with_name(f".{cfg.out.name}.partial-{uuid.uuid4().hex[:8]}")
     staging.mkdir(parents=True)
-    sources, written = _Sources(cfg.shards), []
+    written: list[dict] = []
     try:
         with progress_bar("img") as bar:
             task = bar.add_task("reshard", total=df.height)

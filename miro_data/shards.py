@@ -95,7 +95,24 @@ def iter_samples(shard: Shard, errors: list[str] | None = None) -> Iterator[RawS
             errors.append(f"{type(exn).__name__}: {exn.args[0] if exn.args else exn}")
         return False
 
+    n_errors = len(errors) if errors is not None else 0
     with open(shard.path, "rb") as stream:
         files = tar_file_expander([{"url": str(shard.path), "stream": stream}], handler=stop)
         for sample in group_by_keys(files, handler=stop):
             yield to_raw_sample(sample)
+    if errors is not None and len(errors) == n_errors and not _has_end_marker(shard.path):
+        errors.append("truncated tar: no end-of-archive marker (samples after the cut are lost)")
+
+
+def _has_end_marker(path: Path) -> bool:
+    """Whether a tar ends with its two zero blocks.
+
+    Python's tarfile treats a header cut short as the end of the archive, silently; a tar
+    cut at a member boundary looks complete to it. Writers always end with 1024 zero bytes.
+    """
+    size = path.stat().st_size
+    if size < 1024 or size % 512:
+        return False
+    with open(path, "rb") as f:
+        f.seek(size - 1024)
+        return not any(f.read(1024))

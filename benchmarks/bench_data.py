@@ -1,0 +1,166 @@
+"""Data-pipeline speed, measured side by side in one run (the machines are noisy).
+
+1. annotate, end to end (tar → decode → score → parts → DuckDB) vs the same rewards scoring
+   pre-decoded in-memory images: ratio of images/s (goal ≥ 0.9).
+2. reshard MB/s vs reading the same source tars sequentially: against a sequential read of
+   every member (tarfile, as a training loader would) — the goal ratio ≥ 0.5 — and, for
+   scale, against `cat`-like raw bytes.
+3. bins on 10 M synthetic samples × 7 rewards (70 M score rows).
+
+    python benchmarks/bench_data.py [--n 2000] [--size 256] [--rows 10000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import shutil
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("MIRO_NO_PROGRESS", "1")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import duckdb
+from PIL import Image
+
+from miro_data.annotate import AnnotateConfig, annotate
+from miro_data.bins import BinsConfig, bins
+from miro_data.db import connect
+from miro_data.decode import decode_image
+from miro_data.reshard import ReshardConfig, reshard
+from miro_data.rewards import build_reward
+from miro_data.shards import iter_samples, list_shards
+from miro_data.synth import SynthConfig, generate_sample
+
+REWARDS = ("sharpness", "noise", "colorfulness", "contrast", "shapes_alignment")
+
+
+def make_shards(root: Path, n: int, size: int, per_shard: int) -> Path:
+    """Shapes World samples written straight into img2dataset-style tars (no HTTP needed here)."""
+    import webdataset as wds
+
+    out = root / "shards"
+    out.mkdir()
+    cfg = SynthConfig(out=root, n=n, size=size, seed=0)
+    for shard_start in range(0, n, per_shard):
+        with wds.TarWriter(str(out / f"{shard_start // per_shard:05d}.tar")) as sink:
+            for i in range(shard_start, min(n, shard_start + per_shard)):
+                img, rec = generate_sample(i, cfg)
+                import io
+
+                buf = io.BytesIO()
+                Image.fromarray(img).save(buf, format="JPEG", quality=95)
+                sink.write(
+                    {
+                        "__key__": f"{i:09d}",
+                        "jpg": buf.getvalue(),
+                        "txt": rec["caption"],
+                        "json": rec,
+                    }
+                )
+    return out
+
+
+def bench_annotate(shards: Path, root: Path) -> None:
+    samples = [s for shard in list_shards(shards) for s in iter_samples(shard)]
+    images = [decode_image(s.image) for s in samples]
+    captions = [s.caption for s in samples]
+    rewards = [build_reward(r) for r in REWARDS]
+    t0 = time.perf_counter()
+    for reward in rewards:
+        for start in range(0, len(images), 256):
+            reward.score(images[start : start + 256], captions[start : start + 256])
+    memory = len(images) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    annotate(AnnotateConfig(shards=str(shards), db=root / "bench.duckdb", rewards=REWARDS))
+    e2e = len(images) / (time.perf_counter() - t0)
+    print(
+        f"annotate  in-memory {memory:9.1f} img/s | end-to-end {e2e:9.1f} img/s | ratio {e2e / memory:.2f} (goal ≥ 0.9)"
+    )
+
+
+def bench_reshard(shards: Path, root: Path) -> None:
+    bins(BinsConfig(db=root / "bench.duckdb", n_bins=64))
+    tars = [s.path for s in list_shards(shards)]
+    mb = sum(p.stat().st_size for p in tars) / 1e6
+    t0 = time.perf_counter()
+    for p in tars:
+        with open(p, "rb") as f:
+            while f.read(1 << 20):
+                pass
+    raw = mb / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for p in tars:
+        with tarfile.open(p, "r|") as tar:
+            for member in tar:
+                f = tar.extractfile(member)
+                if f is not None:
+                    f.read()
+    members = mb / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    reshard(
+        ReshardConfig(
+            shards=str(shards), db=root / "bench.duckdb", out=root / "train", shard_size=1000
+        )
+    )
+    resharded = mb / (time.perf_counter() - t0)
+    print(
+        f"reshard   {resharded:9.1f} MB/s | sequential member read {members:9.1f} MB/s | ratio "
+        f"{resharded / members:.2f} (goal ≥ 0.5) | raw bytes {raw:9.1f} MB/s (ratio {resharded / raw:.3f})"
+    )
+
+
+def bench_bins(root: Path, rows: int) -> None:
+    db = root / "bins.duckdb"
+    con = connect(db, create=True)
+    t0 = time.perf_counter()
+    for i, reward in enumerate(("r1", "r2", "r3", "r4", "r5", "r6", "r7")):
+        # a continuous, a skewed, and a discrete reward among the seven
+        value = ["random()", "exp(3 * random())", "floor(random() * 7) / 6"][i % 3]
+        con.execute(
+            f"INSERT INTO scores SELECT 's' || (i // 10000), i::VARCHAR, '{reward}', '1', {value} FROM range({rows}) t(i)"
+        )
+        con.execute(f"INSERT INTO reward_versions VALUES ('{reward}', '1', now(), now())")
+    con.close()
+    fill = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    bins(BinsConfig(db=db, n_bins=64, sample=100_000))
+    took = time.perf_counter() - t0
+    print(
+        f"bins      {rows:,} samples × 7 rewards: {took:.1f} s (filling the table took {fill:.1f} s)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000, help="images in the corpus")
+    parser.add_argument("--size", type=int, default=256, help="image side")
+    parser.add_argument(
+        "--rows", type=int, default=10_000_000, help="samples for the bins benchmark"
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, duckdb {duckdb.__version__}"
+    )
+    root = Path(tempfile.mkdtemp(prefix="miro-bench-"))
+    try:
+        t0 = time.perf_counter()
+        shards = make_shards(root, args.n, args.size, per_shard=500)
+        print(
+            f"corpus    {args.n} Shapes World JPEGs at {args.size}px in {time.perf_counter() - t0:.1f} s"
+        )
+        bench_annotate(shards, root)
+        bench_reshard(shards, root)
+        bench_bins(root, args.rows)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

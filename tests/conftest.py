@@ -1,0 +1,67 @@
+"""Shared fixtures: one small Shapes World corpus taken through the real pipeline once per session.
+
+synth → local HTTP server → img2dataset → annotate (weight-free rewards) → bins → reshard.
+Tests that only read these artefacts share them; tests that change a database copy it first.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MIRO_NO_PROGRESS", "1")
+
+CLASSIC = ("sharpness", "noise", "colorfulness", "contrast", "shapes_alignment")
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    corpus: Path  # synth output: images/ + urls.parquet
+    url_list: Path
+    shards: Path  # img2dataset output
+    db: Path
+    edges_version: int
+    train: Path  # reshard output
+    n: int
+    extra_urls: int  # rows added to the URL list that cannot download
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    import polars as pl
+
+    from miro_data.annotate import AnnotateConfig, annotate
+    from miro_data.bins import BinsConfig, bins
+    from miro_data.download import DownloadConfig, download
+    from miro_data.reshard import ReshardConfig, reshard
+    from miro_data.synth import SynthConfig, synth
+
+    root = tmp_path_factory.mktemp("pipeline")
+    n = 240
+    url_list = synth(SynthConfig(out=root / "corpus", n=n, size=32, seed=7))
+    # Two rows that must fail: a missing file (404) and bytes that are not an image.
+    (root / "corpus" / "not-an-image.png").write_bytes(b"this is text, not a PNG")
+    df = pl.read_parquet(url_list)
+    bad = df.head(2).with_columns(
+        pl.Series("url", ["images/missing.png", "not-an-image.png"]),
+        pl.Series("index", [-1, -2]),
+    )
+    pl.concat([df, bad]).write_parquet(url_list)
+    shards = root / "shards"
+    download(
+        DownloadConfig(
+            url_list=url_list, out=shards, image_size=32, resize_mode="no", encode_format="png",
+            processes=1, threads=8, shard_size=100,
+        )
+    )  # fmt: skip
+    db = root / "corpus.duckdb"
+    annotate(AnnotateConfig(shards=str(shards), db=db, rewards=CLASSIC))
+    version = bins(BinsConfig(db=db, n_bins=8))
+    train = root / "train"
+    reshard(ReshardConfig(shards=str(shards), db=db, out=train, shard_size=64, shuffle_seed=3))
+    return Pipeline(root / "corpus", url_list, shards, db, version, train, n, 2)
