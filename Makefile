@@ -3,6 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+REFERENCE := $(VENV)/reference/.installed
 
 # The known-good torch/torchvision pair per architecture (see README, "Install").
 ARCH := $(shell uname -m)
@@ -15,7 +16,7 @@ endif
 export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo demo-quick test lint format bench clean
+.PHONY: install reference demo demo-quick test lint format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,13 +28,21 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# Reference reward implementations for the parity tests: --no-deps, outside site-packages.
+$(REFERENCE): $(STAMP) tests/reference/requirements.txt
+	rm -rf $(VENV)/reference
+	$(BIN)/python -m pip install -q --no-deps --target $(VENV)/reference -r tests/reference/requirements.txt
+	touch $(REFERENCE)
+
+reference: $(REFERENCE)
+
 demo: install
 	bash scripts/demo.sh demo
 
 demo-quick: install
 	QUICK=1 bash scripts/demo.sh demo-quick
 
-test: install
+test: install $(REFERENCE)
 	$(BIN)/python -m pytest -q
 
 lint: install

@@ -75,10 +75,12 @@ def _configure(
 
 
 def _register_groups() -> None:
-    from cli import data, train
+    from cli import data, evaluate, experiment, train
 
     data.register(app)
     train.register(app)
+    evaluate.register(app)
+    experiment.register(app)
 
 
 _register_groups()
@@ -89,3 +91,7 @@ def main() -> None:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     app(prog_name="miro")
     sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -4,7 +4,10 @@ Importing this package registers every shipped reward. Learned rewards import th
 dependencies (torch, open_clip, transformers) only when built.
 """
 
-from miro_data.rewards import classic  # noqa: F401 — registers the weight-free rewards
+from miro_data.rewards import (
+    catalog,  # noqa: F401 — registers the learned rewards (lazily)
+    classic,  # noqa: F401 — registers the weight-free rewards
+)
 from miro_data.rewards.base import (
     REGISTRY,
     Reward,

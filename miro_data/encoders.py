@@ -1,0 +1,106 @@
+"""Frozen encoders shared by the reshard hooks and the trainer: captions → token embeddings,
+images ↔ VAE latents.
+
+`FrozenTextEncoder` wraps any Hugging Face text encoder (T5 / FLAN-T5 encoder like MIRO,
+CLIP text, BERT…) and returns per-token embeddings with their padding mask.
+`ImageAutoencoder` wraps a diffusers `AutoencoderKL` (e.g. the SDXL VAE) and works in
+*unscaled* latents: `encode` returns the posterior mean as the VAE produces it and `decode`
+takes the same; the trainer applies its own per-channel normalisation on top. Both load with
+`from_pretrained`, so a Hugging Face id (resolved from the local cache when offline) or a
+local folder works; failures become one-line `MiroError`s.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from miro_data.common import MiroError
+
+log = logging.getLogger(__name__)
+
+
+def _load_error(what: str, name: str, err: Exception) -> MiroError:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return MiroError(f"cannot load {what} {name!r}: {first}")
+
+
+class FrozenTextEncoder:
+    """A Hugging Face text encoder in eval mode without gradients: captions → (B, L, D)."""
+
+    def __init__(
+        self,
+        name: str,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        max_length: int = 77,
+    ) -> None:
+        from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel, T5EncoderModel
+
+        try:
+            config = AutoConfig.from_pretrained(name)
+            self.tokenizer = AutoTokenizer.from_pretrained(name)
+            if config.model_type in ("t5", "mt5", "umt5"):
+                model = T5EncoderModel.from_pretrained(name, dtype=dtype)
+            elif config.model_type in ("clip", "clip_text_model"):
+                model = CLIPTextModel.from_pretrained(name, dtype=dtype)
+            else:
+                model = AutoModel.from_pretrained(name, dtype=dtype)
+        except (OSError, ValueError, KeyError) as err:
+            raise _load_error("text encoder", name, err) from None
+        self.name, self.max_length, self.device = name, max_length, torch.device(device)
+        self.model = model.to(self.device).eval().requires_grad_(False)
+        hidden = getattr(self.model.config, "d_model", None) or self.model.config.hidden_size
+        self.dim = int(hidden)
+
+    @torch.no_grad()
+    def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, D) last hidden states and (B, L) bool mask (True for real tokens)."""
+        batch = self.tokenizer(
+            list(captions),
+            padding="max_length",
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        ).to(self.device)
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return out.last_hidden_state, batch["attention_mask"].bool()
+
+
+class ImageAutoencoder:
+    """A frozen diffusers AutoencoderKL: uint8 images ↔ unscaled latents."""
+
+    def __init__(
+        self,
+        name: str,
+        subfolder: str | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        from diffusers import AutoencoderKL
+
+        try:
+            vae = AutoencoderKL.from_pretrained(name, subfolder=subfolder, torch_dtype=dtype)
+        except (OSError, ValueError, KeyError) as err:
+            raise _load_error("VAE", name, err) from None
+        self.name, self.device, self.dtype = name, torch.device(device), dtype
+        self.vae = vae.to(self.device).eval().requires_grad_(False)
+        self.channels = int(vae.config.latent_channels)
+        self.factor = 2 ** (len(vae.config.block_out_channels) - 1)
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """uint8 (B, H, W, 3) or (B, 3, H, W) images → (B, C, H/f, W/f) posterior means."""
+        x = torch.as_tensor(images)
+        if x.shape[-1] == 3 and x.shape[1] != 3:
+            x = x.permute(0, 3, 1, 2)
+        x = x.to(self.device, self.dtype) / 127.5 - 1.0
+        return self.vae.encode(x).latent_dist.mean.float()
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) unscaled latents → (B, 3, H, W) images in [-1, 1]."""
+        return self.vae.decode(latents.to(self.device, self.dtype)).sample.float().clamp(-1, 1)

@@ -1,0 +1,116 @@
+"""`pickscore`: PickScore v1 (Kirstain et al., 2023), a CLIP-H fine-tuned on Pick-a-Pic.
+
+Score = logit_scale.exp() × cosine(image, caption), as the published snippet computes before
+its softmax. The model is a transformers `CLIPModel` (`yuvalkirstain/PickScore_v1`), the
+processor that of `laion/CLIP-ViT-H-14-laion2B-s32B-b79K`; both are read from local folders
+(the HF cache or explicit paths) and the weights are loaded strictly.
+
+Options: repo, model_dir, processor, processor_dir, batch_size, hf_home.
+
+Images go through the processor's own torchvision pipeline on tensors (on the GPU when there
+is one); captions are truncated to 77 tokens as in the snippet. One departure, for images the
+reference would resize to hundreds of megapixels: an aspect ratio beyond 64:1 is first
+centre-cropped to 64:1 (the centre crop keeps less than that anyway).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import AutoImageProcessor, AutoTokenizer, CLIPConfig, CLIPModel
+
+from miro_data.common import MiroError
+from miro_data.rewards import catalog, imageops
+from miro_data.rewards.base import RewardContext
+from miro_data.rewards.torch_reward import TorchReward, shared
+from miro_data.rewards.weights import load_state_dict, load_strict, resolve, short_digest
+
+MAX_ASPECT = 64
+# transformers ≥ 4.31 no longer stores these buffers; older checkpoints (PickScore's) do.
+UNUSED_KEYS = ("text_model.embeddings.position_ids", "vision_model.embeddings.position_ids")
+
+
+@dataclass
+class PickScoreParts:
+    model: CLIPModel
+    image_processor: object  # CLIPImageProcessor (torchvision backend)
+    tokenizer: object  # CLIPTokenizer
+    version: str
+
+
+def load_parts(files: list, device: torch.device, hf_home: str | None) -> PickScoreParts:
+    config_path, weights, processor_config, _ = resolve("pickscore", files, hf_home)
+    try:
+        model = CLIPModel(CLIPConfig.from_pretrained(config_path.parent))
+    except (OSError, ValueError, TypeError) as err:
+        raise MiroError(f"cannot build PickScore from {config_path}: {err}") from None
+    load_strict(model, load_state_dict(weights), weights, ignorable=UNUSED_KEYS)
+    model.eval().requires_grad_(False).to(device)
+    folder = processor_config.parent
+    try:
+        image_processor = AutoImageProcessor.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError, TypeError) as err:
+        raise MiroError(f"cannot load the PickScore processor from {folder}: {err}") from None
+    return PickScoreParts(model, image_processor, tokenizer, f"PickScore@{short_digest(weights)}")
+
+
+def limit_aspect(image: np.ndarray, ratio: int = MAX_ASPECT) -> np.ndarray:
+    """Centre-crop the long side of an extreme image to `ratio` × the short side."""
+    h, w = image.shape[:2]
+    if h > ratio * w:
+        top = (h - ratio * w) // 2
+        return image[top : top + ratio * w]
+    if w > ratio * h:
+        left = (w - ratio * h) // 2
+        return image[:, left : left + ratio * h]
+    return image
+
+
+class PickScore(TorchReward):
+    """PickScore v1: logit scale × cosine of CLIP-H image and caption embeddings."""
+
+    name = "pickscore"
+    OPTIONS = catalog.PICKSCORE_OPTIONS
+
+    def __init__(
+        self, ctx: RewardContext | None = None, parts: PickScoreParts | None = None
+    ) -> None:
+        super().__init__(ctx)
+        if parts is None:
+            files = catalog.pickscore_files(self.options)
+            key = ("pickscore", tuple(w.where(self.hf_home) for w in files), str(self.device))
+            parts = shared(self.ctx, key, lambda: load_parts(files, self.device, self.hf_home))
+        self.parts = parts
+        self.version = parts.version
+
+    def prepare(self, images: list[np.ndarray], captions: list[str]) -> dict:
+        parts = self.parts
+        tiles = [imageops.to_chw(limit_aspect(imageops.as_rgb(im)), self.device) for im in images]
+        pixels = parts.image_processor(
+            images=tiles,
+            return_tensors="pt",
+            input_data_format="channels_first",
+            device=self.device,
+        )["pixel_values"]
+        text = parts.tokenizer(
+            captions, padding=True, truncation=True, max_length=77, return_tensors="pt"
+        )
+        return {
+            "pixels": pixels.to(self.device),
+            "ids": text["input_ids"].to(self.device),
+            "mask": text["attention_mask"].to(self.device),
+        }
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        model = self.parts.model
+        image = model.visual_projection(
+            model.vision_model(pixel_values=batch["pixels"]).pooler_output
+        )
+        text = model.text_model(input_ids=batch["ids"], attention_mask=batch["mask"]).pooler_output
+        caption = model.text_projection(text)
+        image = image.float() / image.float().norm(dim=-1, keepdim=True)
+        caption = caption.float() / caption.float().norm(dim=-1, keepdim=True)
+        return model.logit_scale.exp().float() * (image * caption).sum(-1)

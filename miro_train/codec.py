@@ -1,0 +1,140 @@
+"""What the model reads and writes: the resolved model spec, captions → text tensors, images
+↔ the model's space (pixels in [-1, 1], or VAE latents normalised per channel) and back.
+
+The same `Codec` serves training (batches from the shards, where text embeddings and latents
+may be precomputed) and sampling (prompts in, uint8 images out).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from miro_data.common import MiroError
+from miro_data.encoders import FrozenTextEncoder, ImageAutoencoder
+from miro_train.data import Shards
+from miro_train.models import model_config
+from miro_train.text import WordVocab
+
+log = logging.getLogger(__name__)
+
+
+def resolve_spec(
+    model: str,
+    *,
+    rewards: Sequence[str],
+    shards: Shards,
+    captions: Iterable[str],
+    text_encoder: str | None = None,
+    vae: str | None = None,
+    vae_subfolder: str | None = None,
+    resolution: int | None = None,
+) -> dict[str, Any]:
+    """The registry config completed by the data: rewards, text encoder, image space."""
+    spec = model_config(model)
+    text = dict(spec.get("text", {"kind": "word", "dim": 128, "max_len": 16}))
+    if text_encoder == "word" or (text_encoder is None and text.get("kind") == "word"):
+        dim = text.get("dim") if text.get("kind") == "word" else spec["conditioning"]["dim"]
+        vocab = WordVocab.build(captions, max_len=text.get("max_len", 16))
+        text = {"kind": "word", "dim": dim, "max_len": vocab.max_len, "vocab": list(vocab.words)}
+    else:
+        name = text_encoder or text["name"]
+        dim = text.get("dim") if name == text.get("name") else None
+        if dim is None:  # another encoder than the config's: ask it its width
+            dim = FrozenTextEncoder(name).dim
+        hooks = shards.manifest.get("hooks") or {}
+        text = {"kind": "hf", "name": name, "dim": int(dim), "max_len": text.get("max_len", 128)}
+        text["precomputed"] = hooks.get("text") == name
+    image = dict(spec.get("image", {}))
+    vae = vae if vae is not None else image.get("vae") if image.get("space") == "latent" else None
+    size = resolution or image.get("resolution", 32)
+    if vae in (None, "", "none"):
+        image = {"space": "pixel", "resolution": size, "channels": 3, "size": size}
+    else:
+        ae = ImageAutoencoder(vae, subfolder=vae_subfolder)
+        if size % ae.factor:
+            raise MiroError(f"resolution {size} is not a multiple of the VAE's factor {ae.factor}")
+        hooks = shards.manifest.get("hooks") or {}
+        image = {"space": "latent", "resolution": size, "vae": vae, "vae_subfolder": vae_subfolder}
+        image |= {"channels": ae.channels, "size": size // ae.factor}
+        image["precomputed"] = hooks.get("vae") == vae
+    spec |= {"text": text, "image": image, "rewards": list(rewards)}
+    spec["edges_version"] = shards.manifest.get("edges_version")
+    return spec
+
+
+class Codec:
+    """Captions → text tensors; images ↔ model space. Loads frozen encoders only when needed."""
+
+    def __init__(self, spec: dict[str, Any], device: torch.device, *, need_vae: bool = True):
+        self.spec, self.device = spec, device
+        text, image = spec["text"], spec["image"]
+        self.vocab = (
+            WordVocab(tuple(text["vocab"]), text["max_len"]) if text["kind"] == "word" else None
+        )
+        self.text_encoder = None
+        self.vae = None
+        if image["space"] == "latent" and need_vae:
+            self.vae = ImageAutoencoder(image["vae"], image.get("vae_subfolder"), device=device)
+        self.mean = self.std = None
+        if image.get("mean") is not None:
+            self.mean = torch.tensor(image["mean"], device=device).view(1, -1, 1, 1)
+            self.std = torch.tensor(image["std"], device=device).view(1, -1, 1, 1)
+
+    # ---- text -------------------------------------------------------------
+
+    def _encoder(self) -> FrozenTextEncoder:
+        if self.text_encoder is None:
+            t = self.spec["text"]
+            self.text_encoder = FrozenTextEncoder(t["name"], self.device, max_length=t["max_len"])
+        return self.text_encoder
+
+    def text(
+        self, captions: Sequence[str], batch: dict[str, Any] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Word ids (B, L), or embeddings (B, L, D) with their mask."""
+        if self.vocab is not None:
+            ids = (
+                batch["ids"]
+                if batch and "ids" in batch
+                else torch.from_numpy(self.vocab.encode(captions))
+            )
+            return ids.to(self.device, non_blocking=True), None
+        if batch and "text_emb" in batch:
+            mask = batch["text_mask"].to(self.device, non_blocking=True)
+            return batch["text_emb"].to(self.device, non_blocking=True).float(), mask
+        return self._encoder().encode(captions)
+
+    # ---- images -----------------------------------------------------------
+
+    def raw_latents(self, batch: dict[str, Any]) -> torch.Tensor:
+        if "latent" in batch:
+            return batch["latent"].to(self.device, non_blocking=True).float()
+        if self.vae is None:
+            raise MiroError("these inputs need a VAE to encode images")
+        return self.vae.encode(batch["image"].to(self.device, non_blocking=True))
+
+    def to_model(self, batch: dict[str, Any]) -> torch.Tensor:
+        """A batch's images in model space: (B, C, size, size)."""
+        if self.spec["image"]["space"] == "pixel":
+            return batch["image"].to(self.device, non_blocking=True).float() / 127.5 - 1.0
+        z = self.raw_latents(batch)
+        return (z - self.mean) / self.std if self.mean is not None else z
+
+    def to_images(self, x: torch.Tensor) -> np.ndarray:
+        """Model-space samples → (B, H, W, 3) uint8."""
+        if self.spec["image"]["space"] == "latent":
+            if self.vae is None:
+                raise MiroError("decoding latents needs the VAE")
+            x = self.vae.decode(x * self.std + self.mean if self.mean is not None else x)
+        x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return x.permute(0, 2, 3, 1).cpu().numpy()
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        image = self.spec["image"]
+        return image["channels"], image["size"], image["size"]

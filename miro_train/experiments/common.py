@@ -1,0 +1,188 @@
+"""What every experiment shares: evaluating a model on Shapes World, training arms, reports.
+
+An evaluation draws the GenEval prompt set (fixed seed) with the given targets and guidance,
+then scores the same images twice: the detector's GenEval checks, and the mean of each
+reward of the registry. Experiments write a folder with `results.json`, PNG plots and a
+short `report.md`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from miro_data.common import MiroError, atomic_path
+from miro_data.rewards import Reward, build_reward
+from miro_train.evaluate import geneval_prompts, reward_summary, score_geneval
+
+log = logging.getLogger(__name__)
+
+METRIC_REWARDS = ("sharpness", "noise", "colorfulness", "contrast", "shapes_alignment")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How a model is evaluated: the prompt set, the sampler, the reward metrics."""
+
+    prompts_per_category: int = 8
+    images_per_prompt: int = 4
+    guidance: float = 3.0
+    sampler_steps: int = 25
+    seed: int = 0
+    rewards: tuple[str, ...] = METRIC_REWARDS
+    batch_size: int = 96
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How each arm of an experiment is trained (same for every arm: only conditioning differs)."""
+
+    model: str = "unet-tiny"
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup: int = 100
+    ema: float = 0.999
+    seed: int = 0
+    eval_every: int = 500
+    device: str = "auto"
+
+
+def metric_rewards(names: Sequence[str]) -> list[Reward]:
+    return [build_reward(n) for n in names]
+
+
+def evaluate(
+    bundle: Any,
+    settings: EvalSettings,
+    *,
+    positive: dict | Sequence[dict] | None = None,
+    negative: dict | Sequence[dict] | None = None,
+    guidance: float | None = None,
+    rewards: Sequence[Reward] | None = None,
+) -> tuple[dict[str, Any], list[str], np.ndarray]:
+    """GenEval and reward means of one model under one setting; also the prompts and images."""
+    from miro_train.sample import generate
+
+    base = geneval_prompts(settings.prompts_per_category, settings.seed)
+    prompts = [p for p in base for _ in range(settings.images_per_prompt)]
+    omega = settings.guidance if guidance is None else guidance
+    t0 = time.perf_counter()
+    images = generate(bundle, prompts, positive=positive, negative=negative, guidance=omega,
+                      steps=settings.sampler_steps, seeds=settings.seed * 100_003, batch_size=settings.batch_size)  # fmt: skip
+    gen = score_geneval(prompts, images)
+    means = reward_summary(images, prompts, rewards or metric_rewards(settings.rewards))
+    result = {
+        "step": bundle.step,
+        "geneval": gen.to_dict(),
+        "rewards": {k: v["mean"] for k, v in means.items()},
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    return result, prompts, images
+
+
+def train_arm(shards: Path, out: Path, train: TrainSettings, *, baseline: bool = False,
+              rewards: tuple[str, ...] | None = None) -> float:  # fmt: skip
+    """Train one arm to `train.steps` (resuming a run that stopped early); returns seconds spent."""
+    from miro_train.checkpoint import list_checkpoints, read_meta
+    from miro_train.train import TrainConfig
+    from miro_train.train import train as run_training
+
+    done = list_checkpoints(out) if out.exists() else []
+    if done and int(read_meta(done[-1])["step"]) >= train.steps:
+        log.info("%s is already trained to step %d", out, train.steps)
+        return (
+            float(json.loads((out / "arm.json").read_text())["seconds"])
+            if (out / "arm.json").exists()
+            else 0.0
+        )
+    cfg = TrainConfig(
+        shards=shards, out=out, model=train.model, rewards=rewards, baseline=baseline,
+        steps=train.steps, batch_size=train.batch_size, lr=train.lr, warmup=train.warmup,
+        ema=train.ema, seed=train.seed, ckpt_every=train.eval_every, device=train.device,
+        resume=bool(done),
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    run_training(cfg)
+    seconds = time.perf_counter() - t0
+    save_json(
+        out / "arm.json", {"seconds": round(seconds, 1), "baseline": baseline, "rewards": rewards}
+    )
+    return seconds
+
+
+def checkpoints_by_step(run: Path) -> list[tuple[int, Path]]:
+    from miro_train.checkpoint import list_checkpoints, read_meta
+
+    return [(int(read_meta(c)["step"]), c) for c in list_checkpoints(run)]
+
+
+# ----------------------------------------------------------------------------
+# Output
+# ----------------------------------------------------------------------------
+
+
+def save_json(path: Path, payload: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def write_report(out: Path, title: str, sections: Sequence[str]) -> Path:
+    path = out / "report.md"
+    with atomic_path(path) as tmp:
+        tmp.write_text(f"# {title}\n\n" + "\n\n".join(s.strip() for s in sections) + "\n")
+    return path
+
+
+def metric_table(rows: dict[str, dict[str, Any]]) -> str:
+    """Markdown table: one row per model/setting, GenEval overall and categories, reward means."""
+    first = next(iter(rows.values()))
+    cats = list(first["geneval"]["categories"])
+    rewards = list(first["rewards"])
+    head = ["", "GenEval", *cats, *rewards]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in rows.items():
+        cells = [
+            f"{100 * r['geneval']['overall']:.1f}",
+            *(f"{100 * r['geneval']['categories'][c]:.1f}" for c in cats),
+        ]
+        cells += [f"{r['rewards'][k]:.4g}" for k in rewards]
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def metrics_of(result: dict[str, Any]) -> dict[str, float]:
+    """Flat {metric: value}: GenEval overall, per category, and each reward mean."""
+    flat = {"geneval": result["geneval"]["overall"]}
+    flat |= {f"geneval/{c}": v for c, v in result["geneval"]["categories"].items()}
+    flat |= {f"reward/{k}": v for k, v in result["rewards"].items()}
+    return flat
+
+
+def require_rewards(bundle: Any, what: str) -> None:
+    if not bundle.rewards:
+        raise MiroError(
+            f"{what} needs a reward-conditioned checkpoint; {bundle.checkpoint} is a baseline"
+        )
+
+
+def with_steps(settings: TrainSettings, steps: int) -> TrainSettings:
+    return replace(settings, steps=steps)

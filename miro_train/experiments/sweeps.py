@@ -1,0 +1,158 @@
+"""Experiments on one trained MIRO model: `sweep` (one reward's target from 0 to 1, the paper's
+aesthetic-weight sweep) and `guidance` (GenEval and rewards vs the guidance scale ω).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats as sps
+
+from miro_data.common import MiroError
+from miro_train.experiments.common import (
+    EvalSettings,
+    evaluate,
+    metric_rewards,
+    metric_table,
+    metrics_of,
+    require_rewards,
+    save_json,
+    write_report,
+)
+from miro_train.experiments.plots import lines_plot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Sweep one reward's target (others at 1) at fixed guidance."""
+
+    checkpoint: Path
+    out: Path
+    rewards: tuple[str, ...] | None = None  # None: every reward of the checkpoint, one sweep each
+    values: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+
+
+def sweep(cfg: SweepConfig) -> dict[str, Any]:
+    """For each swept reward R and value v: s⁺ = all 1 except R = v, s⁻ = all 0; evaluate."""
+    from miro_train.sample import load_bundle
+
+    if any(not 0 <= v <= 1 for v in cfg.values):
+        raise MiroError("sweep values must lie in [0, 1]")
+    bundle = load_bundle(cfg.checkpoint, cfg.eval.device)
+    require_rewards(bundle, "sweep")
+    swept = list(cfg.rewards or bundle.rewards)
+    unknown = [r for r in swept if r not in bundle.rewards]
+    if unknown:
+        raise MiroError(
+            f"the checkpoint is not conditioned on {', '.join(unknown)}; it knows {', '.join(bundle.rewards)}"
+        )
+    scorers = metric_rewards(cfg.eval.rewards)
+    runs: dict[str, list[dict]] = {}
+    for reward in swept:
+        runs[reward] = []
+        for value in cfg.values:
+            positive = dict.fromkeys(bundle.rewards, 1.0) | {reward: value}
+            result, _, _ = evaluate(bundle, cfg.eval, positive=positive, rewards=scorers)
+            runs[reward].append({"value": value, **result})
+            log.info(
+                "sweep %s=%.2f: GenEval %.1f", reward, value, 100 * result["geneval"]["overall"]
+            )
+    trends = {r: _own_trend(r, runs[r]) for r in swept if f"reward/{r}" in metrics_of(runs[r][0])}
+    results = {
+        "config": cfg,
+        "checkpoint": str(bundle.checkpoint),
+        "step": bundle.step,
+        "runs": runs,
+        "trends": trends,
+    }
+    save_json(cfg.out / "results.json", results)
+    series = {r: _series(runs[r]) for r in swept}
+    lines_plot(
+        list(cfg.values), series, "target of the swept reward (others at 1)", cfg.out / "sweep.png"
+    )
+    sections = [
+        f"Checkpoint `{bundle.checkpoint}` (step {bundle.step}); one reward's target swept over "
+        f"{list(cfg.values)}, the others at 1; s⁻ = all 0; ω = {cfg.eval.guidance}.",
+        "## Does each reward's own score rise with its target?\n\n" + _trend_table(trends),
+        *(
+            f"## Sweep of {r}\n\n" + metric_table({f"{r}={x['value']:g}": x for x in runs[r]})
+            for r in swept
+        ),
+        "![sweep](sweep.png)",
+    ]
+    write_report(cfg.out, "Reward-target sweep", sections)
+    return results
+
+
+def _series(runs: list[dict]) -> dict[str, list[float]]:
+    flat = [metrics_of(r) for r in runs]
+    keep = [k for k in flat[0] if not k.startswith("geneval/")]
+    return {k: [f[k] for f in flat] for k in keep}
+
+
+def _own_trend(reward: str, runs: list[dict]) -> dict[str, Any]:
+    values = [r["value"] for r in runs]
+    own = [metrics_of(r)[f"reward/{reward}"] for r in runs]
+    rho = sps.spearmanr(values, own).statistic if len(set(own)) > 1 else float("nan")
+    return {
+        "first": own[0],
+        "last": own[-1],
+        "spearman": float(rho),
+        "rises": bool(own[-1] > own[0] and rho > 0),
+    }
+
+
+def _trend_table(trends: dict[str, dict[str, Any]]) -> str:
+    lines = [
+        "| reward | own score at target 0 | at target 1 | Spearman | rises |",
+        "|---|---|---|---|---|",
+    ]
+    for r, t in trends.items():
+        lines.append(
+            f"| {r} | {t['first']:.4g} | {t['last']:.4g} | {t['spearman']:.2f} | {'yes' if t['rises'] else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class GuidanceConfig:
+    """GenEval and rewards vs ω for the default s⁺ / s⁻ contrast."""
+
+    checkpoint: Path
+    out: Path
+    scales: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 5.0, 7.0)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+
+
+def guidance(cfg: GuidanceConfig) -> dict[str, Any]:
+    from miro_train.sample import load_bundle
+
+    bundle = load_bundle(cfg.checkpoint, cfg.eval.device)
+    require_rewards(bundle, "guidance")
+    scorers = metric_rewards(cfg.eval.rewards)
+    runs = []
+    for omega in cfg.scales:
+        result, _, _ = evaluate(bundle, cfg.eval, guidance=omega, rewards=scorers)
+        runs.append({"guidance": omega, **result})
+        log.info("ω=%.1f: GenEval %.1f", omega, 100 * result["geneval"]["overall"])
+    best = int(np.argmax([r["geneval"]["overall"] for r in runs]))
+    results = {"config": cfg, "checkpoint": str(bundle.checkpoint), "step": bundle.step, "runs": runs,
+               "best_guidance": cfg.scales[best]}  # fmt: skip
+    save_json(cfg.out / "results.json", results)
+    lines_plot(
+        list(cfg.scales), {"miro": _series(runs)}, "guidance scale ω", cfg.out / "guidance.png"
+    )
+    write_report(cfg.out, "Guidance scale", [
+        f"Checkpoint `{bundle.checkpoint}` (step {bundle.step}); s⁺ = all 1, s⁻ = all 0; "
+        f"{cfg.eval.sampler_steps} Euler steps. Best GenEval at ω = {cfg.scales[best]:g}.",
+        metric_table({f"ω={r['guidance']:g}": r for r in runs}),
+        "![guidance](guidance.png)",
+    ])  # fmt: skip
+    return results

@@ -1,0 +1,189 @@
+"""Before the loop: check the inputs, resolve the model spec from the shards (or the run being
+resumed), pick the precision, and measure latent statistics. Kept out of train.py so the
+loop reads top to bottom."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from miro_data.common import MiroError, check_identifier
+from miro_train.checkpoint import list_checkpoints, read_meta
+from miro_train.codec import Codec, resolve_spec
+from miro_train.data import (
+    BatchSpec,
+    Shards,
+    check_rewards,
+    iter_captions,
+    make_loader,
+    open_shards,
+    peek,
+)
+from miro_train.dist import DistInfo
+from miro_train.text import WordVocab
+
+if TYPE_CHECKING:
+    from miro_train.train import TrainConfig
+
+log = logging.getLogger(__name__)
+
+# What may change when a run is resumed; everything else comes from the run's checkpoint.
+RESUMABLE = (
+    "shards",
+    "out",
+    "steps",
+    "log_every",
+    "ckpt_every",
+    "keep",
+    "workers",
+    "device",
+    "compile",
+    "tensorboard",
+    "resume",
+)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class RunSetup:
+    cfg: TrainConfig
+    spec: dict[str, Any]
+    shards: Shards
+    batch_spec: BatchSpec
+    resume: Path | None
+
+
+def _check_numbers(cfg: TrainConfig, info: DistInfo) -> None:
+    if cfg.steps <= 0 or cfg.batch_size <= 0 or cfg.log_every <= 0 or cfg.ckpt_every <= 0:
+        raise MiroError("--steps, --batch-size, --log-every and --ckpt-every must be positive")
+    if cfg.batch_size % info.world:
+        raise MiroError(f"--batch-size {cfg.batch_size} does not split over {info.world} processes")
+    if not cfg.lr > 0 or cfg.grad_clip <= 0 or not 0 <= cfg.ema < 1:
+        raise MiroError("--lr and --grad-clip must be positive and --ema in [0, 1)")
+    if cfg.precision not in PRECISIONS:
+        raise MiroError(f"--precision must be one of {', '.join(PRECISIONS)}")
+    if cfg.optimizer not in ("adamw", "lamb"):
+        raise MiroError(f"unknown optimizer {cfg.optimizer!r}; use adamw or lamb")
+
+
+def _stored_config(cfg: TrainConfig, stored: dict[str, Any]) -> TrainConfig:
+    """The resumed run's own settings, with only the RESUMABLE fields taken from `cfg`."""
+    kept = {}
+    for f in fields(cfg):
+        if f.name in RESUMABLE or f.name not in stored:
+            continue
+        value = stored[f.name]
+        kept[f.name] = tuple(value) if isinstance(value, list) else value
+    return replace(cfg, **kept)
+
+
+def prepare_run(cfg: TrainConfig, info: DistInfo) -> RunSetup:
+    """Validate, then resolve what the run trains; nothing is written before this passes."""
+    shards = open_shards(cfg.shards)
+    existing = list_checkpoints(cfg.out)
+    resume = None
+    if cfg.resume:
+        if not existing:
+            raise MiroError(f"--resume: no checkpoint in {cfg.out}")
+        resume = existing[-1]
+        meta = read_meta(resume)
+        cfg = _stored_config(cfg, meta["config"])
+        spec = meta["model"]
+        check_rewards(shards, spec["rewards"])
+        if spec.get("edges_version") != shards.manifest.get("edges_version"):
+            raise MiroError(
+                f"the run was trained on bin edges version {spec.get('edges_version')}, "
+                f"the shards in {shards.root} have {shards.manifest.get('edges_version')}"
+            )
+    else:
+        if existing or (cfg.out / "log.csv").exists():
+            raise MiroError(
+                f"{cfg.out} already holds a run: pass --resume, or choose another --out"
+            )
+        rewards = [] if cfg.baseline else list(cfg.rewards or shards.rewards)
+        for name in rewards:
+            check_identifier(name, "reward name")
+        check_rewards(shards, rewards)
+        if not cfg.baseline and not rewards:
+            raise MiroError(f"the shards in {shards.root} carry no rewards: train with --baseline")
+        _check_numbers(cfg, info)  # before the caption scan, which may take a while
+        spec = resolve_spec(
+            cfg.model,
+            rewards=rewards,
+            shards=shards,
+            captions=iter_captions(shards, cfg.vocab_samples),
+            text_encoder=cfg.text_encoder,
+            vae=cfg.vae,
+            vae_subfolder=cfg.vae_subfolder,
+            resolution=cfg.resolution,
+        )
+    _check_numbers(cfg, info)
+    text, image = spec["text"], spec["image"]
+    batch_spec = BatchSpec(
+        rewards=tuple(spec["rewards"]),
+        batch_size=cfg.batch_size // info.world,
+        resolution=image["resolution"],
+        latents=bool(image["space"] == "latent" and image.get("precomputed")),
+        vocab=WordVocab(tuple(text["vocab"]), text["max_len"]) if text["kind"] == "word" else None,
+        text_emb=bool(text["kind"] == "hf" and text.get("precomputed")),
+        text_len=text["max_len"],
+        seed=cfg.seed,
+        shuffle_buffer=cfg.shuffle_buffer,
+    )
+    peek(shards, batch_spec)  # a bad first sample fails here, in this process, in one line
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    return RunSetup(cfg, spec, shards, batch_spec, resume)
+
+
+def check_world(meta: dict[str, Any], info: DistInfo) -> bool:
+    """Whether the RNG streams of the checkpoint can be restored exactly on this many ranks."""
+    if len(meta.get("rng", [])) == info.world:
+        return True
+    log.warning(
+        "the run was trained on %d processes, now %d: the resume will not be exact",
+        len(meta.get("rng", [])),
+        info.world,
+    )
+    return False
+
+
+def amp_context(precision: str, device: torch.device):
+    """Autocast (bf16 or fp16, CUDA only) and the grad scaler fp16 needs."""
+    if device.type != "cuda":
+        if precision in ("bf16", "fp16"):
+            raise MiroError(f"--precision {precision} needs a CUDA device; use fp32 on {device}")
+        return contextlib.nullcontext(), None
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp32":
+        return contextlib.nullcontext(), None
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    return torch.autocast("cuda", dtype=dtype), scaler
+
+
+@torch.no_grad()
+def latent_stats(
+    shards: Shards,
+    spec: dict[str, Any],
+    batch_spec: BatchSpec,
+    device: torch.device,
+    samples: int = 1024,
+) -> dict[str, list[float]]:
+    """Per-channel mean and std of the unscaled VAE latents over the first samples."""
+    codec = Codec(spec, device, need_vae=not spec["image"].get("precomputed"))
+    loader = iter(make_loader(shards, batch_spec, workers=0))
+    chunks, seen = [], 0
+    while seen < min(samples, shards.total):
+        z = codec.raw_latents(next(loader))
+        chunks.append(z.transpose(0, 1).flatten(1))  # (C, B·h·w)
+        seen += z.shape[0]
+    flat = torch.cat(chunks, dim=1)
+    mean, std = flat.mean(1), flat.std(1).clamp_min(1e-6)
+    log.info("latent mean %s, std %s", mean.tolist(), std.tolist())
+    return {"mean": mean.tolist(), "std": std.tolist()}

@@ -1,0 +1,268 @@
+"""Stage `miro train`: flow-matching training of a MIRO (or baseline) model on training shards.
+
+Read top to bottom: resolve the model from the shards, build it, its optimizer and EMA,
+restore the latest checkpoint when resuming, then loop: batch → loss → step → EMA → log →
+checkpoint. `train` runs in-process too; a callback sees every step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from miro_data.common import MiroError, progress_bar
+from miro_train import dist
+from miro_train.checkpoint import (
+    find_checkpoint,
+    load_optimizer,
+    load_weights,
+    read_meta,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from miro_train.codec import Codec
+from miro_train.data import make_loader, next_batch
+from miro_train.flow import flow_loss
+from miro_train.models import MiroModel, build_model, count_parameters
+from miro_train.optim import Ema, lr_at, make_optimizer
+from miro_train.prepare import amp_context, check_world, latent_stats, prepare_run
+from miro_train.runlog import RunLog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything `miro train` needs; stored, resolved, in every checkpoint."""
+
+    shards: Path
+    out: Path
+    model: str = "unet-tiny"
+    rewards: tuple[str, ...] | None = None  # None: every reward in the manifest
+    baseline: bool = False  # no reward conditioning: the control of every comparison
+    text_encoder: str | None = None  # "word", a Hugging Face id or folder; None: the config's
+    vae: str | None = None  # AutoencoderKL id or folder, "none" for pixels; None: the config's
+    vae_subfolder: str | None = None
+    resolution: int | None = None
+    steps: int = 2000
+    batch_size: int = 64  # global, over all processes
+    lr: float = 1e-3
+    optimizer: str = "adamw"  # adamw | lamb
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup: int = 100
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 2.0
+    ema: float = 0.999
+    self_cond_rate: float = 0.9  # backbones with latent self-conditioning (RIN) only
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast on CUDA only)
+    compile: bool = False
+    device: str = "auto"
+    seed: int = 0
+    workers: int | None = None  # decoding processes per rank; None: 1 on CPU, 6 on GPU
+    shuffle_buffer: int = 1000
+    log_every: int = 50
+    ckpt_every: int = 500
+    keep: int | None = None  # keep the newest N checkpoints; None keeps all
+    resume: bool = False
+    tensorboard: bool = False
+    vocab_samples: int = 100_000
+
+
+@dataclass
+class StepInfo:
+    """What a callback sees after each optimizer step."""
+
+    step: int
+    loss: float
+    lr: float
+    model: MiroModel
+    ema: MiroModel
+    checkpoint: Path | None  # set on the steps that wrote one
+
+
+def train_step(
+    net: nn.Module,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    cond: dict[str, torch.Tensor | None],
+    *,
+    generator: torch.Generator | None = None,
+    self_cond_rate: float = 0.0,
+    grad_clip: float = 2.0,
+    amp: contextlib.AbstractContextManager | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    t: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One optimizer step on one batch; `net` may be the DDP wrapper of `model`."""
+    with amp or contextlib.nullcontext():
+        loss = flow_loss(
+            net, x, generator=generator, self_cond_rate=self_cond_rate, t=t, noise=noise, **cond
+        )
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+def train(cfg: TrainConfig, callback: Callable[[StepInfo], None] | None = None) -> Path:
+    """Train, or resume, the run in cfg.out; returns its last checkpoint's folder."""
+    info = dist.setup(cfg.device)
+    try:
+        return _train(cfg, info, callback)
+    except RuntimeError as err:  # torch.cuda.OutOfMemoryError is one; CPU allocators say so
+        text = str(err)
+        oom = isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in text
+        if not (oom or "can't allocate memory" in text):
+            raise
+        raise MiroError(
+            f"out of memory with {cfg.batch_size // info.world} images per process on "
+            f"{info.device}: lower --batch-size (the checkpoints written so far are intact)"
+        ) from None
+    finally:
+        dist.cleanup()
+
+
+def _train(cfg: TrainConfig, info: dist.DistInfo, callback: Callable | None) -> Path:
+    run = prepare_run(cfg, info)  # validates everything before anything is written
+    cfg, spec, device = run.cfg, run.spec, info.device
+    torch.manual_seed(cfg.seed)
+    model = build_model(spec).to(device)
+    ema = Ema(model, cfg.ema)
+    optimizer = make_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay, cfg.betas)
+    amp, scaler = amp_context(cfg.precision, device)
+    generator = torch.Generator(device).manual_seed(cfg.seed * 1000 + info.rank)
+    step = 0
+    if run.resume is not None:
+        meta = read_meta(run.resume)
+        load_weights(model, run.resume, "model")
+        load_weights(ema.model, run.resume, "ema")
+        state = load_optimizer(run.resume)
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        if check_world(meta, info):
+            set_rng_state(meta["rng"][info.rank], generator)
+        step = int(meta["step"])
+        log.info("resuming %s at step %d", cfg.out, step)
+    elif spec["image"]["space"] == "latent" and spec["image"].get("mean") is None:
+        spec["image"] |= latent_stats(run.shards, spec, run.batch_spec, device)
+    codec = Codec(spec, device, need_vae=not spec["image"].get("precomputed"))
+    if info.main:
+        log.info("%s: %s parameters on %s", spec["name"], f"{count_parameters(model):,}", device)
+    net = DistributedDataParallel(model) if info.world > 1 else model
+    net = torch.compile(net) if cfg.compile else net
+    workers = cfg.workers if cfg.workers is not None else (6 if device.type == "cuda" else 1)
+    loader = make_loader(
+        run.shards,
+        run.batch_spec,
+        start_batch=step,
+        rank=info.rank,
+        world=info.world,
+        workers=workers,
+        pin_memory=device.type == "cuda",
+    )
+    batches = iter(loader)
+    runlog = RunLog(cfg.out, step if run.resume else None, cfg.tensorboard) if info.main else None
+    meta = {"config": _jsonable(cfg), "model": spec}
+    self_cond = cfg.self_cond_rate if model.self_conditioning else 0.0
+    window, last_ckpt = torch.zeros((), device=device), None
+    t_start = t_log = time.perf_counter()
+    step_log = step
+
+    model.train()
+    with progress_bar("step", disable=True if not info.main else None) as bar:
+        task = bar.add_task("train", total=cfg.steps, completed=step)
+        while step < cfg.steps:
+            batch = next_batch(batches)
+            lr = lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x = codec.to_model(batch)
+            text, text_mask = codec.text(batch["captions"], batch)
+            rewards = batch["rewards"].to(device, non_blocking=True)
+            cond = {"rewards": rewards, "text": text, "text_mask": text_mask}
+            loss = train_step(
+                net,
+                model,
+                optimizer,
+                x,
+                cond,
+                generator=generator,
+                self_cond_rate=self_cond,
+                grad_clip=cfg.grad_clip,
+                amp=amp,
+                scaler=scaler,
+            )
+            ema.update(model, step)
+            step += 1
+            window += loss
+            bar.advance(task)
+
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                mean_loss = dist.mean(window / (step - step_log), info)
+                if not math.isfinite(mean_loss):
+                    raise MiroError(f"the loss is {mean_loss} at step {step}: lower --lr")
+                now = time.perf_counter()
+                rate = (step - step_log) / (now - t_log)
+                if runlog is not None:
+                    log.info(
+                        "step %d/%d | loss %.4f | %.2f steps/s | lr %.2e",
+                        step,
+                        cfg.steps,
+                        mean_loss,
+                        rate,
+                        lr,
+                    )
+                    runlog.write(step, mean_loss, lr, rate, now - t_start)
+                window.zero_()
+                t_log, step_log = now, step
+            ckpt = None
+            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                rngs = dist.gather(rng_state(generator), info)
+                if info.main:
+                    ckpt = last_ckpt = save_checkpoint(
+                        cfg.out,
+                        step,
+                        model=model,
+                        ema=ema.model,
+                        optimizer=optimizer,
+                        scaler=scaler,
+                        meta={**meta, "rng": rngs},
+                        keep=cfg.keep,
+                    )
+                dist.barrier(info)
+            if callback is not None:
+                callback(StepInfo(step, float(loss), lr, model, ema.model, ckpt))
+
+    if runlog is not None:
+        kind = "MIRO" if spec["rewards"] else "baseline"
+        runlog.plot(cfg.out / "loss.png", f"{spec['name']} ({kind})")
+        runlog.close()
+    return last_ckpt or find_checkpoint(cfg.out)
+
+
+def _jsonable(cfg: TrainConfig) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}

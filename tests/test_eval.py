@@ -1,0 +1,80 @@
+"""The Shapes World GenEval: prompts, scoring of right and wrong images, manifests, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from typer.testing import CliRunner
+
+from cli.main import app
+from miro_data.shapes import CATEGORIES, parse_caption
+from miro_data.synth import clean_sample
+from miro_train.evaluate import (
+    GenevalConfig,
+    geneval,
+    geneval_prompts,
+    score_geneval,
+    write_manifest,
+)
+
+runner = CliRunner()
+
+
+def _clean_images(prompts: list[str], size: int = 32) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return np.stack([clean_sample(parse_caption(p), size, rng)[1] for p in prompts])  # type: ignore[arg-type]
+
+
+def test_prompt_set_is_balanced_fixed_and_distinct() -> None:
+    prompts = geneval_prompts(10, seed=3)
+    assert prompts == geneval_prompts(10, seed=3) and prompts != geneval_prompts(10, seed=4)
+    categories = [parse_caption(p).category for p in prompts]  # type: ignore[union-attr]
+    assert [categories.count(c) for c in CATEGORIES] == [10] * 6
+    assert len(set(prompts[30:40])) == 10  # colors has 18 distinct prompts
+    assert len(set(prompts[:10])) == 3  # single_object has only three: they repeat
+    assert len(set(prompts[10:20])) == 6  # two_object has six
+
+
+def test_clean_renders_score_100_and_wrong_images_fail() -> None:
+    prompts = geneval_prompts(8, seed=0)
+    clean = score_geneval(prompts, _clean_images(prompts))
+    assert clean.overall == 1.0 and all(v == 1.0 for v in clean.categories.values())
+    blank = np.full((len(prompts), 32, 32, 3), 40, np.uint8)
+    assert score_geneval(prompts, blank).overall == 0.0
+    # the right shapes for the wrong prompts: each image answers the next category's prompt
+    shifted = score_geneval(prompts[8:] + prompts[:8], _clean_images(prompts))
+    assert shifted.overall < 0.5
+
+
+def test_geneval_of_a_manifest_writes_results_and_grids(tmp_path: Path) -> None:
+    prompts = geneval_prompts(2, seed=0)
+    images = _clean_images(prompts)
+    images[0] = 40  # one blank image fails
+    manifest = write_manifest(tmp_path / "imgs", prompts, images, [{}] * len(prompts))
+    result = geneval(GenevalConfig(out=tmp_path / "eval", manifest=manifest))
+    assert result.categories["single_object"] == 0.5 and result.n_images == 12
+    saved = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert saved["overall"] == result.overall
+    assert "| overall |" in (tmp_path / "eval" / "results.md").read_text()
+    assert len(list((tmp_path / "eval").glob("grid_*.png"))) == 6
+
+
+def test_eval_cli_scores_a_manifest_and_refuses_bad_input(tmp_path: Path) -> None:
+    prompts = geneval_prompts(1, seed=0)
+    manifest = write_manifest(tmp_path / "imgs", prompts, _clean_images(prompts), [{}] * 6)
+    result = runner.invoke(
+        app, ["eval", "geneval", "--manifest", str(manifest), "--out", str(tmp_path / "e")]
+    )
+    assert result.exit_code == 0 and "overall" in result.stdout
+    result = runner.invoke(
+        app, ["eval", "rewards", str(manifest), "-r", "contrast,shapes_alignment"]
+    )
+    assert result.exit_code == 0
+    rewards = json.loads((tmp_path / "imgs" / "rewards.json").read_text())
+    assert rewards["shapes_alignment"]["mean"] == 1.0 and rewards["contrast"]["n"] == 6
+    bad = runner.invoke(app, ["eval", "geneval", "--manifest", str(tmp_path / "nope.jsonl")])
+    assert bad.exit_code == 2 and "manifest not found" in bad.stderr
+    both = runner.invoke(app, ["eval", "geneval"])
+    assert both.exit_code == 2 and "one of the two" in both.stderr
