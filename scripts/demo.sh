@@ -4,7 +4,8 @@
 set -euo pipefail
 out=${1:-demo}
 miro=${MIRO:-.venv/bin/miro}
-if [[ -n "${QUICK:-}" ]]; then n=2000; shard=500; else n=20000; shard=2000; fi
+if [[ -n "${QUICK:-}" ]]; then n=2000; shard=500; steps=150; else n=20000; shard=2000; steps=600; fi
+conditioning=shapes_alignment,noise,edge_sharpness  # see README, "Which rewards MIRO conditions on"
 export MIRO_NO_PROGRESS=${MIRO_NO_PROGRESS:-}
 rm -rf "$out"
 mkdir -p "$out"
@@ -17,9 +18,9 @@ step "2. download: serve them on 127.0.0.1 and fetch them with img2dataset"
 $miro data download "$out/corpus/urls.parquet" "$out/shards" \
   --image-size 32 --resize-mode no --encode-format png --shard-size "$shard" --processes 2 --threads 16
 
-step "3. annotate: five weight-free rewards into DuckDB (2 workers)"
+step "3. annotate: six weight-free rewards into DuckDB (2 workers)"
 $miro data annotate "$out/shards" "$out/corpus.duckdb" \
-  --rewards sharpness,noise,colorfulness,contrast,shapes_alignment --workers 2
+  --rewards sharpness,edge_sharpness,noise,colorfulness,contrast,shapes_alignment --workers 2
 
 step "4. bins: 8 quantile levels per reward (ties get a level each)"
 $miro data bins "$out/corpus.duckdb" --n-bins 8 --export "$out/edges.json"
@@ -33,7 +34,7 @@ $miro data query "$out/corpus.duckdb" "
              FROM scores_wide w JOIN samples s USING (shard, key))
   SELECT defect, count(*) AS n, round(avg(shapes_alignment), 3) AS alignment,
          round(avg(sharpness)) AS sharpness, round(avg(noise), 2) AS noise,
-         round(avg(contrast), 1) AS contrast, round(avg(colorfulness), 1) AS colorfulness
+         round(avg(edge_sharpness), 3) AS edge_sharpness, round(avg(contrast), 1) AS contrast
   FROM d, (VALUES ('none'), ('blur'), ('noise'), ('contrast'), ('jpeg'), ('caption')) t(defect)
   WHERE (defect = 'none' AND deg = '[]') OR deg LIKE '%\"' || defect || '\"%'
   GROUP BY defect ORDER BY n DESC"
@@ -41,4 +42,20 @@ $miro data query "$out/corpus.duckdb" "
 step "7. reshard: shuffled training shards carrying scores, bins and bin values"
 $miro data reshard "$out/shards" "$out/corpus.duckdb" "$out/train" --shard-size "$shard"
 
-printf '\n\033[1mdone:\033[0m training shards in %s/train, plots in %s/stats.png\n' "$out" "$out"
+step "8. train: a tiny MIRO model ($steps steps) conditioned on $conditioning"
+$miro train "$out/train" --out "$out/run" --rewards "$conditioning" --steps "$steps" \
+  --ckpt-every "$steps" --log-every 50
+
+step "9. sample: multi-reward guidance, s+ = all high vs s- = all low"
+$miro sample "$out/run" --out "$out/samples" --n 6 --guidance 3 --steps 25 \
+  -p "a photo of a red circle" -p "a photo of a blue square and a yellow triangle" \
+  -p "a photo of three triangles" -p "a photo of a green circle left of a purple square"
+
+step "10. GenEval on Shapes World (the detector checks every image)"
+$miro eval geneval "$out/run" --out "$out/geneval" --prompts-per-category 8 --images-per-prompt 2 \
+  --guidance 3 --steps 25
+
+step "11. report"
+$miro report "$out/report.html" --title "miro demo: MIRO on Shapes World" \
+  --data "$out" --run "$out/run" --samples "$out/samples" --geneval "$out/geneval" \
+  --note "$n Shapes World samples, $steps training steps of unet-tiny on this machine's CPU."
