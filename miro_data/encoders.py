@@ -94,7 +94,8 @@ class ImageAutoencoder:
     @torch.no_grad()
     def encode(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
         """uint8 (B, H, W, 3) or (B, 3, H, W) images → (B, C, H/f, W/f) posterior means."""
-        x = torch.as_tensor(images)
+        # a copy: arrays decoded by PIL are read-only, which torch warns about
+        x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images))
         if x.shape[-1] == 3 and x.shape[1] != 3:
             x = x.permute(0, 3, 1, 2)
         x = x.to(self.device, self.dtype) / 127.5 - 1.0

@@ -65,3 +65,49 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
     train = root / "train"
     reshard(ReshardConfig(shards=str(shards), db=db, out=train, shard_size=64, shuffle_seed=3))
     return Pipeline(root / "corpus", url_list, shards, db, version, train, n, 2)
+
+
+HF_WORDS = ["a", "photo", "of", "red", "blue", "circle", "square", "triangle", "and", "two"]
+
+
+@pytest.fixture(scope="session")
+def hf_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny random T5 encoder (with a word-level tokenizer) and a tiny AutoencoderKL, saved
+    with save_pretrained: the real formats of `--text-encoder` / `--vae` / reshard hooks."""
+    import torch
+    from diffusers import AutoencoderKL
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+    root = tmp_path_factory.mktemp("hf")
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2} | {w: i + 3 for i, w in enumerate(HF_WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="</s>"
+    )
+    torch.manual_seed(0)
+    t5 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(vocab),
+            d_model=24,
+            d_kv=8,
+            d_ff=32,
+            num_layers=1,
+            num_heads=3,
+            decoder_start_token_id=0,
+        )
+    )
+    t5.save_pretrained(root / "t5")
+    fast.save_pretrained(root / "t5")
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=32,
+    )
+    vae.save_pretrained(root / "vae")
+    return root / "t5", root / "vae"

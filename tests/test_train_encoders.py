@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from train_fixtures import micro_config, write_shards
 
 from miro_data.common import MiroError
@@ -20,43 +19,8 @@ WORDS = ["a", "photo", "of", "red", "blue", "circle", "square", "triangle", "and
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> tuple[Path, Path]:
-    from diffusers import AutoencoderKL
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
-
-    root = tmp_path_factory.mktemp("hf")
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2} | {w: i + 3 for i, w in enumerate(WORDS)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="</s>"
-    )
-    torch.manual_seed(0)
-    t5 = T5EncoderModel(
-        T5Config(
-            vocab_size=len(vocab),
-            d_model=24,
-            d_kv=8,
-            d_ff=32,
-            num_layers=1,
-            num_heads=3,
-            decoder_start_token_id=0,
-        )
-    )
-    t5.save_pretrained(root / "t5")
-    fast.save_pretrained(root / "t5")
-    vae = AutoencoderKL(
-        block_out_channels=(8, 16),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=32,
-    )
-    vae.save_pretrained(root / "vae")
-    return root / "t5", root / "vae"
+def models(hf_models) -> tuple[Path, Path]:
+    return hf_models
 
 
 def test_frozen_text_encoder_returns_token_embeddings_and_mask(models):

@@ -39,10 +39,20 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     return image[..., :3]
 
 
+def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """Host → device; to CUDA through pinned memory, so the copy overlaps the GPU's work."""
+    device = torch.device(device)
+    if tensor.device == device:
+        return tensor
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def to_chw(image: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """(H, W, 3) uint8 array → (3, H, W) uint8 tensor on `device`."""
     arr = np.ascontiguousarray(as_rgb(image))
-    return torch.from_numpy(arr).to(device, non_blocking=True).permute(2, 0, 1)
+    return to_device(torch.from_numpy(arr), device).permute(2, 0, 1)
 
 
 # ----------------------------------------------------------------------------

@@ -107,7 +107,7 @@ class ImageReward(TorchReward):
             imageops.resize_shortest_center_crop(im, self.size, "bicubic", self.device)
             for im in images
         ]
-        pixels = imageops.to_unit_float(torch.stack(crops).to(self.device))
+        pixels = imageops.to_unit_float(self.to_device(torch.stack(crops)))
         text = self.parts.tokenizer(
             captions,
             padding="max_length",
@@ -117,8 +117,8 @@ class ImageReward(TorchReward):
         )
         return {
             "pixels": imageops.normalize(pixels, imageops.OPENAI_MEAN, imageops.OPENAI_STD),
-            "ids": text["input_ids"].to(self.device),
-            "mask": text["attention_mask"].to(self.device),
+            "ids": self.to_device(text["input_ids"]),
+            "mask": self.to_device(text["attention_mask"]),
         }
 
     def forward(self, batch: dict) -> torch.Tensor:

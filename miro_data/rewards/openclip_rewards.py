@@ -95,7 +95,7 @@ class OpenClip:
             else imageops.resize_shortest_center_crop
         )
         crops = [resize(im, self.size, self.interpolation, self.device) for im in images]
-        batch = torch.stack(crops).to(self.device, non_blocking=True)
+        batch = imageops.to_device(torch.stack(crops), self.device)
         return imageops.normalize(imageops.to_unit_float(batch), self.mean, self.std)
 
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -106,7 +106,7 @@ class OpenClip:
         return self.features.encode(images, lambda ims: self.encode_pixels(self.pixels(ims)))
 
     def tokens(self, captions: list[str]) -> torch.Tensor:
-        return self.tokenizer(captions).to(self.device)
+        return imageops.to_device(self.tokenizer(captions), self.device)
 
     def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         return nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1)

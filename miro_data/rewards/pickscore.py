@@ -99,9 +99,9 @@ class PickScore(TorchReward):
             captions, padding=True, truncation=True, max_length=77, return_tensors="pt"
         )
         return {
-            "pixels": pixels.to(self.device),
-            "ids": text["input_ids"].to(self.device),
-            "mask": text["attention_mask"].to(self.device),
+            "pixels": self.to_device(pixels),
+            "ids": self.to_device(text["input_ids"]),
+            "mask": self.to_device(text["attention_mask"]),
         }
 
     def forward(self, batch: dict) -> torch.Tensor:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from miro_data.common import MiroError
+from miro_data.rewards import imageops
 from miro_data.rewards.base import Reward, RewardContext
 
 COMMON_OPTIONS = {
@@ -144,6 +145,9 @@ class TorchReward(Reward):
         with torch.inference_mode(), self.autocast():
             values = self._score(list(images), ["" if c is None else str(c) for c in captions])
         return values.float().cpu().numpy().astype(np.float64)
+
+    def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        return imageops.to_device(tensor, self.device)
 
     def prepare(self, images: list[np.ndarray], captions: list[str]) -> dict:
         """Model inputs (tensors on the device) from decoded images and captions."""
