@@ -287,7 +287,7 @@ def rewards_cmd(
     for name in sorted(REGISTRY, key=lambda n: (REGISTRY[n].learned, n)):
         spec = REGISTRY[name]
         if not spec.learned:
-            table.add_row(name, "weight-free", "-", "[green]yes[/]", spec.summary.split(";")[0])
+            table.add_row(name, "weight-free", "-", "[green]yes[/]", spec.summary)
             continue
         statuses = spec.weights(ctx) if spec.weights else []
         where = "\n".join(s.where for s in statuses)
