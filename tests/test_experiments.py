@@ -89,10 +89,12 @@ def test_best_of_n_curves_for_both_models(compared: Path, tmp_path: Path) -> Non
 def test_single_vs_multi_writes_the_hacking_table(compared: Path, pipeline, tmp_path: Path) -> None:
     out = tmp_path / "svm"
     single_vs_multi(SingleVsMultiConfig(shards=pipeline.train, out=out, rewards=("sharpness", "noise"),
-                                        train=TINY_TRAIN, eval=TINY_EVAL, baseline=compared / "baseline"))  # fmt: skip
+                                        train=TINY_TRAIN, eval=TINY_EVAL, baseline=compared / "baseline",
+                                        multi=compared / "miro" / "checkpoints" / "step_0000001"))  # fmt: skip
     _written(out, "results.json", "report.md", "radar.png")
     results = json.loads((out / "results.json").read_text())
     assert set(results["results"]) == {"only sharpness", "only noise", "miro", "baseline"}
+    assert results["results"]["miro"]["step"] == 1  # one checkpoint of a longer run, as it is
 
 
 def test_hacking_verdict_finds_a_model_that_trades_rewards() -> None:
@@ -108,3 +110,42 @@ def test_hacking_verdict_finds_a_model_that_trades_rewards() -> None:
     verdict = hacking_verdict(table, ("sharpness", "noise"))
     assert "sharpness" in verdict["hackers"]
     assert verdict["miro_gap"]["reward/sharpness"] == pytest.approx(0.1 / 2.2)
+
+
+def test_demo_tail_sample_geneval_and_report_through_the_cli(
+    compared: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    runner = CliRunner()
+    run, samples, scored = compared / "miro", tmp_path / "samples", tmp_path / "geneval"
+    args = [
+        "sample",
+        str(run),
+        "--out",
+        str(samples),
+        "--n",
+        "2",
+        "--steps",
+        "2",
+        "-p",
+        "a photo of a red circle",
+    ]
+    assert runner.invoke(app, args).exit_code == 0
+    args = ["eval", "geneval", str(run), "--out", str(scored), "--prompts-per-category", "1",
+            "--images-per-prompt", "1", "--steps", "2"]  # fmt: skip
+    assert runner.invoke(app, args).exit_code == 0
+    page = tmp_path / "report.html"
+    args = ["report", str(page), "--run", str(run), "--samples", str(samples), "--geneval", str(scored),
+            "--note", "tiny run"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0 and str(page.resolve()) in result.output.replace("\n", "")
+    html = page.read_text()
+    assert "tiny run" in html and "Shapes World GenEval" in html and "overall" in html
+    assert html.count("data:image/png;base64,") >= 3  # loss curve, sample grid, GenEval grids
+    # a missing folder is one clear line, and the page already written stays as it was
+    result = runner.invoke(app, ["report", str(page), "--run", str(tmp_path / "nope")])
+    assert result.exit_code != 0 and "run folder not found" in result.output
+    assert page.read_text() == html

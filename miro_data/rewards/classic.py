@@ -115,4 +115,5 @@ class ShapesAlignment(PerImageReward):
 
 
 for _cls in (Sharpness, EdgeSharpness, Noise, Colorfulness, Contrast, ShapesAlignment):
-    register(RewardSpec(name=_cls.name, summary=(_cls.__doc__ or "").strip().splitlines()[0], factory=_cls))
+    _summary = (_cls.__doc__ or "").strip().splitlines()[0]
+    register(RewardSpec(name=_cls.name, summary=_summary, factory=_cls))

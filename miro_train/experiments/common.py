@@ -91,11 +91,17 @@ def evaluate(
 
 def train_arm(shards: Path, out: Path, train: TrainSettings, *, baseline: bool = False,
               rewards: tuple[str, ...] | None = None) -> float:  # fmt: skip
-    """Train one arm to `train.steps` (resuming a run that stopped early); returns seconds spent."""
+    """Train one arm to `train.steps` (resuming a run that stopped early); returns seconds spent.
+
+    `out` may also be one checkpoint folder of an earlier run: it is then evaluated as it is.
+    """
     from miro_train.checkpoint import list_checkpoints, read_meta
     from miro_train.train import TrainConfig
     from miro_train.train import train as run_training
 
+    if (out / "checkpoint.json").exists():  # one checkpoint of a longer run, used as it is
+        log.info("using checkpoint %s as it is (step %d)", out, read_meta(out)["step"])
+        return 0.0
     done = list_checkpoints(out) if out.exists() else []
     if done and int(read_meta(done[-1])["step"]) >= train.steps:
         log.info("%s is already trained to step %d", out, train.steps)
@@ -157,10 +163,11 @@ def metric_table(rows: dict[str, dict[str, Any]]) -> str:
     first = next(iter(rows.values()))
     cats = list(first["geneval"]["categories"])
     rewards = list(first["rewards"])
-    head = ["", "GenEval", *cats, *rewards]
+    head = ["", "step", "GenEval", *cats, *rewards]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in rows.items():
         cells = [
+            str(r.get("step", "")),
             f"{100 * r['geneval']['overall']:.1f}",
             *(f"{100 * r['geneval']['categories'][c]:.1f}" for c in cats),
         ]
