@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -89,12 +90,14 @@ def test_best_of_n_curves_for_both_models(compared: Path, tmp_path: Path) -> Non
 def test_single_vs_multi_writes_the_hacking_table(compared: Path, pipeline, tmp_path: Path) -> None:
     out = tmp_path / "svm"
     single_vs_multi(SingleVsMultiConfig(shards=pipeline.train, out=out, rewards=("sharpness", "noise"),
-                                        train=TINY_TRAIN, eval=TINY_EVAL, baseline=compared / "baseline",
+                                        train=TINY_TRAIN, eval=replace(TINY_EVAL, rewards=("contrast",)), baseline=compared / "baseline",
                                         multi=compared / "miro" / "checkpoints" / "step_0000001"))  # fmt: skip
     _written(out, "results.json", "report.md", "radar.png")
     results = json.loads((out / "results.json").read_text())
     assert set(results["results"]) == {"only sharpness", "only noise", "miro", "baseline"}
     assert results["results"]["miro"]["step"] == 1  # one checkpoint of a longer run, as it is
+    # the conditioned rewards are measured even when the metric list leaves them out
+    assert set(results["results"]["miro"]["rewards"]) == {"contrast", "sharpness", "noise"}
 
 
 def test_hacking_verdict_finds_a_model_that_trades_rewards() -> None:

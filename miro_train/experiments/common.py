@@ -24,7 +24,15 @@ from miro_train.evaluate import geneval_prompts, reward_summary, score_geneval
 
 log = logging.getLogger(__name__)
 
-METRIC_REWARDS = ("sharpness", "noise", "colorfulness", "contrast", "shapes_alignment")
+# every weight-free reward: what an experiment measures on its images besides GenEval
+METRIC_REWARDS = (
+    "sharpness",
+    "edge_sharpness",
+    "noise",
+    "colorfulness",
+    "contrast",
+    "shapes_alignment",
+)
 
 
 @dataclass(frozen=True)
@@ -56,8 +64,9 @@ class TrainSettings:
     device: str = "auto"
 
 
-def metric_rewards(names: Sequence[str]) -> list[Reward]:
-    return [build_reward(n) for n in names]
+def metric_rewards(names: Sequence[str], also: Sequence[str] = ()) -> list[Reward]:
+    """The metric rewards, plus `also` (a model's own conditioning, which must be measured too)."""
+    return [build_reward(n) for n in dict.fromkeys([*names, *also])]
 
 
 def evaluate(

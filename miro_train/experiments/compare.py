@@ -87,7 +87,7 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
         )
         for arm in ARMS
     }
-    rewards = metric_rewards(cfg.eval.rewards)
+    rewards = metric_rewards(cfg.eval.rewards, also=cfg.rewards or ())
     evals: dict[str, list[dict]] = {arm: [] for arm in ARMS}
     for arm in ARMS:
         for step, ckpt in checkpoints_by_step(cfg.out / arm):

@@ -62,7 +62,7 @@ def single_vs_multi(cfg: SingleVsMultiConfig) -> dict[str, Any]:
             train_arm(cfg.shards, run, cfg.train, baseline=True)
         else:
             train_arm(cfg.shards, run, cfg.train, rewards=(name.removeprefix("only "),))
-    scorers = metric_rewards(cfg.eval.rewards)
+    scorers = metric_rewards(cfg.eval.rewards, also=rewards)
     results = {
         name: evaluate(load_bundle(run, cfg.eval.device), cfg.eval, rewards=scorers)[0]
         for name, run in runs.items()

@@ -53,7 +53,7 @@ def sweep(cfg: SweepConfig) -> dict[str, Any]:
         raise MiroError(
             f"the checkpoint is not conditioned on {', '.join(unknown)}; it knows {', '.join(bundle.rewards)}"
         )
-    scorers = metric_rewards(cfg.eval.rewards)
+    scorers = metric_rewards(cfg.eval.rewards, also=swept)
     runs: dict[str, list[dict]] = {}
     for reward in swept:
         runs[reward] = []
@@ -136,7 +136,7 @@ def guidance(cfg: GuidanceConfig) -> dict[str, Any]:
 
     bundle = load_bundle(cfg.checkpoint, cfg.eval.device)
     require_rewards(bundle, "guidance")
-    scorers = metric_rewards(cfg.eval.rewards)
+    scorers = metric_rewards(cfg.eval.rewards, also=bundle.rewards)
     runs = []
     for omega in cfg.scales:
         result, _, _ = evaluate(bundle, cfg.eval, guidance=omega, rewards=scorers)
