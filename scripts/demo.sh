@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job on the embedded Shapes World corpus, one real CLI command per stage.
-# Usage: scripts/demo.sh OUT_DIR   (QUICK=1 for a one-minute look on a smaller corpus)
+# Usage: scripts/demo.sh OUT_DIR   (QUICK=1: 2,000 images and 150 steps, a quicker look)
 set -euo pipefail
 out=${1:-demo}
 miro=${MIRO:-.venv/bin/miro}
