@@ -141,10 +141,7 @@ _SCHEMAS = {
 def _decoded_batches(
     shard: Shard, cfg: AnnotateConfig, keys: frozenset[str] | None, read_errors: list[str]
 ) -> Iterator[list[Decoded]]:
-    # Batches grow 16, 32, … up to cfg.batch_size: scoring of a shard starts after a few
-    # decodes instead of a whole batch, and the rest of the decoding overlaps it.
     batch: list[Decoded] = []
-    size = min(16, cfg.batch_size)
     for raw in iter_samples(shard, read_errors):
         if keys is not None and raw.key not in keys:
             continue
@@ -154,9 +151,9 @@ def _decoded_batches(
             batch.append(Decoded(raw, decode_image(raw.image, cfg.max_pixels), None))
         except DecodeError as err:
             batch.append(Decoded(raw, None, str(err)))
-        if len(batch) == size:
+        if len(batch) == cfg.batch_size:
             yield batch
-            batch, size = [], min(2 * size, cfg.batch_size)
+            batch = []
     if batch:
         yield batch
 
