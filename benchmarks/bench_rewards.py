@@ -41,14 +41,13 @@ from miro_data.rewards.blip import ImageRewardNet, TextConfig, VisionConfig
 from miro_data.rewards.imagereward import ImageReward, ImageRewardParts, blip_tokenizer
 from miro_data.rewards.openclip_rewards import (
     Aesthetic,
-    AestheticMLP,
     ClipScore,
     HPSv2,
     OpenClip,
     build_open_clip,
 )
 from miro_data.rewards.pickscore import PickScore, PickScoreParts
-from miro_data.rewards.torch_reward import FeatureCache, TorchReward
+from miro_data.rewards.torch_reward import FeatureCache, ScoreHead, TorchReward
 
 SIZES = [
     (512, 512),
@@ -98,7 +97,7 @@ def build(ctx: RewardContext, work: Path) -> dict[str, TorchReward]:
     tokenizer = blip_tokenizer(rf.tiny_bert_vocab(work / "bert"))
     return {
         "clip": ClipScore(ctx, clip=l14),
-        "aesthetic": Aesthetic(ctx, clip=l14, mlp=AestheticMLP(768)),
+        "aesthetic": Aesthetic(ctx, clip=l14, mlp=ScoreHead(768)),
         "pickscore": PickScore(ctx, parts=pickscore_parts(device, work)),
         "hpsv2": HPSv2(ctx, clip=h14),
         "imagereward": ImageReward(ctx, parts=ImageRewardParts(net, tokenizer, "random")),

@@ -285,9 +285,9 @@ def tiny_imagereward_files(folder: Path, vocab_size: int, seed: int) -> dict[str
 
 
 def aesthetic_mlp_file(path: Path, dim: int, seed: int) -> Path:
-    from miro_data.rewards.openclip_rewards import AestheticMLP
+    from miro_data.rewards.torch_reward import ScoreHead
 
-    mlp = randomize(AestheticMLP(dim), seed, std=0.2)
+    mlp = randomize(ScoreHead(dim), seed, std=0.2)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(mlp.state_dict(), path)
     return path

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from miro_data.rewards.torch_reward import ScoreHead
+
 # ----------------------------------------------------------------------------
 # Configs
 # ----------------------------------------------------------------------------
@@ -240,23 +242,6 @@ class BLIP(nn.Module):
         self.text_encoder = BertModel(text)
 
 
-class RewardMLP(nn.Module):
-    """ImageReward's head; its Dropouts are inert at inference but keep the layer indices."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Linear(dim, 1024), nn.Dropout(0.2),
-            nn.Linear(1024, 128), nn.Dropout(0.2),
-            nn.Linear(128, 64), nn.Dropout(0.1),
-            nn.Linear(64, 16),
-            nn.Linear(16, 1),
-        )  # fmt: skip
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
-
-
 class ImageRewardNet(nn.Module):
     """BLIP encodes the caption with cross-attention to the image; the MLP scores its [CLS]."""
 
@@ -266,7 +251,7 @@ class ImageRewardNet(nn.Module):
         super().__init__()
         self.image_size = vision.image_size
         self.blip = BLIP(vision, text)
-        self.mlp = RewardMLP(text.hidden_size)
+        self.mlp = ScoreHead(text.hidden_size)
 
     def forward(
         self, pixels: torch.Tensor, ids: torch.Tensor, attention: torch.Tensor
@@ -274,7 +259,7 @@ class ImageRewardNet(nn.Module):
         image = self.blip.visual_encoder(pixels)  # (B, 1 + N, Dv)
         cls = self.blip.text_encoder(ids, attention, image)[:, 0, :].float()  # (B, Dt)
         with torch.autocast(pixels.device.type, enabled=False):
-            reward = self.mlp(cls).squeeze(-1)
+            reward = self.mlp(cls)
         return (reward - self.MEAN) / self.STD
 
 

@@ -29,7 +29,7 @@ from torch import nn
 from miro_data.common import MiroError
 from miro_data.rewards import catalog, imageops
 from miro_data.rewards.base import RewardContext
-from miro_data.rewards.torch_reward import FeatureCache, TorchReward, shared
+from miro_data.rewards.torch_reward import FeatureCache, ScoreHead, TorchReward, shared
 from miro_data.rewards.weights import load_state_dict, load_strict, resolve, short_digest
 
 # ----------------------------------------------------------------------------
@@ -232,23 +232,6 @@ class ClipScore(TorchReward):
         return 100.0 * (image * text).sum(-1)
 
 
-class AestheticMLP(nn.Module):
-    """The LAION improved-aesthetic-predictor head (its dropouts are inert at inference)."""
-
-    def __init__(self, dim: int = 768) -> None:
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Linear(dim, 1024), nn.Dropout(0.2),
-            nn.Linear(1024, 128), nn.Dropout(0.2),
-            nn.Linear(128, 64), nn.Dropout(0.1),
-            nn.Linear(64, 16),
-            nn.Linear(16, 1),
-        )  # fmt: skip
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, dim) → (B,)
-        return self.layers(x).squeeze(-1)
-
-
 class Aesthetic(TorchReward):
     """LAION aesthetic predictor on the normalised CLIP ViT-L/14 image embedding (≈1–10)."""
 
@@ -260,7 +243,7 @@ class Aesthetic(TorchReward):
         self,
         ctx: RewardContext | None = None,
         clip: OpenClip | None = None,
-        mlp: AestheticMLP | None = None,
+        mlp: ScoreHead | None = None,
     ) -> None:
         super().__init__(ctx)
         if clip is not None and mlp is not None:
@@ -289,7 +272,7 @@ class Aesthetic(TorchReward):
             raise MiroError(
                 f"aesthetic MLP {mlp_path} takes {dim}-d embeddings; the CLIP model gives {embed}"
             )
-        self.mlp = AestheticMLP(dim)
+        self.mlp = ScoreHead(dim)
         load_strict(self.mlp, state, mlp_path)
         self.mlp.eval().requires_grad_(False).to(self.device)
         self.version = f"{self.clip.version}+mlp@{short_digest(mlp_path)}"

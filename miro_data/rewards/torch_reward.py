@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from torch import nn
 
 from miro_data.common import MiroError
 from miro_data.rewards import imageops
@@ -115,6 +116,26 @@ class FeatureCache:
                 found[i] = feature
                 self.put(images[i], feature)
         return torch.stack(found)  # type: ignore[arg-type]
+
+
+class ScoreHead(nn.Module):
+    """The MLP head of the LAION aesthetic predictor and of ImageReward (same layout, same keys).
+
+    Its dropouts are inert at inference but keep the layer indices of the released checkpoints.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(dim, 1024), nn.Dropout(0.2),
+            nn.Linear(1024, 128), nn.Dropout(0.2),
+            nn.Linear(128, 64), nn.Dropout(0.1),
+            nn.Linear(64, 16),
+            nn.Linear(16, 1),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, dim) → (B,)
+        return self.layers(x).squeeze(-1)
 
 
 class TorchReward(Reward):
