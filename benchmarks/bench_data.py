@@ -66,26 +66,35 @@ def make_shards(root: Path, n: int, size: int, per_shard: int) -> Path:
     return out
 
 
-def bench_annotate(shards: Path, root: Path) -> None:
+def score_in_memory(rewards, images, captions, batch: int = 256) -> float:
+    """Seconds to score pre-decoded images batch by batch, every reward per batch (as annotate)."""
+    t0 = time.perf_counter()
+    for start in range(0, len(images), batch):
+        for reward in rewards:
+            reward.score(images[start : start + batch], captions[start : start + batch])
+    return time.perf_counter() - t0
+
+
+def bench_annotate(shards: Path, root: Path, repeats: int) -> None:
     samples = [s for shard in list_shards(shards) for s in iter_samples(shard)]
     images = [decode_image(s.image) for s in samples]
     captions = [s.caption for s in samples]
     rewards = [build_reward(r) for r in REWARDS]
-    t0 = time.perf_counter()
-    for reward in rewards:
-        for start in range(0, len(images), 256):
-            reward.score(images[start : start + 256], captions[start : start + 256])
-    memory = len(images) / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    annotate(AnnotateConfig(shards=str(shards), db=root / "bench.duckdb", rewards=REWARDS))
-    e2e = len(images) / (time.perf_counter() - t0)
+    memory, e2e = [], []
+    for i in range(repeats):  # interleaved, so that drifts of a noisy machine hit both
+        memory.append(len(images) / score_in_memory(rewards, images, captions))
+        t0 = time.perf_counter()
+        annotate(AnnotateConfig(shards=str(shards), db=root / f"bench{i}.duckdb", rewards=REWARDS))
+        e2e.append(len(images) / (time.perf_counter() - t0))
+    best_mem, best_e2e = max(memory), max(e2e)
     print(
-        f"annotate  in-memory {memory:9.1f} img/s | end-to-end {e2e:9.1f} img/s | ratio {e2e / memory:.2f} (goal ≥ 0.9)"
+        f"annotate  in-memory {best_mem:9.1f} img/s | end-to-end {best_e2e:9.1f} img/s | "
+        f"ratio {best_e2e / best_mem:.2f} (goal ≥ 0.9; best of {repeats} each)"
     )
 
 
 def bench_reshard(shards: Path, root: Path) -> None:
-    bins(BinsConfig(db=root / "bench.duckdb", n_bins=64))
+    bins(BinsConfig(db=root / "bench0.duckdb", n_bins=64))
     tars = [s.path for s in list_shards(shards)]
     mb = sum(p.stat().st_size for p in tars) / 1e6
     t0 = time.perf_counter()
@@ -105,7 +114,7 @@ def bench_reshard(shards: Path, root: Path) -> None:
     t0 = time.perf_counter()
     reshard(
         ReshardConfig(
-            shards=str(shards), db=root / "bench.duckdb", out=root / "train", shard_size=1000
+            shards=str(shards), db=root / "bench0.duckdb", out=root / "train", shard_size=1000
         )
     )
     resharded = mb / (time.perf_counter() - t0)
@@ -143,6 +152,7 @@ def main() -> None:
     parser.add_argument(
         "--rows", type=int, default=10_000_000, help="samples for the bins benchmark"
     )
+    parser.add_argument("--repeats", type=int, default=3, help="annotate runs (best is kept)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     print(
@@ -155,7 +165,7 @@ def main() -> None:
         print(
             f"corpus    {args.n} Shapes World JPEGs at {args.size}px in {time.perf_counter() - t0:.1f} s"
         )
-        bench_annotate(shards, root)
+        bench_annotate(shards, root, args.repeats)
         bench_reshard(shards, root)
         bench_bins(root, args.rows)
     finally:

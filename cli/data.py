@@ -101,6 +101,9 @@ def annotate_cmd(
     ),
     workers: int = typer.Option(1, help="Worker processes (one per GPU, or N CPU workers)."),
     batch_size: int = typer.Option(256, help="Images decoded per batch."),
+    decode_workers: int = typer.Option(
+        1, help="Decoding processes per worker, ahead of the scorer (0: decode in the worker)."
+    ),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     precision: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16 (autocast on CUDA)."),
     rewards_config: Path | None = typer.Option(None, help="TOML/JSON file of per-reward options."),
@@ -119,6 +122,7 @@ def annotate_cmd(
         rewards=tuple(parse_reward_names(rewards)),
         workers=workers,
         batch_size=batch_size,
+        decode_workers=decode_workers,
         device=device,
         precision=precision,
         reward_options=load_reward_options(rewards_config, reward_option),

@@ -1,8 +1,8 @@
 """Stage `miro data annotate`: score every sample of the shards with several rewards.
 
-Per shard: stream the tar, decode each image once (in a background thread, so decoding
-overlaps scoring), hand batches to every pending reward, and write the results as part files
-(miro_data.db). The ledger makes re-runs cheap: a (shard, reward, version) already done is
+Per shard: stream the tar and decode each image once (in helper processes that work ahead,
+across shard ends: miro_data.prefetch), hand batches to every pending reward, and write the
+results as part files (miro_data.db). The ledger makes re-runs cheap: a (shard, reward, version) already done is
 skipped, a reward added later scores only itself, `retry_failed` redoes only failed samples.
 Invariant per (shard, reward): samples read = scored + failed.
 """
@@ -27,10 +27,10 @@ import polars as pl
 
 from miro_data import db
 from miro_data.common import MiroError, atomic_path, progress_bar
-from miro_data.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
+from miro_data.decode import DEFAULT_MAX_PIXELS
+from miro_data.prefetch import Decoded, Prefetcher, ShardJob
 from miro_data.rewards import REGISTRY, Reward, RewardContext, build_reward
-from miro_data.shards import RawSample, Shard, iter_samples, list_shards
-from miro_data.threads import background
+from miro_data.shards import Shard, list_shards
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class AnnotateConfig:
     rewards: tuple[str, ...]
     workers: int = 1
     batch_size: int = 256  # images decoded per batch; each reward splits by its own batch_size
+    decode_workers: int = 1  # processes reading + decoding ahead, per worker; 0: in the worker
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"
     reward_options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -58,13 +59,6 @@ class ShardTask:
     shard: Shard
     done: frozenset[tuple[str, str]]
     retry_keys: frozenset[str] | None = None
-
-
-@dataclass
-class Decoded:
-    raw: RawSample
-    image: np.ndarray | None
-    error: str | None
 
 
 @dataclass(frozen=True)
@@ -138,22 +132,14 @@ _SCHEMAS = {
 }  # fmt: skip
 
 
-def _decoded_batches(
-    shard: Shard, cfg: AnnotateConfig, keys: frozenset[str] | None, read_errors: list[str]
-) -> Iterator[list[Decoded]]:
+def _batches(chunks: Iterator[list[Decoded]], size: int) -> Iterator[list[Decoded]]:
     batch: list[Decoded] = []
-    for raw in iter_samples(shard, read_errors):
-        if keys is not None and raw.key not in keys:
-            continue
-        try:
-            if raw.image is None:
-                raise DecodeError("sample has no image file")
-            batch.append(Decoded(raw, decode_image(raw.image, cfg.max_pixels), None))
-        except DecodeError as err:
-            batch.append(Decoded(raw, None, str(err)))
-        if len(batch) == cfg.batch_size:
-            yield batch
-            batch = []
+    for chunk in chunks:
+        for d in chunk:
+            batch.append(d)
+            if len(batch) == size:
+                yield batch
+                batch = []
     if batch:
         yield batch
 
@@ -192,47 +178,57 @@ def _sample_row(shard: Shard, d: Decoded) -> dict:
     }
 
 
-def process_shard(
-    task: ShardTask, rewards: Sequence[Reward], cfg: AnnotateConfig, on_batch=None
-) -> Path | None:
-    """Score one shard with the rewards it still needs; returns the finished part folder."""
+def _score_batch(
+    shard: Shard, batch: list[Decoded], rewards: Sequence[Reward], rows, seconds
+) -> None:
+    """Append the batch's sample rows, decode failures, and every reward's scores to `rows`."""
+    rows["samples"] += [_sample_row(shard, d) for d in batch]
+    ok = [d for d in batch if d.image is not None]
+    rows["failures"] += [
+        {"shard": shard.name, "key": d.raw.key, "stage": "decode", "reward": None,
+         "version": None, "reason": d.error}
+        for d in batch if d.image is None
+    ]  # fmt: skip
+    images, captions = [d.image for d in ok], [d.raw.caption for d in ok]
+    for reward in rewards:
+        t0 = time.perf_counter()
+        values, errors = score_all(reward, images, captions)  # type: ignore[arg-type]
+        seconds[reward.name] += time.perf_counter() - t0
+        for d, value, error in zip(ok, values, errors, strict=True):
+            base = {"shard": shard.name, "key": d.raw.key, "reward": reward.name,
+                    "version": reward.version}  # fmt: skip
+            if error is None:
+                rows["scores"].append({**base, "value": None if np.isnan(value) else float(value)})
+            else:
+                rows["failures"].append({**base, "stage": "score", "reason": error})
+
+
+def pending_rewards(task: ShardTask, rewards: Sequence[Reward]) -> list[Reward]:
+    """The rewards a shard still needs (in a retry: those whose failed samples are redone)."""
     retry = task.retry_keys is not None
-    pending = [r for r in rewards if ((r.name, r.version) in task.done) == retry]
-    if not pending or (retry and not task.retry_keys):
-        return None
+    if retry and not task.retry_keys:
+        return []
+    return [r for r in rewards if ((r.name, r.version) in task.done) == retry]
+
+
+def process_shard(
+    task: ShardTask,
+    rewards: Sequence[Reward],
+    cfg: AnnotateConfig,
+    prefetcher: Prefetcher,
+    on_batch=None,
+) -> Path:
+    """Score one shard (the prefetcher's next) with its pending rewards; returns the part folder."""
+    retry = task.retry_keys is not None
+    pending = pending_rewards(task, rewards)
     shard = task.shard
     rows: dict[str, list[dict]] = {"samples": [], "scores": [], "failures": []}
     seconds = {r.name: 0.0 for r in pending}
     read_errors: list[str] = []
-    with background(_decoded_batches(shard, cfg, task.retry_keys, read_errors)) as batches:
-        for batch in batches:
-            rows["samples"] += [_sample_row(shard, d) for d in batch]
-            ok = [d for d in batch if d.image is not None]
-            rows["failures"] += [
-                {"shard": shard.name, "key": d.raw.key, "stage": "decode", "reward": None,
-                 "version": None, "reason": d.error}
-                for d in batch if d.image is None
-            ]  # fmt: skip
-            images, captions = [d.image for d in ok], [d.raw.caption for d in ok]
-            for reward in pending:
-                t0 = time.perf_counter()
-                values, errors = score_all(reward, images, captions)  # type: ignore[arg-type]
-                seconds[reward.name] += time.perf_counter() - t0
-                for d, value, error in zip(ok, values, errors, strict=True):
-                    base = {
-                        "shard": shard.name,
-                        "key": d.raw.key,
-                        "reward": reward.name,
-                        "version": reward.version,
-                    }
-                    if error is None:
-                        rows["scores"].append(
-                            {**base, "value": None if np.isnan(value) else float(value)}
-                        )
-                    else:
-                        rows["failures"].append({**base, "stage": "score", "reason": error})
-            if on_batch is not None:
-                on_batch(len(batch))
+    for batch in _batches(prefetcher.shard(shard, read_errors), cfg.batch_size):
+        _score_batch(shard, batch, pending, rows, seconds)
+        if on_batch is not None:
+            on_batch(len(batch))
     if not retry:
         rows["samples"] += _download_failures(shard)
     rows["failures"] += [
@@ -358,17 +354,26 @@ def _init_worker(cfg: AnnotateConfig, indices: mp.Queue, progress: mp.Queue) -> 
     _WORKER["progress"] = progress
 
 
+def _prefetcher(tasks: list[ShardTask], cfg: AnnotateConfig) -> Prefetcher:
+    jobs = [ShardJob(t.shard, t.retry_keys) for t in tasks]
+    return Prefetcher(jobs, cfg.decode_workers, cfg.max_pixels)
+
+
 def _worker_process(task: ShardTask) -> Path | None:
-    return process_shard(task, _WORKER["rewards"], _WORKER["cfg"], _WORKER["progress"].put)
+    cfg, rewards = _WORKER["cfg"], _WORKER["rewards"]
+    if not pending_rewards(task, rewards):
+        return None
+    with _prefetcher([task], cfg) as prefetcher:
+        return process_shard(task, rewards, cfg, prefetcher, _WORKER["progress"].put)
 
 
 def _run_in_process(tasks: list[ShardTask], cfg: AnnotateConfig, ingest, advance) -> None:
     rewards = build_rewards(cfg)
     try:
-        for task in tasks:
-            part = process_shard(task, rewards, cfg, advance)
-            if part is not None:
-                ingest(part)
+        todo = [t for t in tasks if pending_rewards(t, rewards)]
+        with _prefetcher(todo, cfg) as prefetcher:
+            for task in todo:
+                ingest(process_shard(task, rewards, cfg, prefetcher, advance))
     finally:
         for r in rewards:
             r.close()
@@ -404,6 +409,8 @@ def annotate(cfg: AnnotateConfig) -> AnnotateReport:
     """Score the shards with cfg.rewards into cfg.db; returns counts for this database."""
     if cfg.workers < 1:
         raise MiroError("--workers must be at least 1")
+    if cfg.decode_workers < 0:
+        raise MiroError("--decode-workers must be 0 or more")
     shards = list_shards(cfg.shards)
     for name in cfg.rewards:  # fail fast on unknown names, before any work
         if ":" not in name and name not in REGISTRY:

@@ -18,6 +18,7 @@ from PIL import Image
 
 from miro_data.annotate import AnnotateConfig, annotate, plan, process_shard
 from miro_data.db import connect
+from miro_data.prefetch import Prefetcher, ShardJob
 from miro_data.shards import list_shards
 from miro_data.synth import SynthConfig, generate_sample
 
@@ -232,20 +233,29 @@ def test_finished_parts_of_a_killed_run_are_ingested_not_redone(
     con = connect(db, create=True)
     tasks = plan(con, list_shards(pipeline.shards), retry=False)
     con.close()
-    for task in tasks:  # the work of a run killed after writing its parts, before ingesting
-        process_shard(task, rewards, cfg)
+    with Prefetcher([ShardJob(t.shard) for t in tasks], 1, cfg.max_pixels) as prefetcher:
+        for task in tasks:  # the work of a run killed after writing its parts, before ingesting
+            process_shard(task, rewards, cfg, prefetcher)
     monkeypatch.setenv("MIRO_TEST_LOG", str(log))
     report = annotate(cfg)
     assert not log.exists()  # nothing was scored again
     assert report.scored == {"brightness": pipeline.n}
 
 
-def test_two_workers_write_what_one_writes(pipeline, tmp_path: Path) -> None:
-    one, two = tmp_path / "one.duckdb", tmp_path / "two.duckdb"
+def test_any_number_of_workers_and_decoders_write_what_one_writes(pipeline, tmp_path: Path) -> None:
     rewards = ("sharpness", "shapes_alignment")
-    annotate(AnnotateConfig(shards=str(pipeline.shards), db=one, rewards=rewards))
-    annotate(AnnotateConfig(shards=str(pipeline.shards), db=two, rewards=rewards, workers=2))
     query = "SELECT shard, key, reward, value FROM scores ORDER BY ALL"
-    a = duckdb.connect(str(one), read_only=True).execute(query).fetchall()
-    b = duckdb.connect(str(two), read_only=True).execute(query).fetchall()
-    assert a == b and len(a) == 2 * pipeline.n
+    results = []
+    for workers, decoders in ((1, 1), (2, 1), (1, 0), (1, 3)):
+        db = tmp_path / f"w{workers}d{decoders}.duckdb"
+        cfg = AnnotateConfig(
+            shards=str(pipeline.shards),
+            db=db,
+            rewards=rewards,
+            workers=workers,
+            decode_workers=decoders,
+        )
+        annotate(cfg)
+        results.append(duckdb.connect(str(db), read_only=True).execute(query).fetchall())
+    assert len(results[0]) == 2 * pipeline.n
+    assert all(r == results[0] for r in results[1:])

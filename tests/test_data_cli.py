@@ -94,6 +94,14 @@ def test_bad_inputs_get_one_line_and_a_nonzero_exit(pipeline, tmp_path: Path) ->
             ("data", "annotate", tmp_path / "no-shards", tmp_path / "a.duckdb", "-r", "sharpness"),
             "no .tar shards",
         ),
+        (
+            (
+                *("data", "annotate", pipeline.shards, tmp_path / "a.duckdb", "-r", "sharpness"),
+                "--decode-workers",
+                "-1",
+            ),
+            "--decode-workers must be 0 or more",
+        ),
         (("data", "bins", tmp_path / "missing.duckdb"), "database not found"),
         (("data", "bins", empty_db), "no scores yet"),
         (("data", "query", tmp_path / "missing.duckdb", "SELECT 1"), "database not found"),
