@@ -89,6 +89,9 @@ _register_groups()
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    from miro_data.common import keep_freed_memory
+
+    keep_freed_memory()  # image-sized temporaries everywhere: see its docstring
     app(prog_name="miro")
     sys.exit(0)
 

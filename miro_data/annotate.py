@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from miro_data import db
-from miro_data.common import MiroError, atomic_path, progress_bar
+from miro_data.common import MiroError, atomic_path, keep_freed_memory, progress_bar
 from miro_data.decode import DEFAULT_MAX_PIXELS
 from miro_data.prefetch import Decoded, Prefetcher, ShardJob
 from miro_data.rewards import REGISTRY, Reward, RewardContext, build_reward
@@ -349,6 +349,7 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(cfg: AnnotateConfig, indices: mp.Queue, progress: mp.Queue) -> None:
+    keep_freed_memory()
     _WORKER["cfg"] = cfg
     _WORKER["rewards"] = build_rewards(cfg, indices.get())
     _WORKER["progress"] = progress
@@ -411,6 +412,7 @@ def annotate(cfg: AnnotateConfig) -> AnnotateReport:
         raise MiroError("--workers must be at least 1")
     if cfg.decode_workers < 0:
         raise MiroError("--decode-workers must be 0 or more")
+    keep_freed_memory()  # scoring allocates image-sized temporaries all the time
     shards = list_shards(cfg.shards)
     for name in cfg.rewards:  # fail fast on unknown names, before any work
         if ":" not in name and name not in REGISTRY:
