@@ -53,6 +53,7 @@ format: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_data.py
+	$(BIN)/python benchmarks/bench_malloc.py
 
 clean:
 	rm -rf demo demo-quick .pytest_cache

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from miro_data.common import MiroError, progress_bar
+from miro_data.common import MiroError, keep_freed_memory, progress_bar
 from miro_train import dist
 from miro_train.checkpoint import (
     find_checkpoint,
@@ -129,6 +129,7 @@ def train_step(
 
 def train(cfg: TrainConfig, callback: Callable[[StepInfo], None] | None = None) -> Path:
     """Train, or resume, the run in cfg.out; returns its last checkpoint's folder."""
+    keep_freed_memory()  # CPU steps re-allocate every activation: ~10 % faster (README)
     info = dist.setup(cfg.device)
     try:
         return _train(cfg, info, callback)
