@@ -210,12 +210,15 @@ class Prefetcher:
                 raise MiroError(f"reading shard {self.jobs[i].shard.name} failed: {payload}")
 
     def close(self) -> None:
-        for process, q, _ in self.helpers:
+        for process, q, slots in self.helpers:
             if process.is_alive():
                 process.terminate()
             process.join()
-            q.close()
-            q.cancel_join_thread()
+            for channel in (q, slots.free) if slots else (q,):
+                channel.close()
+                channel.cancel_join_thread()
+            if slots:
+                slots.buf.close()  # safe: the scorer copied every image out of its slot
         self.helpers = []
 
     def __enter__(self) -> Prefetcher:
