@@ -2,8 +2,9 @@
 
 Per shard: stream the tar and decode each image once (in helper processes that work ahead,
 across shard ends: miro_data.prefetch), hand batches to every pending reward, and write the
-results as part files (miro_data.db). The ledger makes re-runs cheap: a (shard, reward, version) already done is
-skipped, a reward added later scores only itself, `retry_failed` redoes only failed samples.
+results as part files (miro_data.db). The ledger makes re-runs cheap: a (shard, reward,
+version) already done is skipped, a reward added later scores only itself, `retry_failed`
+redoes only failed samples.
 Invariant per (shard, reward): samples read = scored + failed.
 """
 

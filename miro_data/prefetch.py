@@ -172,7 +172,7 @@ class Prefetcher:
         self, jobs: Sequence[ShardJob], workers: int, max_pixels: int, depth: int = 16
     ) -> None:
         if workers < 0:
-            raise MiroError("--decode-workers must be 0 or more")
+            raise ValueError(f"decode workers must be 0 or more, not {workers}")
         self.jobs, self.max_pixels, self.next = list(jobs), max_pixels, 0
         self.helpers: list[tuple[mp.process.BaseProcess, mp.Queue, _Slots | None]] = []
         fork = sys.platform == "linux"
