@@ -44,9 +44,9 @@ def geneval_prompts(per_category: int, seed: int = 0) -> list[str]:
                 seen.append(text)
             if len(seen) == per_category:
                 break
-        while len(seen) < per_category:  # a category with fewer distinct prompts repeats them
-            seen.append(seen[len(seen) % max(1, len(seen))])
-        prompts += seen
+        # a category with fewer distinct prompts repeats them in turn, so each is asked
+        # equally often (single_object has three: circle, square, triangle)
+        prompts += [seen[i % len(seen)] for i in range(per_category)]
     return prompts
 
 

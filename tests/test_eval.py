@@ -33,7 +33,8 @@ def test_prompt_set_is_balanced_fixed_and_distinct() -> None:
     categories = [parse_caption(p).category for p in prompts]  # type: ignore[union-attr]
     assert [categories.count(c) for c in CATEGORIES] == [10] * 6
     assert len(set(prompts[30:40])) == 10  # colors has 18 distinct prompts
-    assert len(set(prompts[:10])) == 3  # single_object has only three: they repeat
+    assert len(set(prompts[:10])) == 3  # single_object has only three: they repeat in turn
+    assert sorted(prompts[:10].count(p) for p in set(prompts[:10])) == [3, 3, 4]
     assert len(set(prompts[10:20])) == 6  # two_object has six
 
 
