@@ -54,8 +54,9 @@ class EdgeSharpness(PerImageReward):
     edge scores 1 whatever its colour or contrast; blur spreads the step (the peak falls) and
     noise widens the local range faster than it raises the peak, so both score lower. The
     median over the pixels with at least half the image's largest gradient keeps small
-    objects and large ones on one scale. Version 1 (Laplacian-to-gradient energy) was raised
-    by noise: its top bin on Shapes World held only noisy images, mostly of dim blue objects.
+    objects and large ones on one scale. Version 1 (Laplacian-to-gradient energy) rose with
+    noise: its top bin on Shapes World held only noisy images, dim blue objects over-represented
+    (35 % vs 27 %) and yellow ones under (11 % vs 31 %).
     """
 
     name = "edge_sharpness"
