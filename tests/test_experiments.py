@@ -56,6 +56,11 @@ def test_speedup_is_steps_to_reach_the_baseline_final_score() -> None:
     assert steps_to_reach([(100, 0.1), (200, 0.2)], 0.4) is None
     curves = {"baseline": {"g": [(100, 0.1), (400, 0.3)]}, "miro": {"g": [(100, 0.2), (200, 0.4)]}}
     assert speedups(curves)["g"]["speedup"] == pytest.approx(400 / 150)
+    assert not speedups(curves)["g"]["lower_bound"]
+    curves["miro"]["g"] = [(100, 0.35), (200, 0.4)]  # there at the first evaluation: ≥ 4×
+    assert speedups(curves)["g"] == pytest.approx(
+        {"baseline_final": 0.3, "baseline_steps": 400, "miro_steps_to_reach": 100.0,
+         "speedup": 4.0, "lower_bound": True})  # fmt: skip
 
 
 def test_sweep_and_guidance_write_their_reports(compared: Path, tmp_path: Path) -> None:
