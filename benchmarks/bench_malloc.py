@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_data import REWARDS as SCORING  # the weight-free rewards annotate is timed with
 from bench_train import REWARDS as TRAIN_REWARDS
 from bench_train import time_bare
 
@@ -22,8 +23,6 @@ from miro_data.common import keep_freed_memory
 from miro_data.rewards import build_reward
 from miro_data.synth import SynthConfig, generate_sample
 from miro_train.models import model_config
-
-SCORING = ("sharpness", "noise", "colorfulness", "contrast", "shapes_alignment")
 
 
 def time_scoring(images: list[np.ndarray], captions: list[str], rounds: int = 3) -> float:

@@ -10,6 +10,7 @@ Invariant per (shard, reward): samples read = scored + failed.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import multiprocessing as mp
@@ -134,14 +135,9 @@ _SCHEMAS = {
 
 
 def _batches(chunks: Iterator[list[Decoded]], size: int) -> Iterator[list[Decoded]]:
-    batch: list[Decoded] = []
-    for chunk in chunks:
-        for d in chunk:
-            batch.append(d)
-            if len(batch) == size:
-                yield batch
-                batch = []
-    if batch:
+    """The prefetcher's chunks regrouped into scoring batches of `size`."""
+    samples = itertools.chain.from_iterable(chunks)
+    while batch := list(itertools.islice(samples, size)):
         yield batch
 
 
