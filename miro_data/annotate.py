@@ -17,7 +17,6 @@ import multiprocessing as mp
 import queue
 import shutil
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -28,10 +27,10 @@ import numpy as np
 import polars as pl
 
 from miro_data import db
-from miro_data.common import MiroError, atomic_path, keep_freed_memory, progress_bar
+from miro_data.common import MiroError, keep_freed_memory, progress_bar
 from miro_data.decode import DEFAULT_MAX_PIXELS
 from miro_data.prefetch import Decoded, Prefetcher, ShardJob
-from miro_data.rewards import REGISTRY, Reward, RewardContext, build_reward
+from miro_data.rewards import REGISTRY, Reward, RewardContext, build_reward, score_all
 from miro_data.shards import Shard, list_shards
 
 log = logging.getLogger(__name__)
@@ -73,65 +72,8 @@ class AnnotateReport:
 
 
 # ----------------------------------------------------------------------------
-# Scoring a batch: chunk by the reward's batch size, halve on OOM, isolate failing samples
-# ----------------------------------------------------------------------------
-
-
-def _is_oom(err: BaseException) -> bool:
-    return isinstance(err, MemoryError) or "out of memory" in str(err).lower()
-
-
-def _score_checked(
-    reward: Reward, images: Sequence[np.ndarray], captions: Sequence[str]
-) -> np.ndarray:
-    values = np.asarray(reward.score(images, captions), dtype=np.float64).reshape(-1)
-    if len(values) != len(images):
-        raise ValueError(f"returned {len(values)} scores for {len(images)} images")
-    return values
-
-
-def score_all(
-    reward: Reward, images: Sequence[np.ndarray], captions: Sequence[str]
-) -> tuple[np.ndarray, list[str | None]]:
-    """Scores for every pair and, per pair, None or the reason it could not be scored."""
-    values = np.full(len(images), np.nan)
-    errors: list[str | None] = [None] * len(images)
-    start = 0
-    while start < len(images):
-        stop = min(start + max(1, reward.batch_size), len(images))
-        try:
-            values[start:stop] = _score_checked(reward, images[start:stop], captions[start:stop])
-        except Exception as err:
-            if _is_oom(err) and stop - start > 1:
-                reward.batch_size = max(1, (stop - start) // 2)
-                log.warning("%s: out of memory, batch size now %d", reward.name, reward.batch_size)
-                continue
-            # One bad sample must not sink its batch: score one by one to find it.
-            for i in range(start, stop):
-                try:
-                    values[i] = _score_checked(reward, images[i : i + 1], captions[i : i + 1])[0]
-                except Exception as one_err:
-                    errors[i] = f"{type(one_err).__name__}: {one_err}"[:500]
-        start = stop
-    return values, errors
-
-
-# ----------------------------------------------------------------------------
 # One shard → part files
 # ----------------------------------------------------------------------------
-
-_SCHEMAS = {
-    "samples": {
-        "shard": pl.String, "key": pl.String, "caption": pl.String, "url": pl.String,
-        "width": pl.Int32, "height": pl.Int32, "image_ext": pl.String, "status": pl.String,
-        "error": pl.String, "meta": pl.String,
-    },
-    "scores": {"shard": pl.String, "key": pl.String, "reward": pl.String, "version": pl.String, "value": pl.Float64},
-    "failures": {
-        "shard": pl.String, "key": pl.String, "stage": pl.String, "reward": pl.String,
-        "version": pl.String, "reason": pl.String,
-    },
-}  # fmt: skip
 
 
 def _batches(chunks: Iterator[list[Decoded]], size: int) -> Iterator[list[Decoded]]:
@@ -246,17 +188,7 @@ def process_shard(
             r.name: {"version": r.version, "seconds": round(seconds[r.name], 3)} for r in pending
         },
     }
-    return _write_part(db.parts_dir(cfg.db), shard.name, rows, marker)
-
-
-def _write_part(root: Path, shard_name: str, rows: dict[str, list[dict]], marker: dict) -> Path:
-    part = root / f"{shard_name.replace('/', '__')}-{uuid.uuid4().hex[:8]}"
-    part.mkdir(parents=True)
-    for name, schema in _SCHEMAS.items():
-        pl.DataFrame(rows[name], schema=schema).write_parquet(part / f"{name}.parquet")
-    with atomic_path(part / "done.json") as tmp:  # the marker comes last: its presence = complete
-        tmp.write_text(json.dumps(marker))
-    return part
+    return db.write_part(db.parts_dir(cfg.db), shard.name, rows, marker)
 
 
 # ----------------------------------------------------------------------------

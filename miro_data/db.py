@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import uuid
 from pathlib import Path
 
 import duckdb
+import polars as pl
 
-from miro_data.common import MiroError, check_identifier
+from miro_data.common import MiroError, atomic_path, check_identifier
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +88,20 @@ CREATE TABLE IF NOT EXISTS bin_edges (
 );
 """
 
-PART_FILES = ("samples", "scores", "failures")
+# The columns of a part folder's three parquet files (the tables' columns, in polars types).
+PART_SCHEMAS = {
+    "samples": {
+        "shard": pl.String, "key": pl.String, "caption": pl.String, "url": pl.String,
+        "width": pl.Int32, "height": pl.Int32, "image_ext": pl.String, "status": pl.String,
+        "error": pl.String, "meta": pl.String,
+    },
+    "scores": {"shard": pl.String, "key": pl.String, "reward": pl.String, "version": pl.String, "value": pl.Float64},
+    "failures": {
+        "shard": pl.String, "key": pl.String, "stage": pl.String, "reward": pl.String,
+        "version": pl.String, "reason": pl.String,
+    },
+}  # fmt: skip
+PART_FILES = tuple(PART_SCHEMAS)
 
 
 def connect(path: Path, read_only: bool = False, create: bool = False) -> duckdb.DuckDBPyConnection:
@@ -153,6 +168,17 @@ def refresh_wide_view(con: duckdb.DuckDBPyConnection) -> None:
         FROM samples s LEFT JOIN scores sc ON sc.shard = s.shard AND sc.key = s.key
         GROUP BY ALL"""
     )
+
+
+def write_part(root: Path, shard_name: str, rows: dict[str, list[dict]], marker: dict) -> Path:
+    """One shard's results as a new part folder under `root`; `done.json` marks it complete."""
+    part = root / f"{shard_name.replace('/', '__')}-{uuid.uuid4().hex[:8]}"
+    part.mkdir(parents=True)
+    for name, schema in PART_SCHEMAS.items():
+        pl.DataFrame(rows[name], schema=schema).write_parquet(part / f"{name}.parquet")
+    with atomic_path(part / "done.json") as tmp:  # the marker comes last: its presence = complete
+        tmp.write_text(json.dumps(marker))
+    return part
 
 
 def ingest_part(con: duckdb.DuckDBPyConnection, part: Path) -> dict:

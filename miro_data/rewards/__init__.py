@@ -18,6 +18,7 @@ from miro_data.rewards.base import (
     load_reward_options,
     parse_reward_names,
     register,
+    score_all,
 )
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "load_reward_options",
     "parse_reward_names",
     "register",
+    "score_all",
 ]

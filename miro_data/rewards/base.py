@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import tomllib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -20,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from miro_data.common import MiroError, check_identifier
+
+log = logging.getLogger(__name__)
 
 
 class Reward(ABC):
@@ -35,6 +38,50 @@ class Reward(ABC):
 
     def close(self) -> None:  # noqa: B027 — optional hook
         """Release models or files; called once when annotation ends."""
+
+
+# ----------------------------------------------------------------------------
+# Scoring a batch: chunk by the reward's batch size, halve on OOM, isolate failing samples
+# ----------------------------------------------------------------------------
+
+
+def _is_oom(err: BaseException) -> bool:
+    return isinstance(err, MemoryError) or "out of memory" in str(err).lower()
+
+
+def _score_checked(
+    reward: Reward, images: Sequence[np.ndarray], captions: Sequence[str]
+) -> np.ndarray:
+    values = np.asarray(reward.score(images, captions), dtype=np.float64).reshape(-1)
+    if len(values) != len(images):
+        raise ValueError(f"returned {len(values)} scores for {len(images)} images")
+    return values
+
+
+def score_all(
+    reward: Reward, images: Sequence[np.ndarray], captions: Sequence[str]
+) -> tuple[np.ndarray, list[str | None]]:
+    """Scores for every pair and, per pair, None or the reason it could not be scored."""
+    values = np.full(len(images), np.nan)
+    errors: list[str | None] = [None] * len(images)
+    start = 0
+    while start < len(images):
+        stop = min(start + max(1, reward.batch_size), len(images))
+        try:
+            values[start:stop] = _score_checked(reward, images[start:stop], captions[start:stop])
+        except Exception as err:
+            if _is_oom(err) and stop - start > 1:
+                reward.batch_size = max(1, (stop - start) // 2)
+                log.warning("%s: out of memory, batch size now %d", reward.name, reward.batch_size)
+                continue
+            # One bad sample must not sink its batch: score one by one to find it.
+            for i in range(start, stop):
+                try:
+                    values[i] = _score_checked(reward, images[i : i + 1], captions[i : i + 1])[0]
+                except Exception as one_err:
+                    errors[i] = f"{type(one_err).__name__}: {one_err}"[:500]
+        start = stop
+    return values, errors
 
 
 @dataclass
