@@ -177,12 +177,11 @@ def _finalize(staging: Path, out: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
 
 
-def reshard(cfg: ReshardConfig) -> ReshardReport:
-    """Write shuffled training shards with scores and bins; returns counts."""
-    if cfg.shard_size < 1:
-        raise MiroError("--shard-size must be positive")
-    if cfg.out.exists() and any(cfg.out.iterdir()) and not cfg.overwrite:
-        raise MiroError(f"{cfg.out} exists and is not empty (pass --overwrite to replace it)")
+LevelTable = dict[str, tuple[str, Levels]]  # {reward: (reward version, its levels)}
+
+
+def _load_selection(cfg: ReshardConfig) -> tuple[int, LevelTable, list[str], pl.DataFrame, int]:
+    """Bin edges, the rewards to carry, and the selected samples in shuffled order."""
     con = db.connect(cfg.db, read_only=True)
     try:
         version, levels = load_levels(con, cfg.edges_version)
@@ -199,59 +198,84 @@ def reshard(cfg: ReshardConfig) -> ReshardReport:
             "%d samples lack a score for some reward (failed or not annotated): excluded", excluded
         )
     order = np.random.default_rng(cfg.shuffle_seed).permutation(df.height)
-    df = df[order]
+    return version, levels, names, df[order], excluded
+
+
+def _write_shards(
+    cfg: ReshardConfig, staging: Path, df: pl.DataFrame, names: list[str], levels: LevelTable,
+    version: int, hooks: list[Hook],
+) -> list[dict]:  # fmt: skip
+    """The samples as numbered tars in `staging`; returns their names and counts."""
     bins, values = {}, {}
     for r in names:
         bins[r], values[r] = levels[r][1].assign(df[r].to_numpy().astype(np.float64))
-    sources, hooks = _Sources(cfg.shards), build_hooks(cfg.hooks, cfg.device)
-    staging = cfg.out.with_name(f".{cfg.out.name}.partial-{uuid.uuid4().hex[:8]}")
-    staging.mkdir(parents=True)
-    written: list[dict] = []
+    sources, written = _Sources(cfg.shards), []
     try:
         with progress_bar("img") as bar:
             task = bar.add_task("reshard", total=df.height)
             for shard_idx, start in enumerate(range(0, df.height, cfg.shard_size)):
-                samples = []
-                for i, row in enumerate(
-                    df[start : start + cfg.shard_size].iter_rows(named=True), start
-                ):
-                    ext = row["image_ext"]
-                    samples.append({
-                        "__key__": row["key"], "__ext__": ext,
-                        ext: sources.read(row["shard"], row["key"], ext),
+                rows = df[start : start + cfg.shard_size].iter_rows(named=True)
+                samples = [
+                    {
+                        "__key__": row["key"], "__ext__": row["image_ext"],
+                        row["image_ext"]: sources.read(row["shard"], row["key"], row["image_ext"]),
                         "txt": row["caption"] or "",
                         "json": _sample_json(row, names, bins, values, i, version),
-                    })  # fmt: skip
+                    }
+                    for i, row in enumerate(rows, start)
+                ]  # fmt: skip
                 if hooks:
                     _apply_hooks(hooks, samples, cfg.hook_batch_size)
                 name = f"{shard_idx:06d}.tar"
                 _write_shard(staging / name, samples)
                 written.append({"name": name, "count": len(samples)})
                 bar.advance(task, len(samples))
-        manifest = {
-            "format": FORMAT,
-            "rewards": names,
-            "reward_versions": {r: levels[r][0] for r in names},
-            "edges_version": version,
-            "n_bins": {r: levels[r][1].n_levels for r in names},
-            "edges": {r: levels[r][1].edges.tolist() for r in names},
-            "shards": written,
-            "total": int(df.height),
-            "where": cfg.where,
-            "shuffle_seed": cfg.shuffle_seed,
-            "hooks": {
-                kind: next((h.model for h in hooks if h.kind == kind), None)
-                for kind in ("text", "vae")
-            },
-            "source": {"shards": str(cfg.shards), "db": str(cfg.db)},
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
+    finally:
+        sources.close()
+    return written
+
+
+def _manifest(
+    cfg: ReshardConfig, names: list[str], levels: LevelTable, version: int, hooks: list[Hook],
+    written: list[dict],
+) -> dict:  # fmt: skip
+    return {
+        "format": FORMAT,
+        "rewards": names,
+        "reward_versions": {r: levels[r][0] for r in names},
+        "edges_version": version,
+        "n_bins": {r: levels[r][1].n_levels for r in names},
+        "edges": {r: levels[r][1].edges.tolist() for r in names},
+        "shards": written,
+        "total": sum(w["count"] for w in written),
+        "where": cfg.where,
+        "shuffle_seed": cfg.shuffle_seed,
+        "hooks": {
+            kind: next((h.model for h in hooks if h.kind == kind), None) for kind in ("text", "vae")
+        },
+        "source": {"shards": str(cfg.shards), "db": str(cfg.db)},
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def reshard(cfg: ReshardConfig) -> ReshardReport:
+    """Write shuffled training shards with scores and bins; returns counts."""
+    if cfg.shard_size < 1:
+        raise MiroError("--shard-size must be positive")
+    if cfg.out.exists() and any(cfg.out.iterdir()) and not cfg.overwrite:
+        raise MiroError(f"{cfg.out} exists and is not empty (pass --overwrite to replace it)")
+    version, levels, names, df, excluded = _load_selection(cfg)
+    hooks = build_hooks(cfg.hooks, cfg.device)
+    # Everything is written into a hidden staging folder that replaces `out` only when complete.
+    staging = cfg.out.with_name(f".{cfg.out.name}.partial-{uuid.uuid4().hex[:8]}")
+    staging.mkdir(parents=True)
+    try:
+        written = _write_shards(cfg, staging, df, names, levels, version, hooks)
+        manifest = _manifest(cfg, names, levels, version, hooks, written)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
         _finalize(staging, cfg.out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    finally:
-        sources.close()
     log.info("wrote %d samples in %d shards to %s", df.height, len(written), cfg.out)
     return ReshardReport(cfg.out, len(written), int(df.height), excluded)
