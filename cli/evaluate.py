@@ -1,4 +1,5 @@
-"""`miro eval …`: GenEval on Shapes World and reward metrics of generated images."""
+"""`miro eval …`: GenEval on Shapes World, reward metrics of generated images, and how much a
+model reads its captions."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-eval_app = typer.Typer(help="Evaluate generated images.", no_args_is_help=True)
+from miro_data.common import MiroError
+
+eval_app = typer.Typer(help="Evaluate generated images and checkpoints.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -85,6 +88,45 @@ def rewards_cmd(
     for name, s in summary.items():
         table.add_row(name, f"{s['mean']:.4g}", f"{s['std']:.4g}", str(s["n"]), str(s["undefined"]))
     Console().print(table)
+
+
+@eval_app.command("text-reliance")
+def text_reliance_cmd(
+    checkpoints: list[Path] = typer.Argument(..., help="Checkpoint or run folders."),
+    shards: Path = typer.Option(..., "--shards", help="Training-shard folder to measure on."),
+    samples: int = typer.Option(1024, help="Samples to average over."),
+    times: str = typer.Option("0.3,0.5,0.7,0.9", help="Noise levels t, comma-separated."),
+    batch_size: int = typer.Option(256),
+    seed: int = typer.Option(0, help="Fixes the samples' order and the noise."),
+    weights: str = typer.Option("ema", help="ema | model"),
+    device: str = typer.Option("auto"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="A JSON file for the results."),
+) -> None:
+    """How much each checkpoint's loss rises when it is given other samples' captions."""
+    from miro_train.text_reliance import TextRelianceConfig, text_reliance
+
+    cfg = TextRelianceConfig(
+        checkpoints=tuple(checkpoints), shards=shards, samples=samples, times=_floats(times),
+        batch_size=batch_size, seed=seed, weights=weights, device=device, out=out,
+    )  # fmt: skip
+    results = text_reliance(cfg)
+    table = Table(title=f"loss rise with shifted captions ({results[0]['samples']} samples)")
+    table.add_column("checkpoint")
+    table.add_column("step", justify="right")
+    for t in cfg.times:
+        table.add_column(f"t = {t:g}", justify="right")
+    table.add_column("mean", justify="right", style="bold")
+    for r in results:
+        rises = [f"{100 * row['rise']:+.1f} %" for row in r["times"]]
+        table.add_row(r["checkpoint"], str(r["step"]), *rises, f"{100 * r['mean_rise']:+.1f} %")
+    Console().print(table)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise MiroError(f"--times: {text!r} is not a comma-separated list of numbers") from None
 
 
 def report_cmd(

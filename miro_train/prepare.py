@@ -123,21 +123,28 @@ def prepare_run(cfg: TrainConfig, info: DistInfo) -> RunSetup:
             resolution=cfg.resolution,
         )
     _check_numbers(cfg, info)
+    batch_spec = batch_spec_for(spec, cfg.batch_size // info.world, cfg.seed, cfg.shuffle_buffer)
+    peek(shards, batch_spec)  # a bad first sample fails here, in this process, in one line
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    return RunSetup(cfg, spec, shards, batch_spec, resume)
+
+
+def batch_spec_for(
+    spec: dict[str, Any], batch_size: int, seed: int = 0, shuffle_buffer: int = 1000
+) -> BatchSpec:
+    """What a model with this resolved spec reads from each training sample."""
     text, image = spec["text"], spec["image"]
-    batch_spec = BatchSpec(
+    return BatchSpec(
         rewards=tuple(spec["rewards"]),
-        batch_size=cfg.batch_size // info.world,
+        batch_size=batch_size,
         resolution=image["resolution"],
         latents=bool(image["space"] == "latent" and image.get("precomputed")),
         vocab=WordVocab(tuple(text["vocab"]), text["max_len"]) if text["kind"] == "word" else None,
         text_emb=bool(text["kind"] == "hf" and text.get("precomputed")),
         text_len=text["max_len"],
-        seed=cfg.seed,
-        shuffle_buffer=cfg.shuffle_buffer,
+        seed=seed,
+        shuffle_buffer=shuffle_buffer,
     )
-    peek(shards, batch_spec)  # a bad first sample fails here, in this process, in one line
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    return RunSetup(cfg, spec, shards, batch_spec, resume)
 
 
 def check_world(meta: dict[str, Any], info: DistInfo) -> bool:
