@@ -111,7 +111,7 @@ def text_reliance_cmd(
     )  # fmt: skip
     results = text_reliance(cfg)
     table = Table(title=f"loss rise with shifted captions ({results[0]['samples']} samples)")
-    table.add_column("checkpoint")
+    table.add_column("checkpoint", overflow="fold")  # folded, not cut: runs differ at the end
     table.add_column("step", justify="right")
     for t in cfg.times:
         table.add_column(f"t = {t:g}", justify="right")
