@@ -239,6 +239,7 @@ def _manifest(
     cfg: ReshardConfig, names: list[str], levels: LevelTable, version: int, hooks: list[Hook],
     written: list[dict],
 ) -> dict:  # fmt: skip
+    """manifest.json: what the shards hold and where it came from (ARCHITECTURE.md)."""
     return {
         "format": FORMAT,
         "rewards": names,

@@ -2,11 +2,11 @@
 
 The flow-matching loss on training samples is measured twice with the same noise and times:
 with each image's own caption, and with the captions shifted by one within the batch (another
-sample's caption, the rewards left as they are). The relative rise of the loss is the share of
-the model's accuracy that comes from reading the text. A model that ignores its captions scores
-0 at every t; on Shapes World it grows steadily with training, so it tells early, from a few
-seconds of forward passes, whether a change to the model or the recipe makes the text learnt
-sooner — GenEval needs hundreds of sampled images for a figure a few points wide.
+sample's caption, the rewards left as they are). The relative rise of the loss says how much
+the model's predictions lean on the right caption: a model that ignores its captions scores
+exactly 0 at every t. On Shapes World the rise grows steadily with training, so seconds of
+forward passes per checkpoint tell whether a change to the model or the recipe teaches the
+text sooner, where GenEval needs hundreds of sampled images for a figure a few points wide.
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ def text_reliance(cfg: TextRelianceConfig) -> list[dict[str, Any]]:
     """One result per checkpoint: the loss with true and shifted captions at each t, the rise."""
     _check(cfg)
     shards = open_shards(cfg.shards)
+    if shards.total < 2:
+        raise MiroError(f"{cfg.shards} holds fewer than two samples")
     results = [_measure(ckpt, shards, cfg) for ckpt in cfg.checkpoints]
     if cfg.out is not None:
         config = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
@@ -79,20 +81,19 @@ def _measure(checkpoint: Path, shards: Shards, cfg: TextRelianceConfig) -> dict[
 
     bundle = load_bundle(checkpoint, cfg.device, cfg.weights)
     model, codec = bundle.model, bundle.codec
-    batch_spec = batch_spec_for(model.spec, cfg.batch_size, seed=cfg.seed)
+    total = min(cfg.samples, shards.total)  # the stream is endless: read each sample once
+    batch_spec = batch_spec_for(model.spec, min(cfg.batch_size, total), seed=cfg.seed)
     batches = iter(make_loader(shards, batch_spec, workers=0))
     generator = torch.Generator().manual_seed(cfg.seed)
     sums = {t: [0.0, 0.0] for t in cfg.times}
     seen = 0
-    while seen < cfg.samples:
-        try:
-            batch = next_batch(batches)
-        except StopIteration:  # fewer samples in the shards than asked for
-            break
-        x = codec.to_model(batch)
+    while seen < total:
+        batch = next_batch(batches)
+        b = min(len(batch["captions"]), total - seen)
+        x = codec.to_model(batch)[:b]
         text, mask = codec.text(batch["captions"], batch)
-        rewards = batch["rewards"].to(codec.device) if model.reward_names else None
-        b = x.shape[0]
+        text, mask = text[:b], None if mask is None else mask[:b]
+        rewards = batch["rewards"][:b].to(codec.device) if model.reward_names else None
         for t in cfg.times:
             noise = torch.randn(x.shape, generator=generator).to(x.device)
             times = torch.full((b,), t, device=x.device)
@@ -101,8 +102,6 @@ def _measure(checkpoint: Path, shards: Shards, cfg: TextRelianceConfig) -> dict[
                                  text_mask=msk)  # fmt: skip
                 sums[t][k] += float(loss) * b
         seen += b
-    if seen < 2:
-        raise MiroError(f"{cfg.shards} holds fewer than two samples")
     rows = [
         {"t": t, "loss": own / seen, "loss_shifted": other / seen, "rise": other / own - 1.0}
         for t, (own, other) in sums.items()

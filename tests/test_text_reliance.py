@@ -49,8 +49,9 @@ def test_blind_model_scores_zero_and_reading_model_rises(shards: Path, tmp_path:
     blind = _checkpoint(tmp_path / "blind", shards, reads_text=False)
     reader = _checkpoint(tmp_path / "reader", shards, reads_text=True)
     out = tmp_path / "reliance.json"
-    cfg = TextRelianceConfig(checkpoints=(blind, reader), shards=shards, samples=48,
-                             times=(0.5, 0.9), batch_size=16, device="cpu", out=out)  # fmt: skip
+    # More samples than the shards hold: each is read once (batches of 20, 20 and 8).
+    cfg = TextRelianceConfig(checkpoints=(blind, reader), shards=shards, samples=1000,
+                             times=(0.5, 0.9), batch_size=20, device="cpu", out=out)  # fmt: skip
     results = text_reliance(cfg)
     assert [r["step"] for r in results] == [10, 10] and results[0]["samples"] == 48
     for row in results[0]["times"]:  # the attention to the text is zero: captions change nothing
