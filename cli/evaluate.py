@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from miro_data.common import MiroError
+from cli.parse import floats
 
 eval_app = typer.Typer(help="Evaluate generated images and checkpoints.", no_args_is_help=True)
 
@@ -106,8 +106,9 @@ def text_reliance_cmd(
     from miro_train.text_reliance import TextRelianceConfig, text_reliance
 
     cfg = TextRelianceConfig(
-        checkpoints=tuple(checkpoints), shards=shards, samples=samples, times=_floats(times),
-        batch_size=batch_size, seed=seed, weights=weights, device=device, out=out,
+        checkpoints=tuple(checkpoints), shards=shards, samples=samples,
+        times=floats(times, "--times"), batch_size=batch_size, seed=seed, weights=weights,
+        device=device, out=out,
     )  # fmt: skip
     results = text_reliance(cfg)
     table = Table(title=f"loss rise with shifted captions ({results[0]['samples']} samples)")
@@ -120,13 +121,6 @@ def text_reliance_cmd(
         rises = [f"{100 * row['rise']:+.1f} %" for row in r["times"]]
         table.add_row(r["checkpoint"], str(r["step"]), *rises, f"{100 * r['mean_rise']:+.1f} %")
     Console().print(table)
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise MiroError(f"--times: {text!r} is not a comma-separated list of numbers") from None
 
 
 def report_cmd(

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from cli.parse import floats
+
 experiment_app = typer.Typer(
     help="Reproduce the paper's claims on Shapes World.", no_args_is_help=True
 )
@@ -13,15 +15,6 @@ experiment_app = typer.Typer(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(experiment_app, name="experiment")
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    from miro_data.common import MiroError
-
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise MiroError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def _names(text: str | None) -> tuple[str, ...] | None:
@@ -89,7 +82,8 @@ def sweep_cmd(
     """One reward's target from 0 to 1, the others at 1: GenEval and every reward vs the target."""
     from miro_train.experiments.sweeps import SweepConfig, sweep
 
-    sweep(SweepConfig(checkpoint=checkpoint, out=out, rewards=_names(rewards), values=_floats(values),
+    sweep(SweepConfig(checkpoint=checkpoint, out=out, rewards=_names(rewards),
+                      values=floats(values, "--values"),
                       eval=_eval_settings(ppc, ipp, guidance, sampler_steps, seed, device)))  # fmt: skip
     typer.echo(f"report: {out / 'report.md'}")
 
@@ -104,7 +98,7 @@ def guidance_cmd(
     """GenEval and rewards vs the guidance scale ω (s⁺ = all high, s⁻ = all low)."""
     from miro_train.experiments.sweeps import GuidanceConfig, guidance
 
-    guidance(GuidanceConfig(checkpoint=checkpoint, out=out, scales=_floats(scales),
+    guidance(GuidanceConfig(checkpoint=checkpoint, out=out, scales=floats(scales, "--scales"),
                             eval=_eval_settings(ppc, ipp, 0.0, sampler_steps, seed, device)))  # fmt: skip
     typer.echo(f"report: {out / 'report.md'}")
 

@@ -52,8 +52,8 @@ def shift_captions(
 def _check(cfg: TextRelianceConfig) -> None:
     if not cfg.checkpoints:
         raise MiroError("no checkpoints given")
-    if cfg.samples <= 0 or cfg.batch_size <= 0:
-        raise MiroError("--samples and --batch-size must be positive")
+    if cfg.samples <= 0:
+        raise MiroError("--samples must be positive")
     if cfg.batch_size < 2:
         raise MiroError("--batch-size must be at least 2 (captions are shifted within a batch)")
     if not cfg.times or any(not 0.0 < t < 1.0 for t in cfg.times):
