@@ -29,12 +29,13 @@ def _eval_settings(ppc: int, ipp: int, guidance: float, sampler_steps: int, seed
 
 
 def _train_settings(
-    model: str, steps: int, batch_size: int, lr: float, eval_every: int, seed: int, device: str
-):
+    model: str, steps: int, batch_size: int, lr: float, time_shift: float,
+    eval_every: int, seed: int, device: str,
+):  # fmt: skip
     from miro_train.experiments.common import TrainSettings
 
     return TrainSettings(model=model, steps=steps, batch_size=batch_size, lr=lr,
-                         eval_every=eval_every, seed=seed, device=device)  # fmt: skip
+                         time_shift=time_shift, eval_every=eval_every, seed=seed, device=device)  # fmt: skip
 
 
 # Options shared by every experiment, declared once.
@@ -48,6 +49,7 @@ MODEL = typer.Option("unet-tiny", "--model")
 STEPS = typer.Option(3000, "--steps", help="Training steps per model.")
 BATCH = typer.Option(64, "--batch-size")
 LR = typer.Option(1e-3, "--lr")
+SHIFT = typer.Option(1.0, "--time-shift", help="Train more at high noise (see miro train).")
 EVERY = typer.Option(500, "--eval-every", help="Checkpoint (and evaluate) every N steps.")
 
 
@@ -56,7 +58,8 @@ def compare_cmd(
     shards: Path = typer.Argument(..., help="Training shards from `miro data reshard`."),
     out: Path = typer.Argument(..., help="Experiment folder (finished arms in it are reused)."),
     rewards: str | None = typer.Option(None, "--rewards", help="MIRO's rewards (default: all)."),
-    model: str = MODEL, steps: int = STEPS, batch_size: int = BATCH, lr: float = LR, eval_every: int = EVERY,
+    model: str = MODEL, steps: int = STEPS, batch_size: int = BATCH, lr: float = LR,
+    time_shift: float = SHIFT, eval_every: int = EVERY,
     ppc: int = PPC, ipp: int = IPP, guidance: float = GUIDANCE, sampler_steps: int = SAMPLER,
     seed: int = SEED, device: str = DEVICE,
 ) -> None:  # fmt: skip
@@ -64,7 +67,7 @@ def compare_cmd(
     from miro_train.experiments.compare import CompareConfig, compare
 
     cfg = CompareConfig(shards=shards, out=out, rewards=_names(rewards),
-                        train=_train_settings(model, steps, batch_size, lr, eval_every, seed, device),
+                        train=_train_settings(model, steps, batch_size, lr, time_shift, eval_every, seed, device),
                         eval=_eval_settings(ppc, ipp, guidance, sampler_steps, seed, device))  # fmt: skip
     compare(cfg)
     typer.echo(f"report: {out / 'report.md'}")
@@ -130,6 +133,7 @@ def single_vs_multi_cmd(
     multi: Path | None = typer.Option(None, help="Reuse this multi-reward (MIRO) run."),
     baseline: Path | None = typer.Option(None, help="Reuse this baseline run."),
     model: str = MODEL, steps: int = STEPS, batch_size: int = BATCH, lr: float = LR,
+    time_shift: float = SHIFT,
     ppc: int = PPC, ipp: int = IPP, guidance: float = GUIDANCE, sampler_steps: int = SAMPLER,
     seed: int = SEED, device: str = DEVICE,
 ) -> None:  # fmt: skip
@@ -138,7 +142,7 @@ def single_vs_multi_cmd(
 
     single_vs_multi(SingleVsMultiConfig(
         shards=shards, out=out, rewards=_names(rewards), multi=multi, baseline=baseline,
-        train=_train_settings(model, steps, batch_size, lr, steps, seed, device),
+        train=_train_settings(model, steps, batch_size, lr, time_shift, steps, seed, device),
         eval=_eval_settings(ppc, ipp, guidance, sampler_steps, seed, device),
     ))  # fmt: skip
     typer.echo(f"report: {out / 'report.md'}")

@@ -58,6 +58,9 @@ def train_cmd(
     warmup: int = typer.Option(100, "--warmup"),
     grad_clip: float = typer.Option(2.0, "--grad-clip"),
     ema: float = typer.Option(0.999, "--ema", help="EMA decay."),
+    time_shift: float = typer.Option(
+        1.0, "--time-shift", help="Train more at high noise: t ← s·t/(1+(s−1)·t)."
+    ),
     precision: str = typer.Option(
         "auto", "--precision", help="auto, fp32, bf16 or fp16 (CUDA autocast)."
     ),
@@ -97,6 +100,7 @@ def train_cmd(
         warmup=warmup,
         grad_clip=grad_clip,
         ema=ema,
+        time_shift=time_shift,
         precision=precision,
         compile=compile,
         device=device,

@@ -1,7 +1,8 @@
 """Flow matching on one screen: the objective, the Euler sampler, multi-reward CFG.
 
 Path: x_t = (1 − t)·x + t·ε, t = 0 data, t = 1 noise; the model predicts v = ε − x.
-Training draws t from a logit-normal(0, 1). Sampling integrates dx/dt = v from t = 1 to 0
+Training draws t from a logit-normal(0, 1), optionally shifted toward noise (SD3's
+t ← s·t / (1 + (s − 1)·t)). Sampling integrates dx/dt = v from t = 1 to 0
 with Euler steps, x ← x − v·Δt. Guidance contrasts two reward targets of the same caption:
 v̂ = v(s⁺) + ω·(v(s⁺) − v(s⁻)), both branches in one batched forward.
 """
@@ -18,9 +19,12 @@ from miro_train.conditioning import Conditioning
 Velocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], tuple]
 
 
-def logit_normal(n: int, device: torch.device, generator: torch.Generator | None = None):
-    """(n,) times sigmoid(N(0, 1)): most samples at mid noise, few at the ends."""
-    return torch.sigmoid(torch.randn(n, device=device, generator=generator))
+def logit_normal(
+    n: int, device: torch.device, generator: torch.Generator | None = None, shift: float = 1.0
+) -> torch.Tensor:
+    """(n,) times sigmoid(N(0, 1)): most at mid noise; `shift` > 1 moves them toward noise."""
+    t = torch.sigmoid(torch.randn(n, device=device, generator=generator))
+    return t if shift == 1.0 else shift * t / (1 + (shift - 1) * t)
 
 
 def flow_loss(
@@ -31,11 +35,12 @@ def flow_loss(
     t: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
     self_cond_rate: float = 0.0,
+    time_shift: float = 1.0,
     **cond: torch.Tensor | None,
 ) -> torch.Tensor:
     """Mean squared error between the predicted and the true velocity ε − x."""
     b = x.shape[0]
-    t = logit_normal(b, x.device, generator) if t is None else t
+    t = logit_normal(b, x.device, generator, time_shift) if t is None else t
     noise = torch.randn(x.shape, device=x.device, generator=generator) if noise is None else noise
     texp = t.view(b, *([1] * (x.ndim - 1)))
     xt = (1 - texp) * x + texp * noise

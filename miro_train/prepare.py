@@ -63,8 +63,8 @@ def _check_numbers(cfg: TrainConfig, info: DistInfo) -> None:
         raise MiroError("--steps, --batch-size, --log-every and --ckpt-every must be positive")
     if cfg.batch_size % info.world:
         raise MiroError(f"--batch-size {cfg.batch_size} does not split over {info.world} processes")
-    if not cfg.lr > 0 or cfg.grad_clip <= 0 or not 0 <= cfg.ema < 1:
-        raise MiroError("--lr and --grad-clip must be positive and --ema in [0, 1)")
+    if not cfg.lr > 0 or cfg.grad_clip <= 0 or not cfg.time_shift > 0 or not 0 <= cfg.ema < 1:
+        raise MiroError("--lr, --grad-clip and --time-shift must be positive and --ema in [0, 1)")
     if cfg.precision not in PRECISIONS:
         raise MiroError(f"--precision must be one of {', '.join(PRECISIONS)}")
     if cfg.optimizer not in ("adamw", "lamb"):

@@ -66,6 +66,7 @@ class TrainConfig:
     grad_clip: float = 2.0
     ema: float = 0.999
     self_cond_rate: float = 0.9  # backbones with latent self-conditioning (RIN) only
+    time_shift: float = 1.0  # > 1 trains more at high noise (SD3's shift)
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast on CUDA only)
     compile: bool = False
     device: str = "auto"
@@ -106,11 +107,19 @@ def train_step(
     scaler: torch.amp.GradScaler | None = None,
     t: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
+    time_shift: float = 1.0,
 ) -> torch.Tensor:
     """One optimizer step on one batch; `net` may be the DDP wrapper of `model`."""
     with amp or contextlib.nullcontext():
         loss = flow_loss(
-            net, x, generator=generator, self_cond_rate=self_cond_rate, t=t, noise=noise, **cond
+            net,
+            x,
+            generator=generator,
+            self_cond_rate=self_cond_rate,
+            time_shift=time_shift,
+            t=t,
+            noise=noise,
+            **cond,
         )
     if scaler is not None:
         scaler.scale(loss).backward()
@@ -216,6 +225,7 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, callback: Callable | None) -> 
                 grad_clip=cfg.grad_clip,
                 amp=amp,
                 scaler=scaler,
+                time_shift=cfg.time_shift,
             )
             ema.update(model, step)
             step += 1

@@ -38,6 +38,17 @@ def test_logit_normal_times_are_inside_0_1_and_centred():
     assert abs(t.median() - 0.5) < 0.02
 
 
+def test_time_shift_moves_the_times_toward_noise():
+    # t ← s·t / (1 + (s − 1)·t) is monotone, so the median 1/2 goes to s / (1 + s).
+    t = logit_normal(20_000, torch.device("cpu"), torch.Generator().manual_seed(0), shift=3.0)
+    assert t.min() > 0 and t.max() < 1
+    assert abs(t.median() - 0.75) < 0.02
+    same = logit_normal(20_000, torch.device("cpu"), torch.Generator().manual_seed(0), shift=1.0)
+    assert torch.equal(
+        same, logit_normal(20_000, torch.device("cpu"), torch.Generator().manual_seed(0))
+    )
+
+
 def test_euler_is_exact_on_the_straight_flow_to_a_point():
     # The flow that carries every noise sample to x* along x_t = (1 − t) x* + t ε has
     # v(x, t) = (x − x*) / t; it is straight, so Euler integration is exact at any step count.

@@ -149,6 +149,18 @@ def test_baseline_trains_without_rewards_and_samples_unguided(world):
     assert images.shape == (1, 16, 16, 3)
 
 
+def test_time_shift_is_stored_and_changes_the_training_times(world):
+    root = world[0]
+    stored, losses = [], set()
+    for shift in (1.0, 3.0):
+        out = f"shift-{shift:g}"
+        ckpt = train(_cfg(world, out, time_shift=shift, steps=2, ckpt_every=2))
+        stored.append(read_meta(ckpt)["config"]["time_shift"])
+        losses.add((root / out / "log.csv").read_text().splitlines()[-1].split(",")[1])
+    assert stored == [1.0, 3.0]
+    assert len(losses) == 2  # same seed and data: only the times differ
+
+
 # ----------------------------------------------------------------------------
 # Bad input: one line, exit status 2, nothing overwritten
 # ----------------------------------------------------------------------------
@@ -220,6 +232,10 @@ def test_requested_rewards_must_be_in_the_shards(world, tmp_path):
     _fails(
         ["train", str(world[1]), "--out", str(tmp_path / "r"), "--rewards", "aesthetic"],
         "carry no bins for aesthetic",
+    )
+    _fails(
+        ["train", str(world[1]), "--out", str(tmp_path / "r"), "--time-shift", "0"],
+        "--time-shift must be positive",
     )
     bare = write_shards(tmp_path / "bare", n=8, with_rewards=False)
     _fails(["train", str(bare), "--out", str(tmp_path / "r")], "train with --baseline")

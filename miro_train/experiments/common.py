@@ -59,6 +59,7 @@ class TrainSettings:
     lr: float = 1e-3
     warmup: int = 100
     ema: float = 0.999
+    time_shift: float = 1.0
     seed: int = 0
     eval_every: int = 500
     device: str = "auto"
@@ -122,7 +123,8 @@ def train_arm(shards: Path, out: Path, train: TrainSettings, *, baseline: bool =
     cfg = TrainConfig(
         shards=shards, out=out, model=train.model, rewards=rewards, baseline=baseline,
         steps=train.steps, batch_size=train.batch_size, lr=train.lr, warmup=train.warmup,
-        ema=train.ema, seed=train.seed, ckpt_every=train.eval_every, device=train.device,
+        ema=train.ema, time_shift=train.time_shift, seed=train.seed, ckpt_every=train.eval_every,
+        device=train.device,
         resume=bool(done),
     )  # fmt: skip
     t0 = time.perf_counter()

@@ -105,8 +105,9 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
     convergence_plot(curves, cfg.out / "convergence.png")
     finals = {arm: evals[arm][-1] for arm in ARMS}
     write_report(cfg.out, "Baseline vs MIRO", [
-        f"Same shards, model (`{cfg.train.model}`), seed, batch {cfg.train.batch_size} and "
-        f"{cfg.train.steps} steps per arm; MIRO sampled at s⁺ = all high, ω = {cfg.eval.guidance}, "
+        f"Same shards, model (`{cfg.train.model}`), seed, batch {cfg.train.batch_size}, "
+        f"lr {cfg.train.lr:g}, time shift {cfg.train.time_shift:g} and {cfg.train.steps} steps per arm; "
+        f"MIRO sampled at s⁺ = all high, ω = {cfg.eval.guidance}, "
         f"{cfg.eval.sampler_steps} Euler steps; {finals['miro']['geneval']['n_images']} images per evaluation. "
         f"Training took {seconds['baseline'] / 60:.1f} min (baseline) and {seconds['miro'] / 60:.1f} min (MIRO).",
         "## Final scores\n\n" + metric_table(finals),
