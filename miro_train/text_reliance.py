@@ -11,16 +11,16 @@ text sooner, where GenEval needs hundreds of sampled images for a figure a few p
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from miro_data.common import MiroError, atomic_path
+from miro_data.common import MiroError
 from miro_train.data import Shards, make_loader, next_batch, open_shards
+from miro_train.experiments.common import save_json
 from miro_train.flow import flow_loss
 from miro_train.prepare import batch_spec_for
 
@@ -68,10 +68,7 @@ def text_reliance(cfg: TextRelianceConfig) -> list[dict[str, Any]]:
         raise MiroError(f"{cfg.shards} holds fewer than two samples")
     results = [_measure(ckpt, shards, cfg) for ckpt in cfg.checkpoints]
     if cfg.out is not None:
-        config = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
-        config["checkpoints"] = [str(c) for c in cfg.checkpoints]
-        with atomic_path(cfg.out) as tmp:
-            tmp.write_text(json.dumps({"config": config, "results": results}, indent=2))
+        save_json(cfg.out, {"config": cfg, "results": results})
     return results
 
 
