@@ -28,14 +28,10 @@ def _eval_settings(ppc: int, ipp: int, guidance: float, sampler_steps: int, seed
                         sampler_steps=sampler_steps, seed=seed, device=device)  # fmt: skip
 
 
-def _train_settings(
-    model: str, steps: int, batch_size: int, lr: float, time_shift: float,
-    eval_every: int, seed: int, device: str,
-):  # fmt: skip
+def _train_settings(**kw):
     from miro_train.experiments.common import TrainSettings
 
-    return TrainSettings(model=model, steps=steps, batch_size=batch_size, lr=lr,
-                         time_shift=time_shift, eval_every=eval_every, seed=seed, device=device)  # fmt: skip
+    return TrainSettings(**kw)
 
 
 # Options shared by every experiment, declared once.
@@ -50,6 +46,7 @@ STEPS = typer.Option(3000, "--steps", help="Training steps per model.")
 BATCH = typer.Option(64, "--batch-size")
 LR = typer.Option(1e-3, "--lr")
 SHIFT = typer.Option(1.0, "--time-shift", help="Train more at high noise (see miro train).")
+SHIFT_END = typer.Option(None, "--time-shift-end", help="Shift at the last step (linear).")
 EVERY = typer.Option(500, "--eval-every", help="Checkpoint (and evaluate) every N steps.")
 
 
@@ -59,7 +56,7 @@ def compare_cmd(
     out: Path = typer.Argument(..., help="Experiment folder (finished arms in it are reused)."),
     rewards: str | None = typer.Option(None, "--rewards", help="MIRO's rewards (default: all)."),
     model: str = MODEL, steps: int = STEPS, batch_size: int = BATCH, lr: float = LR,
-    time_shift: float = SHIFT, eval_every: int = EVERY,
+    time_shift: float = SHIFT, time_shift_end: float = SHIFT_END, eval_every: int = EVERY,
     ppc: int = PPC, ipp: int = IPP, guidance: float = GUIDANCE, sampler_steps: int = SAMPLER,
     seed: int = SEED, device: str = DEVICE,
 ) -> None:  # fmt: skip
@@ -67,7 +64,9 @@ def compare_cmd(
     from miro_train.experiments.compare import CompareConfig, compare
 
     cfg = CompareConfig(shards=shards, out=out, rewards=_names(rewards),
-                        train=_train_settings(model, steps, batch_size, lr, time_shift, eval_every, seed, device),
+                        train=_train_settings(model=model, steps=steps, batch_size=batch_size, lr=lr,
+                                              time_shift=time_shift, time_shift_end=time_shift_end,
+                                              eval_every=eval_every, seed=seed, device=device),
                         eval=_eval_settings(ppc, ipp, guidance, sampler_steps, seed, device))  # fmt: skip
     compare(cfg)
     typer.echo(f"report: {out / 'report.md'}")
@@ -133,7 +132,7 @@ def single_vs_multi_cmd(
     multi: Path | None = typer.Option(None, help="Reuse this multi-reward (MIRO) run."),
     baseline: Path | None = typer.Option(None, help="Reuse this baseline run."),
     model: str = MODEL, steps: int = STEPS, batch_size: int = BATCH, lr: float = LR,
-    time_shift: float = SHIFT,
+    time_shift: float = SHIFT, time_shift_end: float = SHIFT_END,
     ppc: int = PPC, ipp: int = IPP, guidance: float = GUIDANCE, sampler_steps: int = SAMPLER,
     seed: int = SEED, device: str = DEVICE,
 ) -> None:  # fmt: skip
@@ -142,7 +141,9 @@ def single_vs_multi_cmd(
 
     single_vs_multi(SingleVsMultiConfig(
         shards=shards, out=out, rewards=_names(rewards), multi=multi, baseline=baseline,
-        train=_train_settings(model, steps, batch_size, lr, time_shift, steps, seed, device),
+        train=_train_settings(model=model, steps=steps, batch_size=batch_size, lr=lr,
+                              time_shift=time_shift, time_shift_end=time_shift_end,
+                              eval_every=steps, seed=seed, device=device),
         eval=_eval_settings(ppc, ipp, guidance, sampler_steps, seed, device),
     ))  # fmt: skip
     typer.echo(f"report: {out / 'report.md'}")

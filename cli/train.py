@@ -61,6 +61,9 @@ def train_cmd(
     time_shift: float = typer.Option(
         1.0, "--time-shift", help="Train more at high noise: t ← s·t/(1+(s−1)·t)."
     ),
+    time_shift_end: float = typer.Option(
+        None, "--time-shift-end", help="Move the shift linearly to this value by the last step."
+    ),
     precision: str = typer.Option(
         "auto", "--precision", help="auto, fp32, bf16 or fp16 (CUDA autocast)."
     ),
@@ -101,6 +104,7 @@ def train_cmd(
         grad_clip=grad_clip,
         ema=ema,
         time_shift=time_shift,
+        time_shift_end=time_shift_end,
         precision=precision,
         compile=compile,
         device=device,

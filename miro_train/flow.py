@@ -2,9 +2,10 @@
 
 Path: x_t = (1 − t)·x + t·ε, t = 0 data, t = 1 noise; the model predicts v = ε − x.
 Training draws t from a logit-normal(0, 1), optionally shifted toward noise (SD3's
-t ← s·t / (1 + (s − 1)·t)). Sampling integrates dx/dt = v from t = 1 to 0
-with Euler steps, x ← x − v·Δt. Guidance contrasts two reward targets of the same caption:
-v̂ = v(s⁺) + ω·(v(s⁺) − v(s⁻)), both branches in one batched forward.
+t ← s·t / (1 + (s − 1)·t)), with s constant or moving linearly over training. Sampling
+integrates dx/dt = v from t = 1 to 0 with Euler steps, x ← x − v·Δt. Guidance contrasts
+two reward targets of the same caption: v̂ = v(s⁺) + ω·(v(s⁺) − v(s⁻)), both branches in
+one batched forward.
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ def logit_normal(
     """(n,) times sigmoid(N(0, 1)): most at mid noise; `shift` > 1 moves them toward noise."""
     t = torch.sigmoid(torch.randn(n, device=device, generator=generator))
     return t if shift == 1.0 else shift * t / (1 + (shift - 1) * t)
+
+
+def shift_at(step: int, total: int, start: float, end: float | None) -> float:
+    """The time shift at `step` of `total`: `start` throughout, or linear from `start` to `end`."""
+    if end is None or total <= 1:
+        return start
+    return start + (end - start) * min(1.0, step / (total - 1))
 
 
 def flow_loss(

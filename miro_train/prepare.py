@@ -63,8 +63,12 @@ def _check_numbers(cfg: TrainConfig, info: DistInfo) -> None:
         raise MiroError("--steps, --batch-size, --log-every and --ckpt-every must be positive")
     if cfg.batch_size % info.world:
         raise MiroError(f"--batch-size {cfg.batch_size} does not split over {info.world} processes")
-    if not cfg.lr > 0 or cfg.grad_clip <= 0 or not cfg.time_shift > 0 or not 0 <= cfg.ema < 1:
-        raise MiroError("--lr, --grad-clip and --time-shift must be positive and --ema in [0, 1)")
+    shifts = (cfg.time_shift, cfg.time_shift if cfg.time_shift_end is None else cfg.time_shift_end)
+    if not cfg.lr > 0 or cfg.grad_clip <= 0 or not min(shifts) > 0 or not 0 <= cfg.ema < 1:
+        raise MiroError(
+            "--lr, --grad-clip, --time-shift and --time-shift-end must be positive"
+            " and --ema in [0, 1)"
+        )
     if cfg.precision not in PRECISIONS:
         raise MiroError(f"--precision must be one of {', '.join(PRECISIONS)}")
     if cfg.optimizer not in ("adamw", "lamb"):

@@ -33,7 +33,7 @@ from miro_train.checkpoint import (
 )
 from miro_train.codec import Codec
 from miro_train.data import make_loader, next_batch
-from miro_train.flow import flow_loss
+from miro_train.flow import flow_loss, shift_at
 from miro_train.models import MiroModel, build_model, count_parameters
 from miro_train.optim import Ema, lr_at, make_optimizer
 from miro_train.prepare import amp_context, check_world, latent_stats, prepare_run
@@ -67,6 +67,7 @@ class TrainConfig:
     ema: float = 0.999
     self_cond_rate: float = 0.9  # backbones with latent self-conditioning (RIN) only
     time_shift: float = 1.0  # > 1 trains more at high noise (SD3's shift)
+    time_shift_end: float | None = None  # shift at the last step (linear); None: constant
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast on CUDA only)
     compile: bool = False
     device: str = "auto"
@@ -225,7 +226,7 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, callback: Callable | None) -> 
                 grad_clip=cfg.grad_clip,
                 amp=amp,
                 scaler=scaler,
-                time_shift=cfg.time_shift,
+                time_shift=shift_at(step, cfg.steps, cfg.time_shift, cfg.time_shift_end),
             )
             ema.update(model, step)
             step += 1

@@ -8,7 +8,7 @@ import pytest
 import torch
 from train_fixtures import tiny_spec
 
-from miro_train.flow import euler, flow_loss, guided_velocity, logit_normal
+from miro_train.flow import euler, flow_loss, guided_velocity, logit_normal, shift_at
 from miro_train.models import build_model
 
 
@@ -47,6 +47,12 @@ def test_time_shift_moves_the_times_toward_noise():
     assert torch.equal(
         same, logit_normal(20_000, torch.device("cpu"), torch.Generator().manual_seed(0))
     )
+
+
+def test_shift_schedule_is_constant_or_linear_from_start_to_end():
+    assert [shift_at(s, 5, 3.0, None) for s in range(5)] == [3.0] * 5
+    assert [shift_at(s, 5, 3.0, 1.0) for s in range(5)] == [3.0, 2.5, 2.0, 1.5, 1.0]
+    assert shift_at(0, 1, 3.0, 1.0) == 3.0  # a one-step run trains at the start value
 
 
 def test_euler_is_exact_on_the_straight_flow_to_a_point():

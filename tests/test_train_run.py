@@ -120,17 +120,22 @@ def test_smoke_train_20_steps_then_sample(world, monkeypatch):
 
 
 def test_resume_reaches_the_same_losses_as_an_uninterrupted_run(world):
+    # With a shift that moves every step, a resume must also pick the schedule up where it was.
+    shift = {"time_shift": 3.0, "time_shift_end": 1.0}
     straight: dict[int, float] = {}
-    train(_cfg(world, "straight"), lambda s: straight.__setitem__(s.step, s.loss))
+    train(_cfg(world, "straight", **shift), lambda s: straight.__setitem__(s.step, s.loss))
 
     def killed(info):
         if info.step == 6:  # after the step-4 checkpoint, before step 8's
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(_cfg(world, "resumed"), killed)
+        train(_cfg(world, "resumed", **shift), killed)
     resumed: dict[int, float] = {}
     train(_cfg(world, "resumed", resume=True), lambda s: resumed.__setitem__(s.step, s.loss))
+    assert (
+        read_meta(load_bundle(world[0] / "resumed").checkpoint)["config"]["time_shift_end"] == 1.0
+    )
     assert sorted(resumed) == [5, 6, 7, 8]
     assert all(resumed[s] == straight[s] for s in resumed), (resumed, straight)
     a = load_bundle(world[0] / "straight").model.state_dict()
@@ -152,13 +157,14 @@ def test_baseline_trains_without_rewards_and_samples_unguided(world):
 def test_time_shift_is_stored_and_changes_the_training_times(world):
     root = world[0]
     stored, losses = [], set()
-    for shift in (1.0, 3.0):
-        out = f"shift-{shift:g}"
-        ckpt = train(_cfg(world, out, time_shift=shift, steps=2, ckpt_every=2))
-        stored.append(read_meta(ckpt)["config"]["time_shift"])
+    for start, end in ((1.0, None), (3.0, None), (3.0, 1.0)):
+        out = f"shift-{start:g}-{end}"
+        ckpt = train(_cfg(world, out, time_shift=start, time_shift_end=end, steps=2, ckpt_every=2))
+        config = read_meta(ckpt)["config"]
+        stored.append((config["time_shift"], config["time_shift_end"]))
         losses.add((root / out / "log.csv").read_text().splitlines()[-1].split(",")[1])
-    assert stored == [1.0, 3.0]
-    assert len(losses) == 2  # same seed and data: only the times differ
+    assert stored == [(1.0, None), (3.0, None), (3.0, 1.0)]
+    assert len(losses) == 3  # same seed and data: only the times differ
 
 
 # ----------------------------------------------------------------------------
@@ -235,7 +241,11 @@ def test_requested_rewards_must_be_in_the_shards(world, tmp_path):
     )
     _fails(
         ["train", str(world[1]), "--out", str(tmp_path / "r"), "--time-shift", "0"],
-        "--time-shift must be positive",
+        "--time-shift and --time-shift-end must be positive",
+    )
+    _fails(
+        ["train", str(world[1]), "--out", str(tmp_path / "r"), "--time-shift-end", "-1"],
+        "--time-shift and --time-shift-end must be positive",
     )
     bare = write_shards(tmp_path / "bare", n=8, with_rewards=False)
     _fails(["train", str(bare), "--out", str(tmp_path / "r")], "train with --baseline")

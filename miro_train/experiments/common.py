@@ -60,6 +60,7 @@ class TrainSettings:
     warmup: int = 100
     ema: float = 0.999
     time_shift: float = 1.0
+    time_shift_end: float | None = None
     seed: int = 0
     eval_every: int = 500
     device: str = "auto"
@@ -123,8 +124,8 @@ def train_arm(shards: Path, out: Path, train: TrainSettings, *, baseline: bool =
     cfg = TrainConfig(
         shards=shards, out=out, model=train.model, rewards=rewards, baseline=baseline,
         steps=train.steps, batch_size=train.batch_size, lr=train.lr, warmup=train.warmup,
-        ema=train.ema, time_shift=train.time_shift, seed=train.seed, ckpt_every=train.eval_every,
-        device=train.device,
+        ema=train.ema, time_shift=train.time_shift, time_shift_end=train.time_shift_end,
+        seed=train.seed, ckpt_every=train.eval_every, device=train.device,
         resume=bool(done),
     )  # fmt: skip
     t0 = time.perf_counter()

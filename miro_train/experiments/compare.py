@@ -44,6 +44,12 @@ class CompareConfig:
     rewards: tuple[str, ...] | None = None  # MIRO's conditioning; None: all in the manifest
 
 
+def _shift(train: TrainSettings) -> str:
+    if train.time_shift_end is None:
+        return f"{train.time_shift:g}"
+    return f"{train.time_shift:g} → {train.time_shift_end:g}"
+
+
 def steps_to_reach(curve: list[tuple[int, float]], target: float) -> float | None:
     """First (interpolated) step at which the curve reaches `target`; None if it never does."""
     prev_step, prev_value = 0, -math.inf
@@ -106,7 +112,7 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
     finals = {arm: evals[arm][-1] for arm in ARMS}
     write_report(cfg.out, "Baseline vs MIRO", [
         f"Same shards, model (`{cfg.train.model}`), seed, batch {cfg.train.batch_size}, "
-        f"lr {cfg.train.lr:g}, time shift {cfg.train.time_shift:g} and {cfg.train.steps} steps per arm; "
+        f"lr {cfg.train.lr:g}, time shift {_shift(cfg.train)} and {cfg.train.steps} steps per arm; "
         f"MIRO sampled at s⁺ = all high, ω = {cfg.eval.guidance}, "
         f"{cfg.eval.sampler_steps} Euler steps; {finals['miro']['geneval']['n_images']} images per evaluation. "
         f"Training took {seconds['baseline'] / 60:.1f} min (baseline) and {seconds['miro'] / 60:.1f} min (MIRO).",
