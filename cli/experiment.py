@@ -28,12 +28,6 @@ def _eval_settings(ppc: int, ipp: int, guidance: float, sampler_steps: int, seed
                         sampler_steps=sampler_steps, seed=seed, device=device)  # fmt: skip
 
 
-def _train_settings(**kw):
-    from miro_train.experiments.common import TrainSettings
-
-    return TrainSettings(**kw)
-
-
 # Options shared by every experiment, declared once.
 PPC = typer.Option(8, "--prompts-per-category", help="GenEval prompts per category.")
 IPP = typer.Option(4, "--images-per-prompt")
@@ -61,12 +55,13 @@ def compare_cmd(
     seed: int = SEED, device: str = DEVICE,
 ) -> None:  # fmt: skip
     """Baseline vs MIRO: GenEval and rewards over training steps, and the speed-up."""
+    from miro_train.experiments.common import TrainSettings
     from miro_train.experiments.compare import CompareConfig, compare
 
     cfg = CompareConfig(shards=shards, out=out, rewards=_names(rewards),
-                        train=_train_settings(model=model, steps=steps, batch_size=batch_size, lr=lr,
-                                              time_shift=time_shift, time_shift_end=time_shift_end,
-                                              eval_every=eval_every, seed=seed, device=device),
+                        train=TrainSettings(model=model, steps=steps, batch_size=batch_size, lr=lr,
+                                          time_shift=time_shift, time_shift_end=time_shift_end,
+                                          eval_every=eval_every, seed=seed, device=device),
                         eval=_eval_settings(ppc, ipp, guidance, sampler_steps, seed, device))  # fmt: skip
     compare(cfg)
     typer.echo(f"report: {out / 'report.md'}")
@@ -137,13 +132,14 @@ def single_vs_multi_cmd(
     seed: int = SEED, device: str = DEVICE,
 ) -> None:  # fmt: skip
     """One model per reward vs MIRO: the reward-hacking table and radar plot."""
+    from miro_train.experiments.common import TrainSettings
     from miro_train.experiments.single_vs_multi import SingleVsMultiConfig, single_vs_multi
 
     single_vs_multi(SingleVsMultiConfig(
         shards=shards, out=out, rewards=_names(rewards), multi=multi, baseline=baseline,
-        train=_train_settings(model=model, steps=steps, batch_size=batch_size, lr=lr,
-                              time_shift=time_shift, time_shift_end=time_shift_end,
-                              eval_every=steps, seed=seed, device=device),
+        train=TrainSettings(model=model, steps=steps, batch_size=batch_size, lr=lr,
+                            time_shift=time_shift, time_shift_end=time_shift_end,
+                            eval_every=steps, seed=seed, device=device),
         eval=_eval_settings(ppc, ipp, guidance, sampler_steps, seed, device),
     ))  # fmt: skip
     typer.echo(f"report: {out / 'report.md'}")
