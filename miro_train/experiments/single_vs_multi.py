@@ -8,13 +8,13 @@ model on every metric.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from miro_data.common import MiroError
+from miro_train.data import open_shards
 from miro_train.experiments.common import (
     EvalSettings,
     TrainSettings,
@@ -47,9 +47,7 @@ class SingleVsMultiConfig:
 def single_vs_multi(cfg: SingleVsMultiConfig) -> dict[str, Any]:
     from miro_train.sample import load_bundle
 
-    rewards = cfg.rewards or tuple(
-        json.loads((cfg.shards / "manifest.json").read_text())["rewards"]
-    )
+    rewards = cfg.rewards or tuple(open_shards(cfg.shards).rewards)
     if len(rewards) < 2:
         raise MiroError("single-vs-multi needs at least two rewards")
     runs: dict[str, Path] = {f"only {r}": cfg.out / f"single-{r}" for r in rewards}
