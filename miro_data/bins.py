@@ -15,15 +15,17 @@ level gets 1.0. Undefined scores (NaN/NULL) get no level; the trainer treats the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import numpy as np
 
 from miro_data import db
-from miro_data.common import MiroError, atomic_path
+from miro_data.common import MiroError, check_output, output_file
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +122,54 @@ def select_rewards(con, wanted: tuple[str, ...] | None) -> dict[str, str]:
     return {r: versions[r] for r in wanted}
 
 
+def _insert_version(con, cfg: BinsConfig, rows: list) -> int:
+    """The new version's rows, inside the caller's transaction; returns its number."""
+    (new_version,) = con.execute(
+        "SELECT coalesce(max(version), 0) + 1 FROM bin_versions"
+    ).fetchone()
+    con.execute(
+        "INSERT INTO bin_versions VALUES ($v, now(), $b, $s, $seed)",
+        {"v": new_version, "b": cfg.n_bins, "s": cfg.sample, "seed": cfg.seed},
+    )
+    for reward, version, levels, stats in rows:
+        con.execute(
+            f"INSERT INTO bin_edges VALUES ($v, $r, $rv, $n, $edges, $top, {', '.join('$' + c for c in STAT_COLUMNS)})",
+            {"v": new_version, "r": reward, "rv": version, "n": levels.n_levels,
+             "edges": levels.edges.tolist(), "top": levels.top_level, **stats},
+        )  # fmt: skip
+    return int(new_version)
+
+
+def _store(con, cfg: BinsConfig, rows: list) -> int:
+    """Insert and commit the new version; with --export, the file is written first (to a
+    temporary name, renamed after the commit), so an unwritable path commits nothing."""
+    committed = False
+    con.execute("BEGIN TRANSACTION")
+    try:
+        new_version = _insert_version(con, cfg, rows)
+        if cfg.export is None:
+            con.execute("COMMIT")
+            return new_version
+        with output_file(cfg.export, "--export") as tmp:
+            tmp.write_text(json.dumps(edges_payload(con, new_version), indent=2))
+            con.execute("COMMIT")
+            committed = True
+        return new_version
+    except BaseException:
+        if not committed:
+            with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
+                con.execute("ROLLBACK")
+        raise
+
+
 def bins(cfg: BinsConfig) -> int:
     """Compute and store a new bin-edge version; returns its number."""
     if cfg.n_bins < 2:
         raise MiroError("--n-bins must be at least 2")
     if cfg.sample < cfg.n_bins:
         raise MiroError("--sample must be at least --n-bins")
+    if cfg.export is not None:  # fail before the work; _store makes a late failure harmless
+        check_output(cfg.export, "--export", keep=(cfg.db,))
     con = db.connect(cfg.db)
     try:
         rewards = select_rewards(con, cfg.rewards)
@@ -137,24 +181,7 @@ def bins(cfg: BinsConfig) -> int:
             stats = reward_stats(con, reward, version)
             rows.append((reward, version, levels, stats))
             log.info("%s: %d levels from %s scores", reward, levels.n_levels, f"{stats['count']:,}")
-        con.execute("BEGIN TRANSACTION")
-        (new_version,) = con.execute(
-            "SELECT coalesce(max(version), 0) + 1 FROM bin_versions"
-        ).fetchone()
-        con.execute(
-            "INSERT INTO bin_versions VALUES ($v, now(), $b, $s, $seed)",
-            {"v": new_version, "b": cfg.n_bins, "s": cfg.sample, "seed": cfg.seed},
-        )
-        for reward, version, levels, stats in rows:
-            con.execute(
-                f"INSERT INTO bin_edges VALUES ($v, $r, $rv, $n, $edges, $top, {', '.join('$' + c for c in STAT_COLUMNS)})",
-                {"v": new_version, "r": reward, "rv": version, "n": levels.n_levels,
-                 "edges": levels.edges.tolist(), "top": levels.top_level, **stats},
-            )  # fmt: skip
-        con.execute("COMMIT")
-        if cfg.export is not None:
-            export_edges(con, new_version, cfg.export)
-        return int(new_version)
+        return _store(con, cfg, rows)
     finally:
         con.close()
 
@@ -182,15 +209,15 @@ def load_levels(con, version: int | None = None) -> tuple[int, dict[str, tuple[s
     }
 
 
-def export_edges(con, version: int, path: Path) -> None:
-    """Write a bin-edge version with its statistics as JSON."""
+def edges_payload(con, version: int) -> dict:
+    """A bin-edge version with its statistics, as the JSON that --export writes."""
     _, levels = load_levels(con, version)
     stats = con.execute(
         f"SELECT reward, {', '.join(STAT_COLUMNS)} FROM bin_edges WHERE version = $v",
         {"v": version},
     ).fetchall()
     by_reward = {row[0]: dict(zip(STAT_COLUMNS, row[1:], strict=True)) for row in stats}
-    payload = {
+    return {
         "version": version,
         "rewards": {
             r: {
@@ -203,5 +230,3 @@ def export_edges(con, version: int, path: Path) -> None:
             for r, (rv, lv) in levels.items()
         },
     }
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2))

@@ -81,6 +81,41 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def check_output(path: str | Path, what: str, keep: tuple[Path, ...] = ()) -> Path:
+    """Refuse an output path that cannot be written, or that would replace one of `keep`
+    (the database), before any work or database change.
+
+    The nearest existing ancestor must be a writable folder (atomic_path makes the rest);
+    `output_file` still turns a later failure (disk full, a race) into a one-line error.
+    """
+    path = Path(path)
+    resolved = path.resolve()
+    for precious in keep:
+        if resolved in (Path(precious).resolve(), Path(f"{precious}.wal").resolve()):
+            raise MiroError(f"{what} {path} would overwrite {precious}")
+    if path.is_dir():
+        raise MiroError(f"cannot write {what} {path}: it is a directory")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise MiroError(f"cannot write {what} {path}: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise MiroError(f"cannot write {what} {path}: {ancestor} is not writable")
+    return path
+
+
+@contextlib.contextmanager
+def output_file(final: str | Path, what: str) -> Iterator[Path]:
+    """`atomic_path` for a file the user named: OS errors become one-line MiroErrors."""
+    check_output(final, what)
+    try:
+        with atomic_path(final) as tmp:
+            yield tmp
+    except OSError as err:
+        raise MiroError(f"cannot write {what} {final}: {err.strerror or err}") from None
+
+
 class RateColumn(ProgressColumn):
     """Items per second, e.g. '812.4 img/s'."""
 

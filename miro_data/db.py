@@ -104,13 +104,30 @@ PART_SCHEMAS = {
 PART_FILES = tuple(PART_SCHEMAS)
 
 
-def connect(path: Path, read_only: bool = False, create: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the database; `create` makes a new one with the schema, else it must exist."""
+# User SQL (`query`, reshard's `--where`) runs on connections that can touch nothing but the
+# database itself: no file reads or writes (COPY, EXPORT, ATTACH, read_csv, …), no extension
+# install or load, and a locked configuration so that SET cannot lift this.
+SANDBOX_CONFIG = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "lock_configuration": True,
+}
+
+
+def connect(
+    path: Path, read_only: bool = False, create: bool = False, sandbox: bool = False
+) -> duckdb.DuckDBPyConnection:
+    """Open the database; `create` makes a new one with the schema, else it must exist.
+
+    `sandbox` opens it with SANDBOX_CONFIG: every connection that runs user SQL must.
+    """
     path = Path(path)
     if not path.exists() and not create:
         raise MiroError(f"database not found: {path} (run `miro data annotate` first)")
     try:
-        con = duckdb.connect(str(path), read_only=read_only)
+        config = SANDBOX_CONFIG if sandbox else {}
+        con = duckdb.connect(str(path), read_only=read_only, config=config)
     except duckdb.IOException as err:
         if "lock" in str(err).lower():
             raise MiroError(f"database {path} is in use by another process") from None

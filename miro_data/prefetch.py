@@ -57,6 +57,8 @@ class ShardJob:
 def decode_sample(raw: RawSample, max_pixels: int) -> Decoded:
     data, raw.image = raw.image, None
     try:
+        if raw.error is not None:
+            raise DecodeError(raw.error)
         if data is None:
             raise DecodeError("sample has no image file")
         return Decoded(raw, decode_image(data, max_pixels), None)

@@ -3,10 +3,16 @@
 Useful tables and views (ARCHITECTURE.md has the full schema): `scores_wide` (one row per
 sample, one column per reward), `scores` (long form), `samples`, `failures`, `ledger`,
 `bin_edges`.
+
+The statement can change nothing but the database, and that only with `--write`: it runs on
+a sandboxed connection (`db.SANDBOX_CONFIG`: no file access — COPY, EXPORT, ATTACH,
+read_csv/read_parquet of other files —, no extensions, no settings), and is checked first to
+be exactly one statement of an allowed type, so a refusal names the reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,13 +20,33 @@ import duckdb
 import polars as pl
 
 from miro_data import db
-from miro_data.common import MiroError, atomic_path
+from miro_data.common import MiroError, check_output, output_file
 
 WRITERS = {
     ".parquet": lambda df, p: df.write_parquet(p),
     ".csv": lambda df, p: df.write_csv(p),
     ".json": lambda df, p: df.write_json(p),
     ".jsonl": lambda df, p: df.write_ndjson(p),
+}
+
+T = duckdb.StatementType
+# Without --write: statements that only read (DESCRIBE, SHOW, SUMMARIZE and FROM-first
+# queries parse as SELECT).
+READ_TYPES = {T.SELECT, T.EXPLAIN, T.PRAGMA, T.CALL}
+# Never, even with --write: files, extensions, other databases, settings and transactions
+# are not the database's content (the sandbox refuses most of them too; this says why).
+REFUSED_TYPES = {
+    T.COPY: "COPY (files)",
+    T.EXPORT: "EXPORT DATABASE (files)",
+    T.ATTACH: "ATTACH (other databases)",
+    T.DETACH: "DETACH",
+    T.LOAD: "INSTALL/LOAD (extensions)",
+    T.EXTENSION: "extension statements",
+    T.SET: "SET/RESET/USE (settings)",
+    T.COPY_DATABASE: "COPY FROM DATABASE",
+    T.TRANSACTION: "transaction control (each query is one transaction)",
+    T.PREPARE: "PREPARE",
+    T.EXECUTE: "EXECUTE",
 }
 
 
@@ -34,22 +60,74 @@ class QueryConfig:
     write: bool = False  # open read-write (for CREATE VIEW and the like)
 
 
-def query(cfg: QueryConfig) -> pl.DataFrame:
-    """The statement's result as a DataFrame; also written to cfg.out when given."""
-    if cfg.out is not None and cfg.out.suffix.lower() not in WRITERS:
-        raise MiroError(f"--out must end in one of {', '.join(WRITERS)}")
-    con = db.connect(cfg.db, read_only=not cfg.write)
+def check_statement(sql: str, write: bool) -> None:
+    """Exactly one statement, of a type this mode allows; else a one-line MiroError."""
     try:
-        relation = con.sql(cfg.sql)
-        df = relation.pl() if relation is not None else pl.DataFrame()
+        kinds = [statement.type for statement in duckdb.extract_statements(sql)]
+    except duckdb.Error as err:
+        raise MiroError(f"SQL error: {str(err).splitlines()[0]}") from None
+    except ValueError:  # a statement type the Python binding cannot name (UPDATE EXTENSIONS)
+        raise MiroError("SQL error: this kind of statement is not allowed here") from None
+    if len(kinds) != 1:
+        raise MiroError(f"give exactly one SQL statement (got {len(kinds)})")
+    kind = kinds[0]
+    if kind in REFUSED_TYPES:
+        raise MiroError(f"SQL error: {REFUSED_TYPES[kind]} is not allowed in `miro data query`")
+    if not write and kind not in READ_TYPES:
+        raise MiroError(
+            f"SQL error: a {kind.name} statement changes the database: it is opened read-only "
+            "(pass --write to modify the database)"
+        )
+
+
+def _run(con: duckdb.DuckDBPyConnection, sql: str) -> pl.DataFrame:
+    try:
+        relation = con.sql(sql)
+        return relation.pl() if relation is not None else pl.DataFrame()
     except duckdb.Error as err:
         message = str(err).splitlines()[0]
         if "read-only" in message:
             message += " (pass --write to modify the database)"
         raise MiroError(f"SQL error: {message}") from None
+
+
+def _run_and_write(con: duckdb.DuckDBPyConnection, sql: str, out: Path) -> pl.DataFrame:
+    """Run, write the result file, and only then commit: a failed write changes nothing."""
+    committed = False
+    con.execute("BEGIN TRANSACTION")
+    try:
+        df = _run(con, sql)
+        with output_file(out, "--out") as tmp:
+            try:
+                WRITERS[out.suffix.lower()](df, tmp)
+            except pl.exceptions.PolarsError as err:
+                raise MiroError(f"cannot write --out {out}: {str(err).splitlines()[0]}") from None
+            try:
+                con.execute("COMMIT")
+            except duckdb.Error as err:
+                raise MiroError(f"SQL error: {str(err).splitlines()[0]}") from None
+            committed = True
+    except BaseException:
+        if not committed:
+            with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
+                con.execute("ROLLBACK")
+        raise
+    return df
+
+
+def query(cfg: QueryConfig) -> pl.DataFrame:
+    """The statement's result as a DataFrame; also written to cfg.out when given.
+
+    With --write and --out, the result file is written before the change is committed: a
+    file that cannot be written leaves the database as it was.
+    """
+    if cfg.out is not None:
+        if cfg.out.suffix.lower() not in WRITERS:
+            raise MiroError(f"--out must end in one of {', '.join(WRITERS)}")
+        check_output(cfg.out, "--out", keep=(cfg.db,))
+    check_statement(cfg.sql, cfg.write)
+    con = db.connect(cfg.db, read_only=not cfg.write, sandbox=True)
+    try:
+        return _run(con, cfg.sql) if cfg.out is None else _run_and_write(con, cfg.sql, cfg.out)
     finally:
         con.close()
-    if cfg.out is not None:
-        with atomic_path(cfg.out) as tmp:
-            WRITERS[cfg.out.suffix.lower()](df, tmp)
-    return df

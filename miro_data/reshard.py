@@ -28,7 +28,7 @@ from miro_data.bins import Levels, load_levels
 from miro_data.common import MiroError, progress_bar
 from miro_data.decode import decode_image
 from miro_data.hooks import Hook, build_hooks
-from miro_data.shards import list_shards
+from miro_data.shards import IMAGE_EXTS, key_problem, list_shards
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,13 @@ def _choose_rewards(
 
 
 def select_samples(con, rewards: dict[str, str], where: str | None) -> tuple[pl.DataFrame, int]:
-    """Decoded samples with a score row for every reward (failed ones have none), filtered."""
+    """Decoded samples with a score row for every reward (failed ones have none), filtered.
+
+    `where` is bound as ONE expression through the relational API (`filter`), never pasted
+    into statement text, so `1=1); COPY …` is a parse error rather than a second statement;
+    `con` must be a sandboxed connection (`db.connect(sandbox=True)`) so that an expression's
+    subqueries cannot reach files either.
+    """
     counts = [
         f'count(*) FILTER (WHERE {db.reward_condition(r, v, "sc")}) AS "__n_{r}"'
         for r, v in rewards.items()
@@ -89,9 +95,13 @@ def select_samples(con, rewards: dict[str, str], where: str | None) -> tuple[pl.
             {", ".join([*db.wide_columns(rewards, "sc"), *counts])}
         FROM samples s LEFT JOIN scores sc ON sc.shard = s.shard AND sc.key = s.key
         WHERE s.status = 'ok' GROUP BY ALL"""
-    sql = f"SELECT * FROM ({inner}) AS t" + (f" WHERE ({where})" if where else "")
+    if where is not None and not where.strip():
+        raise MiroError('--where is empty: give a predicate, e.g. "sharpness > 0.5"')
     try:
-        df = con.sql(sql + " ORDER BY shard, key").pl()
+        relation = con.sql(inner)
+        if where is not None:
+            relation = relation.filter(where)
+        df = relation.order("shard, key").pl()
     except duckdb.Error as err:
         raise MiroError(f"bad --where predicate {where!r}: {str(err).splitlines()[0]}") from None
     scored = pl.all_horizontal([pl.col(f"__n_{r}") > 0 for r in rewards])
@@ -160,9 +170,32 @@ def _apply_hooks(hooks: list[Hook], samples: list[dict], batch_size: int) -> Non
                 sample[hook.member] = array
 
 
+def _member_problem(key: str, ext: str | None) -> str | None:
+    """Why `KEY.EXT` cannot be a member name of a training tar, or None."""
+    if ext not in IMAGE_EXTS:
+        return f"sample {key!r} has image extension {ext!r}, not one of {', '.join(IMAGE_EXTS)}"
+    return key_problem(key)
+
+
+def _drop_unsafe_names(df: pl.DataFrame) -> pl.DataFrame:
+    """Samples whose key or extension cannot name a tar member (a database annotated by an
+    older version, or edited by hand) are left out: reshard never writes such a name."""
+    safe = [_member_problem(k, e) is None for k, e in zip(df["key"], df["image_ext"], strict=True)]
+    if all(safe):
+        return df
+    bad = df.filter(~pl.Series(safe))
+    log.warning(
+        "%d samples left out: %s", bad.height, _member_problem(bad["key"][0], bad["image_ext"][0])
+    )
+    return df.filter(pl.Series(safe))
+
+
 def _write_shard(path: Path, samples: list[dict]) -> None:
     with wds.TarWriter(str(path)) as sink:
         for sample in samples:
+            problem = _member_problem(sample["__key__"], sample["__ext__"])
+            if problem is not None:  # _drop_unsafe_names ran: this is the last line of defence
+                raise MiroError(problem)
             sink.write({k: v for k, v in sample.items() if k != "__ext__"})
 
 
@@ -182,13 +215,14 @@ LevelTable = dict[str, tuple[str, Levels]]  # {reward: (reward version, its leve
 
 def _load_selection(cfg: ReshardConfig) -> tuple[int, LevelTable, list[str], pl.DataFrame, int]:
     """Bin edges, the rewards to carry, and the selected samples in shuffled order."""
-    con = db.connect(cfg.db, read_only=True)
+    con = db.connect(cfg.db, read_only=True, sandbox=True)  # --where is user SQL
     try:
         version, levels = load_levels(con, cfg.edges_version)
         names = _choose_rewards(levels, cfg.rewards)
         df, excluded = select_samples(con, {r: levels[r][0] for r in names}, cfg.where)
     finally:
         con.close()
+    df = _drop_unsafe_names(df)
     if df.height == 0:
         raise MiroError(
             "no samples to write" + (f" match --where {cfg.where!r}" if cfg.where else "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,21 @@ from miro_data.common import MiroError
 log = logging.getLogger(__name__)
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif")
+
+
+# A sample key names tar members (`KEY.png`) in the training shards reshard writes, and
+# tools extract them: it must be a plain file name, never a path (`../x`, `/abs/x`, `a/b`).
+PLAIN_KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+def key_problem(key: str) -> str | None:
+    """Why `key` cannot name tar members safely, or None for a plain key."""
+    if PLAIN_KEY.fullmatch(key) and ".." not in key:
+        return None
+    return (
+        f"unsafe sample key {key!r}: a key must be a plain name of letters, digits, '_', '-' "
+        "and '.' (no '/', no '..', no leading '.')"
+    )
 
 
 @dataclass(frozen=True)
@@ -39,6 +55,7 @@ class RawSample:
     image_ext: str | None
     caption: str
     meta: dict = field(default_factory=dict)
+    error: str | None = None  # why the sample cannot be used (an unsafe key); image is None
 
 
 def list_shards(source: str | Path) -> list[Shard]:
@@ -74,12 +91,14 @@ def to_raw_sample(sample: dict) -> RawSample:
             meta = {}
     ext = next((e for e in IMAGE_EXTS if e in sample), None)
     caption = _decode_text(sample.get("txt")) or str(meta.get("caption") or "")
+    problem = key_problem(sample["__key__"])  # its bytes are never passed on
     return RawSample(
         key=sample["__key__"],
-        image=sample[ext] if ext else None,
+        image=sample[ext] if ext and problem is None else None,
         image_ext=ext,
         caption=caption,
         meta=meta if isinstance(meta, dict) else {},
+        error=problem,
     )
 
 

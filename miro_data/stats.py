@@ -17,7 +17,7 @@ from scipy import stats as sps
 
 from miro_data import db
 from miro_data.bins import STAT_COLUMNS, load_levels, reward_stats, select_rewards
-from miro_data.common import MiroError, atomic_path
+from miro_data.common import MiroError, check_output, output_file
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,10 @@ def spearman_matrix(values: dict[str, np.ndarray]) -> np.ndarray:
 
 def stats(cfg: StatsConfig) -> StatsReport:
     """Summaries of each reward's scores; also a PNG when cfg.plot is set."""
-    if cfg.plot is not None and cfg.plot.suffix.lower() != ".png":
-        raise MiroError("--plot must be a .png path")
+    if cfg.plot is not None:
+        if cfg.plot.suffix.lower() != ".png":
+            raise MiroError("--plot must be a .png path")
+        check_output(cfg.plot, "--plot", keep=(cfg.db,))  # before the work, not after it
     con = db.connect(cfg.db, read_only=True)
     try:
         rewards = select_rewards(con, cfg.rewards)
@@ -148,7 +150,9 @@ def plot_stats(
     title = f"bin-edge version {report.version}" if report.version else "no bin edges yet"
     fig.suptitle(f"reward distributions ({title})")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    try:
+        with output_file(path, "--plot") as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
     log.info("wrote %s", path)
