@@ -2,6 +2,10 @@
 
 A shard's name is its path relative to the folder given on the command line, without `.tar`
 (img2dataset's `00012.tar` is shard `00012`); names key the DuckDB tables and the ledger.
+
+Reading never stops at a bad sample: a malformed member (json that is not an object or has
+wrong-typed fields, text that is not UTF-8, a key used by two samples) makes that sample's
+`error`, which annotate records as its failure; only damage to the tar itself ends the stream.
 """
 
 from __future__ import annotations
@@ -9,17 +13,26 @@ from __future__ import annotations
 import glob
 import json
 import logging
-from collections.abc import Iterator
+import re
+import tarfile
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from webdataset.tariterators import group_by_keys, tar_file_expander
+import polars as pl
+from webdataset.tariterators import base_plus_ext, tar_file_expander
 
 from miro_data.common import MiroError
 
 log = logging.getLogger(__name__)
 
+# The image members every stage accepts: annotate decodes them, reshard copies them, the
+# trainer decodes them again with the same decoder (miro_data.decode), first match wins.
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif")
+_META_MEMBER = re.compile(r"__[^/]*__($|/)")  # webdataset skips these members
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+               int: "a number", float: "a number", type(None): "null"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -32,13 +45,16 @@ class Shard:
 
 @dataclass
 class RawSample:
-    """A sample as stored: key, image bytes and extension, caption, and its json record."""
+    """A sample as stored: key, image bytes and extension, caption, and its json record.
+
+    `error` says why the sample is malformed (it is then recorded as failed, not scored)."""
 
     key: str
     image: bytes | None
-    image_ext: str | None
+    image_ext: str | None  # the image member's suffix, as spelled in the tar
     caption: str
     meta: dict = field(default_factory=dict)
+    error: str | None = None
 
 
 def list_shards(source: str | Path) -> list[Shard]:
@@ -54,53 +70,140 @@ def list_shards(source: str | Path) -> list[Shard]:
         root = Path(glob.escape(text)).parent if files else path
         while root != root.parent and not all(f.is_relative_to(root) for f in files):
             root = root.parent
-    files = [f for f in files if not f.name.startswith(".")]  # skip temporaries
+    # Temporaries (dot names) and folders that happen to end in .tar are not shards.
+    files = [f for f in files if not f.name.startswith(".") and f.is_file()]
     if not files:
         raise MiroError(f"no .tar shards found at {source}")
     return [Shard(str(f.relative_to(root).with_suffix("")), f) for f in files]
 
 
-def _decode_text(data: bytes | None) -> str:
-    return data.decode("utf-8", errors="replace") if data else ""
+class _Malformed(ValueError):
+    pass
 
 
-def to_raw_sample(sample: dict) -> RawSample:
-    """A webdataset sample dict → RawSample (caption from .txt, else from the json)."""
+def _reject_constant(name: str) -> None:
+    raise _Malformed(f"{name} is not JSON")  # Python's json accepts NaN/Infinity; SQL's does not
+
+
+def _parse_meta(data: bytes) -> dict:
+    """The json member as a dict, or _Malformed/ValueError saying what is wrong with it."""
+    meta = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    if not isinstance(meta, dict):
+        raise _Malformed(f"it is {_JSON_TYPES.get(type(meta), 'not an object')}, not an object")
+    for name in ("url", "caption"):  # the fields stored in their own columns
+        value = meta.get(name)
+        if value is not None and not isinstance(value, str):
+            raise _Malformed(f"field {name!r} is {_JSON_TYPES[type(value)]}, not a string")
+    # Out-of-range numbers (1e999 → inf) and lone surrogates parse, but cannot be stored.
+    json.dumps(meta, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    return meta
+
+
+def _utf8_key(key: str) -> tuple[str, str | None]:
+    """A key tarfile decoded with surrogate escapes (not UTF-8) → a printable key and the error."""
+    try:
+        key.encode("utf-8")
+        return key, None
+    except UnicodeEncodeError:
+        raw = key.encode("utf-8", "surrogateescape")
+        return raw.decode("utf-8", "backslashreplace"), "the key is not valid UTF-8"
+
+
+def to_raw_sample(key: str, members: dict[str, tuple[str, bytes]]) -> RawSample:
+    """One sample's members ({lowercase suffix: (suffix, bytes)}) → RawSample.
+
+    The caption comes from .txt, else from the json; the first problem found is `error`."""
+    key, error = _utf8_key(key)
     meta: dict = {}
-    if "json" in sample:
+    if "json" in members:
         try:
-            meta = json.loads(sample["json"])
-        except (ValueError, UnicodeDecodeError):
-            meta = {}
-    ext = next((e for e in IMAGE_EXTS if e in sample), None)
-    caption = _decode_text(sample.get("txt")) or str(meta.get("caption") or "")
-    return RawSample(
-        key=sample["__key__"],
-        image=sample[ext] if ext else None,
-        image_ext=ext,
-        caption=caption,
-        meta=meta if isinstance(meta, dict) else {},
-    )
+            meta = _parse_meta(members["json"][1])
+        except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeError, _Malformed
+            error = error or f"malformed json member: {str(err)[:200]}"
+    caption = ""
+    if "txt" in members:
+        try:
+            caption = members["txt"][1].decode("utf-8")
+        except UnicodeDecodeError:
+            error = error or "the caption (.txt) is not valid UTF-8"
+    ext = next((e for e in IMAGE_EXTS if e in members), None)
+    suffix, image = members[ext] if ext else (None, None)
+    return RawSample(key, image, suffix, caption or meta.get("caption") or "", meta, error)
+
+
+def _members(path: Path, stream, stop) -> Iterator[tuple[str, str, bytes]]:
+    """(key, suffix, bytes) of each regular member, as webdataset splits names."""
+    for member in tar_file_expander([{"url": str(path), "stream": stream}], handler=stop):
+        if member:  # {} marks the end of the tar
+            key, suffix = base_plus_ext(member["fname"])
+            if key is not None:
+                yield key, suffix, member["data"]
+
+
+def _groups(
+    members: Iterable[tuple[str, str, bytes | None]],
+) -> Iterator[tuple[str, dict[str, tuple[str, bytes | None]]]]:
+    """Consecutive members with one key form a sample; a suffix seen twice starts a new one."""
+    key, group = "", {}
+    for k, suffix, data in members:
+        if group and (k != key or suffix.lower() in group):
+            yield key, group
+            group = {}
+        key = k
+        group[suffix.lower()] = (suffix, data)
+    if group:
+        yield key, group
+
+
+def _repeated_keys(path: Path) -> set[str]:
+    """Keys that name more than one sample in the tar (from its headers only: data is skipped).
+
+    Random access (reshard) finds a member by name, so a key used twice cannot say which
+    image was scored: every sample under it fails."""
+    counts: Counter[str] = Counter()
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            names = (
+                (*base_plus_ext(m.name), None)
+                for m in tar
+                if m.isreg() and not _META_MEMBER.match(m.name)
+            )
+            counts.update(k for k, _ in _groups(n for n in names if n[0] is not None))
+    except (tarfile.TarError, OSError, EOFError, ValueError):
+        pass  # damage is recorded by the reading pass
+    return {k for k, n in counts.items() if n > 1}
 
 
 def iter_samples(shard: Shard, errors: list[str] | None = None) -> Iterator[RawSample]:
     """Stream a shard's samples in order.
 
-    A damaged tar ends the stream at the damage instead of raising; the reason is appended to
-    `errors` so the caller can record it.
+    A damaged or unreadable tar ends the stream at the damage instead of raising; the reason
+    is appended to `errors` so the caller can record it (and not mark the shard done). The
+    2nd, 3rd … sample under a repeated key is renamed `KEY.dup2` … (a key never contains a
+    dot) so that every sample keeps a key of its own.
     """
+    errors = errors if errors is not None else []
+    n_errors = len(errors)
 
     def stop(exn: Exception) -> bool:
-        if errors is not None:
-            errors.append(f"{type(exn).__name__}: {exn.args[0] if exn.args else exn}")
+        errors.append(f"{type(exn).__name__}: {exn.args[0] if exn.args else exn}")
         return False
 
-    n_errors = len(errors) if errors is not None else 0
-    with open(shard.path, "rb") as stream:
-        files = tar_file_expander([{"url": str(shard.path), "stream": stream}], handler=stop)
-        for sample in group_by_keys(files, handler=stop):
-            yield to_raw_sample(sample)
-    if errors is not None and len(errors) == n_errors and not _has_end_marker(shard.path):
+    try:
+        repeated = _repeated_keys(shard.path)
+        stream = open(shard.path, "rb")  # noqa: SIM115 — closed below, after the generator ends
+    except OSError as err:
+        errors.append(f"cannot open the shard: {err.strerror or err}")
+        return
+    seen: Counter[str] = Counter()
+    with stream:
+        for key, members in _groups(_members(shard.path, stream, stop)):
+            seen[key] += 1
+            raw = to_raw_sample(key if seen[key] == 1 else f"{key}.dup{seen[key]}", members)
+            if key in repeated and raw.error is None:
+                raw.error = f"duplicate key: several samples of this shard are named {key!r}"
+            yield raw
+    if len(errors) == n_errors and not _has_end_marker(shard.path):
         errors.append("truncated tar: no end-of-archive marker (samples after the cut are lost)")
 
 
@@ -110,9 +213,51 @@ def _has_end_marker(path: Path) -> bool:
     Python's tarfile treats a header cut short as the end of the archive, silently; a tar
     cut at a member boundary looks complete to it. Writers always end with 1024 zero bytes.
     """
-    size = path.stat().st_size
-    if size < 1024 or size % 512:
+    try:
+        size = path.stat().st_size
+        if size < 1024 or size % 512:
+            return False
+        with open(path, "rb") as f:
+            f.seek(size - 1024)
+            return not any(f.read(1024))
+    except OSError:
         return False
-    with open(path, "rb") as f:
-        f.seek(size - 1024)
-        return not any(f.read(1024))
+
+
+# ----------------------------------------------------------------------------
+# img2dataset's side records of a shard: side information, never a reason to stop
+# ----------------------------------------------------------------------------
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def download_failures(shard: Shard) -> list[dict]:
+    """`samples` rows of the URLs img2dataset could not download (in its per-shard parquet,
+    never in the tar). An unreadable table is logged and skipped: the tar's samples still count."""
+    table = shard.path.with_suffix(".parquet")
+    try:
+        df = pl.read_parquet(table) if table.is_file() else None
+        if df is None or "status" not in df.columns or "key" not in df.columns:
+            return []
+        failed = df.filter(pl.col("status").cast(pl.String) != "success").iter_rows(named=True)
+        return [
+            {"shard": shard.name, "key": str(row["key"]), "caption": _text(row.get("caption")),
+             "url": _text(row.get("url")), "width": None, "height": None, "image_ext": None,
+             "status": str(row["status"]), "error": _text(row.get("error_message")), "meta": None}
+            for row in failed if row["key"] is not None and row["status"] is not None
+        ]  # fmt: skip
+    except (OSError, pl.exceptions.PolarsError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        log.warning("%s is unreadable, its download failures are not recorded: %s", table, reason)
+        return []
+
+
+def img2dataset_successes(shard: Shard) -> int | None:
+    """Samples in the shard by img2dataset's `_stats.json`; None when missing or unreadable."""
+    stats = shard.path.with_name(shard.path.stem + "_stats.json")
+    try:
+        return int(json.loads(stats.read_text()).get("successes", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
