@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from miro_data.bins import Levels, load_levels
 from miro_data.common import MiroError, progress_bar
 from miro_data.decode import decode_image
 from miro_data.hooks import Hook, build_hooks
-from miro_data.shards import list_shards
+from miro_data.shards import IMAGE_EXTS, list_shards
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def select_samples(con, rewards: dict[str, str], where: str | None) -> tuple[pl.
         f'count(*) FILTER (WHERE {db.reward_condition(r, v, "sc")}) AS "__n_{r}"'
         for r, v in rewards.items()
     ]
-    inner = f"""SELECT s.shard, s.key, s.caption, s.url, s.image_ext, s.meta,
+    inner = f"""SELECT s.shard, s.key, s.caption, s.url, s.image_ext, s.width, s.height, s.meta,
             {", ".join([*db.wide_columns(rewards, "sc"), *counts])}
         FROM samples s LEFT JOIN scores sc ON sc.shard = s.shard AND sc.key = s.key
         WHERE s.status = 'ok' GROUP BY ALL"""
@@ -100,6 +101,17 @@ def select_samples(con, rewards: dict[str, str], where: str | None) -> tuple[pl.
     return df, excluded
 
 
+def _check_formats(df: pl.DataFrame) -> None:
+    """Every image member written must be one the trainer decodes (the shared IMAGE_EXTS)."""
+    exts = df["image_ext"].fill_null("").str.to_lowercase()
+    bad = df.filter(~exts.is_in(list(IMAGE_EXTS)))
+    if bad.height:
+        raise MiroError(
+            f"{bad.height} selected sample(s) have image members the trainer cannot read "
+            f"(e.g. {bad['key'][0]!r}: {bad['image_ext'][0]!r}; accepted: {', '.join(IMAGE_EXTS)})"
+        )
+
+
 def _sample_json(
     row: dict, rewards: list[str], bins: dict, values: dict, i: int, version: int
 ) -> dict:
@@ -112,6 +124,7 @@ def _sample_json(
         "url": row["url"],
         "source_shard": row["shard"],
         "edges_version": version,
+        "image_size": [row["width"], row["height"]],  # as annotate decoded and scored it
         "scores": {r: clean(row[r]) for r in rewards},
         "bins": {r: (None if bins[r][i] < 0 else int(bins[r][i])) for r in rewards},
         "bin_values": {r: clean(values[r][i]) for r in rewards},
@@ -151,7 +164,7 @@ def _apply_hooks(hooks: list[Hook], samples: list[dict], batch_size: int) -> Non
         chunk = samples[start : start + batch_size]
         captions = [s["txt"] for s in chunk]
         images = (
-            [decode_image(s[s["__ext__"]]) for s in chunk]
+            [decode_image(s[s["__ext__"]], math.prod(s["json"]["image_size"])) for s in chunk]
             if any(h.kind == "vae" for h in hooks)
             else []
         )
@@ -163,7 +176,10 @@ def _apply_hooks(hooks: list[Hook], samples: list[dict], batch_size: int) -> Non
 def _write_shard(path: Path, samples: list[dict]) -> None:
     with wds.TarWriter(str(path)) as sink:
         for sample in samples:
-            sink.write({k: v for k, v in sample.items() if k != "__ext__"})
+            ext = sample["__ext__"]  # as in the source tar; the trainer reads it lowercased
+            sink.write(
+                {(k.lower() if k == ext else k): v for k, v in sample.items() if k != "__ext__"}
+            )
 
 
 def _finalize(staging: Path, out: Path) -> None:
@@ -193,6 +209,7 @@ def _load_selection(cfg: ReshardConfig) -> tuple[int, LevelTable, list[str], pl.
         raise MiroError(
             "no samples to write" + (f" match --where {cfg.where!r}" if cfg.where else "")
         )
+    _check_formats(df)
     if excluded:
         log.warning(
             "%d samples lack a score for some reward (failed or not annotated): excluded", excluded
