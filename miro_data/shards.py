@@ -14,7 +14,6 @@ import glob
 import json
 import logging
 import re
-import tarfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -155,21 +154,67 @@ def _groups(
         yield key, group
 
 
+_REGULAR = (b"0", b"\0", b"7", b"S")  # tarfile's REGULAR_TYPES
+_GNU_TYPES = (b"L", b"K", b"S")
+
+
+def _nts(field: bytes) -> str:
+    """A NUL-terminated header field, decoded as tarfile does."""
+    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _number(field: bytes) -> int:
+    if field[0] & 0x80:  # base-256 (GNU, sizes of 8 GiB and more)
+        return int.from_bytes(field[1:], "big")
+    return int(field.strip(b"\0 ") or b"0", 8)
+
+
+def _pax(data: bytes) -> dict[str, str]:
+    """A PAX extended header's records ('LEN key=value\\n')."""
+    records, pos = {}, 0
+    while pos < len(data) and (space := data.find(b" ", pos)) > 0:
+        length = int(data[pos:space])
+        if length <= space - pos:  # a record is longer than its length field
+            break
+        key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
+        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return records
+
+
+def _regular_names(path: Path) -> Iterator[str]:
+    """Names of the tar's regular members, as tarfile reads them, from the headers alone: the
+    data is seeked over (tarfile itself takes ~0.2 ms a member, a third of a shard's read)."""
+    with open(path, "rb") as f:
+        long_name, pax = None, {}
+        while len(header := f.read(512)) == 512 and any(header):
+            kind, size = header[156:157], _number(header[124:136])
+            if kind in (b"L", b"x"):  # GNU long name / PAX header: they describe the next member
+                data = f.read(size)
+                f.seek(-size % 512, 1)
+                long_name, pax = (_nts(data), pax) if kind == b"L" else (long_name, _pax(data))
+                continue
+            size = int(pax.get("size", size))
+            f.seek(size + -size % 512, 1)
+            name, prefix = _nts(header[:100]), _nts(header[345:500])
+            if prefix and kind not in _GNU_TYPES:
+                name = f"{prefix}/{name}"
+            name = pax.get("path") or long_name or name
+            long_name, pax = None, {}
+            if kind in _REGULAR and not name.endswith("/"):
+                yield name
+
+
 def _repeated_keys(path: Path) -> set[str]:
-    """Keys that name more than one sample in the tar (from its headers only: data is skipped).
+    """Keys that name more than one sample in the tar.
 
     Random access (reshard) finds a member by name, so a key used twice cannot say which
     image was scored: every sample under it fails."""
     counts: Counter[str] = Counter()
     try:
-        with tarfile.open(path, "r:*") as tar:
-            names = (
-                (*base_plus_ext(m.name), None)
-                for m in tar
-                if m.isreg() and not _META_MEMBER.match(m.name)
-            )
-            counts.update(k for k, _ in _groups(n for n in names if n[0] is not None))
-    except (tarfile.TarError, OSError, EOFError, ValueError):
+        names = (base_plus_ext(n) for n in _regular_names(path) if not _META_MEMBER.match(n))
+        counts.update(k for k, _ in _groups((k, x, None) for k, x in names if k is not None))
+    except (OSError, ValueError):
         pass  # damage is recorded by the reading pass
     return {k for k, n in counts.items() if n > 1}
 
