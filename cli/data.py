@@ -111,6 +111,11 @@ def annotate_cmd(
         [], "--reward-option", help="REWARD.KEY=VALUE, repeatable."
     ),
     retry_failed: bool = typer.Option(False, help="Redo only the samples that failed."),
+    max_pixels: int = typer.Option(
+        4096 * 4096,
+        help="Largest image decoded, in pixels (a JPEG above it is decoded at 1/2, 1/4 or 1/8 "
+        "scale when that fits); larger images are recorded as decode failures.",
+    ),
 ) -> None:
     """Score every sample with the rewards; resumable, skips what the ledger says is done."""
     from miro_data.annotate import AnnotateConfig, annotate
@@ -127,6 +132,7 @@ def annotate_cmd(
         precision=precision,
         reward_options=load_reward_options(rewards_config, reward_option),
         retry_failed=retry_failed,
+        max_pixels=max_pixels,
     )
     report = annotate(cfg)
     table = Table(title=f"annotate → {db}: {report.read:,} samples read in {report.shards} shards")
@@ -135,6 +141,12 @@ def annotate_cmd(
     for reward, n in report.scored.items():
         table.add_row(reward, f"{n:,}", f"{report.failed.get(reward, 0):,}")
     Console().print(table)
+    if report.unreadable:
+        names = ", ".join(report.unreadable[:5]) + (", …" if len(report.unreadable) > 5 else "")
+        typer.echo(
+            f"{len(report.unreadable)} shard(s) could not be read to their end ({names}): "
+            "not marked done; see failures (stage 'read') and run again once repaired"
+        )
 
 
 @data_app.command("bins")

@@ -15,6 +15,7 @@ import json
 import logging
 import multiprocessing as mp
 import queue
+import re
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -24,21 +25,30 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 
 from miro_data import db
-from miro_data.common import MiroError, keep_freed_memory, progress_bar
-from miro_data.decode import DEFAULT_MAX_PIXELS
+from miro_data.common import MiroError, check_count, keep_freed_memory, progress_bar
+from miro_data.decode import DEFAULT_MAX_PIXELS, PIL_MAX_PIXELS
 from miro_data.prefetch import Decoded, Prefetcher, ShardJob
-from miro_data.rewards import REGISTRY, Reward, RewardContext, build_reward, score_all
-from miro_data.shards import Shard, list_shards
+from miro_data.rewards import (
+    REGISTRY,
+    Reward,
+    RewardContext,
+    build_reward,
+    check_reward_names,
+    score_all,
+)
+from miro_data.shards import Shard, download_failures, img2dataset_successes, list_shards
 
 log = logging.getLogger(__name__)
+
+DEVICES = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # rewards.torch_reward.autocast_dtype
 
 
 @dataclass(frozen=True)
 class AnnotateConfig:
-    """What to score, where to store it, and how to spread the work."""
+    """What to score, where to store it, and how to spread the work; checked when built."""
 
     shards: str
     db: Path
@@ -50,7 +60,23 @@ class AnnotateConfig:
     precision: str = "auto"
     reward_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     retry_failed: bool = False
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_pixels: int = DEFAULT_MAX_PIXELS  # decoding budget per image (decode.py)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rewards, list):
+            object.__setattr__(self, "rewards", tuple(self.rewards))
+        check_reward_names(self.rewards)
+        check_count("--workers", self.workers, 1)
+        check_count("--batch-size", self.batch_size, 1)
+        check_count("--decode-workers", self.decode_workers, 0)
+        check_count("--max-pixels", self.max_pixels, 1, PIL_MAX_PIXELS)
+        if not isinstance(self.device, str) or not DEVICES.fullmatch(self.device):
+            raise MiroError(f"--device {self.device!r}: use auto, cpu, cuda or cuda:N")
+        if self.precision not in PRECISIONS:
+            raise MiroError(f"--precision {self.precision!r}: use {', '.join(PRECISIONS)}")
+        options = self.reward_options
+        if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+            raise MiroError("reward options must map each reward name to a table of options")
 
 
 @dataclass(frozen=True)
@@ -69,6 +95,7 @@ class AnnotateReport:
     read: int
     scored: dict[str, int]
     failed: dict[str, int]
+    unreadable: tuple[str, ...] = ()  # shards not read to their end: not done, read again next run
 
 
 # ----------------------------------------------------------------------------
@@ -76,29 +103,17 @@ class AnnotateReport:
 # ----------------------------------------------------------------------------
 
 
+def _until_end(chunks: Iterator[list[Decoded]], ended: list[bool]) -> Iterator[list[Decoded]]:
+    """The chunks; `ended` gets True once the stream is exhausted (the shard was read to its end)."""
+    yield from chunks
+    ended.append(True)
+
+
 def _batches(chunks: Iterator[list[Decoded]], size: int) -> Iterator[list[Decoded]]:
     """The prefetcher's chunks regrouped into scoring batches of `size`."""
     samples = itertools.chain.from_iterable(chunks)
     while batch := list(itertools.islice(samples, size)):
         yield batch
-
-
-def _download_failures(shard: Shard) -> list[dict]:
-    """Rows img2dataset could not download: in its per-shard parquet, never in the tar."""
-    table = shard.path.with_suffix(".parquet")
-    if not table.exists():
-        return []
-    df = pl.read_parquet(table)
-    if "status" not in df.columns or "key" not in df.columns:
-        return []
-    rows = []
-    for row in df.filter(pl.col("status") != "success").iter_rows(named=True):
-        rows.append({
-            "shard": shard.name, "key": str(row["key"]), "caption": row.get("caption"),
-            "url": row.get("url"), "width": None, "height": None, "image_ext": None,
-            "status": row["status"], "error": row.get("error_message"), "meta": None,
-        })  # fmt: skip
-    return rows
 
 
 def _sample_row(shard: Shard, d: Decoded) -> dict:
@@ -142,6 +157,14 @@ def _score_batch(
                 rows["failures"].append({**base, "stage": "score", "reason": error})
 
 
+def effective_task(task: ShardTask, rewards: Sequence[Reward]) -> ShardTask:
+    """In a retry, a shard not yet done for some reward (never read to its end, e.g. a cut tar
+    since repaired) is read in full for those rewards, like in a normal run."""
+    if task.retry_keys is not None and any((r.name, r.version) not in task.done for r in rewards):
+        return ShardTask(task.shard, task.done)
+    return task
+
+
 def pending_rewards(task: ShardTask, rewards: Sequence[Reward]) -> list[Reward]:
     """The rewards a shard still needs (in a retry: those whose failed samples are redone)."""
     retry = task.retry_keys is not None
@@ -164,12 +187,13 @@ def process_shard(
     rows: dict[str, list[dict]] = {"samples": [], "scores": [], "failures": []}
     seconds = {r.name: 0.0 for r in pending}
     read_errors: list[str] = []
-    for batch in _batches(prefetcher.shard(shard, read_errors), cfg.batch_size):
+    ended: list[bool] = []
+    for batch in _batches(_until_end(prefetcher.shard(shard, read_errors), ended), cfg.batch_size):
         _score_batch(shard, batch, pending, rows, seconds)
         if on_batch is not None:
             on_batch(len(batch))
     if not retry:
-        rows["samples"] += _download_failures(shard)
+        rows["samples"] += download_failures(shard)
     rows["failures"] += [
         {
             "shard": shard.name,
@@ -184,6 +208,9 @@ def process_shard(
     marker = {
         "shard": shard.name,
         "retry": retry,
+        # Only a shard read to its end is done (ledger); the rows of a partial read are kept,
+        # and the next run reads the shard again.
+        "complete": bool(ended) and not read_errors,
         "rewards": {
             r.name: {"version": r.version, "seconds": round(seconds[r.name], 3)} for r in pending
         },
@@ -198,17 +225,20 @@ def process_shard(
 
 def _device(cfg: AnnotateConfig, worker_index: int) -> str:
     """'auto' means CUDA when learned rewards run and a GPU is visible; workers share GPUs round-robin."""
-    if cfg.device not in ("auto", "cuda"):
-        return cfg.device
-    if not any(":" in n or REGISTRY[n].learned for n in cfg.rewards):
+    if cfg.device == "cpu" or not any(":" in n or REGISTRY[n].learned for n in cfg.rewards):
         return "cpu"  # weight-free rewards run on numpy: no need to import torch
     import torch
 
-    if not torch.cuda.is_available():
-        if cfg.device == "cuda":
-            raise MiroError("--device cuda was asked for, but no CUDA device is visible")
-        return "cpu"
-    return f"cuda:{worker_index % torch.cuda.device_count()}"
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if cfg.device == "auto":
+        return f"cuda:{worker_index % count}" if count else "cpu"
+    if not count:
+        raise MiroError(f"--device {cfg.device} was asked for, but no CUDA device is visible")
+    if cfg.device == "cuda":
+        return f"cuda:{worker_index % count}"
+    if int(cfg.device.split(":")[1]) >= count:
+        raise MiroError(f"--device {cfg.device}: only {count} CUDA device(s) are visible")
+    return cfg.device
 
 
 def build_rewards(cfg: AnnotateConfig, worker_index: int = 0) -> list[Reward]:
@@ -250,13 +280,8 @@ def _expected_samples(tasks: list[ShardTask]) -> int | None:
     """Samples to read, from img2dataset's stats where every shard has them (for the progress bar)."""
     if tasks and all(t.retry_keys is not None for t in tasks):
         return sum(len(t.retry_keys or ()) for t in tasks)
-    total = 0
-    for t in tasks:
-        stats = t.shard.path.with_name(t.shard.path.stem + "_stats.json")
-        if not stats.exists():
-            return None
-        total += int(json.loads(stats.read_text()).get("successes", 0))
-    return total
+    counts = [img2dataset_successes(t.shard) for t in tasks]
+    return None if None in counts else sum(counts)  # type: ignore[arg-type]
 
 
 def recover_parts(con, db_path: Path) -> int:
@@ -291,6 +316,7 @@ def _prefetcher(tasks: list[ShardTask], cfg: AnnotateConfig) -> Prefetcher:
 
 def _worker_process(task: ShardTask) -> Path | None:
     cfg, rewards = _WORKER["cfg"], _WORKER["rewards"]
+    task = effective_task(task, rewards)
     if not pending_rewards(task, rewards):
         return None
     with _prefetcher([task], cfg) as prefetcher:
@@ -300,7 +326,9 @@ def _worker_process(task: ShardTask) -> Path | None:
 def _run_in_process(tasks: list[ShardTask], cfg: AnnotateConfig, ingest, advance) -> None:
     rewards = build_rewards(cfg)
     try:
-        todo = [t for t in tasks if pending_rewards(t, rewards)]
+        todo = [
+            t for t in (effective_task(t, rewards) for t in tasks) if pending_rewards(t, rewards)
+        ]
         with _prefetcher(todo, cfg) as prefetcher:
             for task in todo:
                 ingest(process_shard(task, rewards, cfg, prefetcher, advance))
@@ -337,17 +365,8 @@ def _run_pool(tasks: list[ShardTask], cfg: AnnotateConfig, ingest, advance) -> N
 
 def annotate(cfg: AnnotateConfig) -> AnnotateReport:
     """Score the shards with cfg.rewards into cfg.db; returns counts for this database."""
-    if cfg.workers < 1:
-        raise MiroError("--workers must be at least 1")
-    if cfg.decode_workers < 0:
-        raise MiroError("--decode-workers must be 0 or more")
     keep_freed_memory()  # scoring allocates image-sized temporaries all the time
     shards = list_shards(cfg.shards)
-    for name in cfg.rewards:  # fail fast on unknown names, before any work
-        if ":" not in name and name not in REGISTRY:
-            raise MiroError(
-                f"unknown reward {name!r}; registered rewards: {', '.join(sorted(REGISTRY))}"
-            )
     con = db.connect(cfg.db, create=True)
     try:
         recover_parts(con, cfg.db)
@@ -382,10 +401,15 @@ def _report(con, shards: list[Shard], n_processed: int) -> AnnotateReport:
         "SELECT count(*) FROM samples WHERE shard IN (SELECT unnest($names)) AND status IN ('ok', 'undecodable')",
         {"names": names},
     ).fetchone()
+    unreadable = con.execute(
+        "SELECT DISTINCT shard FROM failures WHERE stage = 'read' AND shard IN (SELECT unnest($names)) ORDER BY 1",
+        {"names": names},
+    ).fetchall()
     return AnnotateReport(
         shards=len(shards),
         skipped=len(shards) - n_processed,
         read=int(read),
         scored={r: int(s) for r, s, _ in rows},
         failed={r: int(f) for r, _, f in rows},
+        unreadable=tuple(s for (s,) in unreadable),
     )

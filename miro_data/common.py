@@ -56,6 +56,17 @@ def check_identifier(name: str, what: str = "name") -> str:
     return name
 
 
+def check_count(option: str, value: object, low: int, high: int | None = None) -> int:
+    """An integer option within [low, high], or a one-line MiroError naming the option."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MiroError(f"{option} must be an integer, not {value!r}")
+    if value < low:
+        raise MiroError(f"{option} must be {low} or more, not {value}")
+    if high is not None and value > high:
+        raise MiroError(f"{option} must be at most {high:,}, not {value:,}")
+    return value
+
+
 def require_file(path: str | Path, what: str = "file") -> Path:
     path = Path(path)
     if not path.exists():

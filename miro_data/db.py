@@ -206,10 +206,12 @@ def ingest_part(con: duckdb.DuckDBPyConnection, part: Path) -> dict:
     """
     done = json.loads((part / "done.json").read_text())
     shard, retry = done["shard"], done["retry"]
+    complete = done.get("complete", True)  # False: the tar could not be read to its end
     files = {name: str(part / f"{name}.parquet") for name in PART_FILES}
-    # In a retry, only the retried keys are replaced; otherwise everything of the shard.
-    scope = "AND key IN (SELECT key FROM read_parquet($samples))" if retry else ""
-    params = {"shard": shard, **({"samples": files["samples"]} if retry else {})}
+    # In a retry or a partial read, only the keys read are replaced; else everything of the shard.
+    keyed = retry or not complete
+    scope = "AND key IN (SELECT key FROM read_parquet($samples))" if keyed else ""
+    params = {"shard": shard, **({"samples": files["samples"]} if keyed else {})}
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(f"DELETE FROM samples WHERE shard = $shard {scope}", params)
@@ -232,7 +234,7 @@ def ingest_part(con: duckdb.DuckDBPyConnection, part: Path) -> dict:
             "INSERT INTO failures BY NAME SELECT * FROM read_parquet($f)", {"f": files["failures"]}
         )
         for reward, info in done["rewards"].items():
-            _update_ledger(con, shard, reward, info)
+            _update_ledger(con, shard, reward, info, complete)
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
@@ -241,13 +243,18 @@ def ingest_part(con: duckdb.DuckDBPyConnection, part: Path) -> dict:
     return done
 
 
-def _update_ledger(con: duckdb.DuckDBPyConnection, shard: str, reward: str, info: dict) -> None:
+def _update_ledger(
+    con: duckdb.DuckDBPyConnection, shard: str, reward: str, info: dict, complete: bool = True
+) -> None:
+    """Record the reward version; only a shard read to its end gets (or updates) its ledger row."""
     p = {"shard": shard, "reward": reward, "version": info["version"]}
     con.execute(
         """INSERT INTO reward_versions VALUES ($reward, $version, now(), now())
         ON CONFLICT DO UPDATE SET last_used = now()""",
         {"reward": reward, "version": info["version"]},
     )
+    if not complete:
+        return
     con.execute(
         """INSERT OR REPLACE INTO ledger
         SELECT $shard, $reward, $version,

@@ -30,7 +30,7 @@ import numpy as np
 
 from miro_data.common import MiroError
 from miro_data.decode import DecodeError, decode_image
-from miro_data.shards import RawSample, Shard, iter_samples
+from miro_data.shards import IMAGE_EXTS, RawSample, Shard, iter_samples
 
 CHUNK = 32  # samples per message from a helper
 SLOT_BYTES = 16 << 20  # shared memory per message: 32 images of 400×400 pixels
@@ -55,12 +55,13 @@ class ShardJob:
 
 
 def decode_sample(raw: RawSample, max_pixels: int) -> Decoded:
+    """The sample's image decoded, or why not (a malformed sample is not decoded at all)."""
     data, raw.image = raw.image, None
+    if raw.error is not None:
+        return Decoded(raw, None, raw.error)
+    if data is None:
+        return Decoded(raw, None, f"sample has no image file ({'/'.join(IMAGE_EXTS)})")
     try:
-        if raw.error is not None:
-            raise DecodeError(raw.error)
-        if data is None:
-            raise DecodeError("sample has no image file")
         return Decoded(raw, decode_image(data, max_pixels), None)
     except DecodeError as err:
         return Decoded(raw, None, str(err))

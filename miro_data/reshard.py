@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -91,7 +92,7 @@ def select_samples(con, rewards: dict[str, str], where: str | None) -> tuple[pl.
         f'count(*) FILTER (WHERE {db.reward_condition(r, v, "sc")}) AS "__n_{r}"'
         for r, v in rewards.items()
     ]
-    inner = f"""SELECT s.shard, s.key, s.caption, s.url, s.image_ext, s.meta,
+    inner = f"""SELECT s.shard, s.key, s.caption, s.url, s.image_ext, s.width, s.height, s.meta,
             {", ".join([*db.wide_columns(rewards, "sc"), *counts])}
         FROM samples s LEFT JOIN scores sc ON sc.shard = s.shard AND sc.key = s.key
         WHERE s.status = 'ok' GROUP BY ALL"""
@@ -122,6 +123,7 @@ def _sample_json(
         "url": row["url"],
         "source_shard": row["shard"],
         "edges_version": version,
+        "image_size": [row["width"], row["height"]],  # as annotate decoded and scored it
         "scores": {r: clean(row[r]) for r in rewards},
         "bins": {r: (None if bins[r][i] < 0 else int(bins[r][i])) for r in rewards},
         "bin_values": {r: clean(values[r][i]) for r in rewards},
@@ -161,7 +163,7 @@ def _apply_hooks(hooks: list[Hook], samples: list[dict], batch_size: int) -> Non
         chunk = samples[start : start + batch_size]
         captions = [s["txt"] for s in chunk]
         images = (
-            [decode_image(s[s["__ext__"]]) for s in chunk]
+            [decode_image(s[s["__ext__"]], math.prod(s["json"]["image_size"])) for s in chunk]
             if any(h.kind == "vae" for h in hooks)
             else []
         )
@@ -172,7 +174,7 @@ def _apply_hooks(hooks: list[Hook], samples: list[dict], batch_size: int) -> Non
 
 def _member_problem(key: str, ext: str | None) -> str | None:
     """Why `KEY.EXT` cannot be a member name of a training tar, or None."""
-    if ext not in IMAGE_EXTS:
+    if (ext or "").lower() not in IMAGE_EXTS:  # the trainer decodes the shared IMAGE_EXTS
         return f"sample {key!r} has image extension {ext!r}, not one of {', '.join(IMAGE_EXTS)}"
     return key_problem(key)
 
@@ -196,7 +198,10 @@ def _write_shard(path: Path, samples: list[dict]) -> None:
             problem = _member_problem(sample["__key__"], sample["__ext__"])
             if problem is not None:  # _drop_unsafe_names ran: this is the last line of defence
                 raise MiroError(problem)
-            sink.write({k: v for k, v in sample.items() if k != "__ext__"})
+            ext = sample["__ext__"]  # as in the source tar; the trainer reads it lowercased
+            sink.write(
+                {(k.lower() if k == ext else k): v for k, v in sample.items() if k != "__ext__"}
+            )
 
 
 def _finalize(staging: Path, out: Path) -> None:

@@ -27,12 +27,13 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from miro_data.common import MiroError
+from miro_data.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
+from miro_data.shards import IMAGE_EXTS
 from miro_train.text import WordVocab, pad_embeddings
 
 log = logging.getLogger(__name__)
 
 SHARDS_FORMAT = "miro-shards/1"
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
 
 @dataclass(frozen=True)
@@ -107,9 +108,19 @@ class BatchSpec:
     shuffle_buffer: int = 1000
 
 
-def fit_image(data: bytes, size: int) -> np.ndarray:
-    """Decode, resize the short side to `size` (bicubic) and centre-crop: (size, size, 3) uint8."""
-    img = Image.open(io.BytesIO(data)).convert("RGB")
+def scored_pixels(meta: dict[str, Any]) -> int:
+    """The pixel budget that decodes a sample exactly as annotate did: the size it scored
+    (a JPEG over annotate's budget was decoded at a reduced scale); older shards: the default."""
+    shape = meta.get("image_size")
+    if isinstance(shape, list) and len(shape) == 2 and all(type(v) is int and v > 0 for v in shape):
+        return shape[0] * shape[1]
+    return DEFAULT_MAX_PIXELS
+
+
+def fit_image(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode with annotate's decoder (miro_data.decode: the pixels that were scored), resize
+    the short side to `size` (bicubic) and centre-crop: (size, size, 3) uint8."""
+    img = Image.fromarray(decode_image(data, max_pixels))
     if img.size != (size, size):
         w, h = img.size
         scale = size / min(w, h)
@@ -147,7 +158,10 @@ def decode(raw: dict[str, Any], spec: BatchSpec) -> dict[str, Any]:
         ext = next((e for e in IMAGE_EXTS if e in raw), None)
         if ext is None:
             raise MiroError(f"{where} has no image member ({'/'.join(IMAGE_EXTS)})")
-        out["image"] = fit_image(raw[ext], spec.resolution)
+        try:
+            out["image"] = fit_image(raw[ext], spec.resolution, scored_pixels(meta))
+        except DecodeError as err:
+            raise MiroError(f"{where}: its {ext} member does not decode ({err})") from None
     if spec.text_emb:
         if "txt_emb.npy" not in raw:
             raise MiroError(f"{where} has no txt_emb.npy (reshard with the text hook)")

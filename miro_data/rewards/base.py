@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import re
 import tomllib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -160,19 +161,27 @@ def build_reward(name: str, ctx: RewardContext | None = None) -> Reward:
     return REGISTRY[name].factory(ctx)
 
 
-def parse_reward_names(text: str) -> list[str]:
-    """'a, b,c' → ['a', 'b', 'c'], refusing duplicates and empty lists."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
+_PLUGIN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")  # package.module:ClassName
+
+
+def check_reward_names(names: Sequence[str]) -> None:
+    """A non-empty list of distinct names, each registered or a `module:Class`."""
+    if isinstance(names, str) or not names:
         raise MiroError("no rewards given")
-    if len(set(names)) != len(names):
-        raise MiroError(f"a reward is named twice in {text!r}")
     for name in names:
-        if ":" not in name and name not in REGISTRY:
+        if not isinstance(name, str) or not (name in REGISTRY or _PLUGIN.fullmatch(name)):
             known = ", ".join(sorted(REGISTRY))
             raise MiroError(
                 f"unknown reward {name!r}; registered rewards: {known} (or module:Class)"
             )
+    if len(set(names)) != len(names):
+        raise MiroError(f"a reward is named twice in {', '.join(names)}")
+
+
+def parse_reward_names(text: str) -> list[str]:
+    """'a, b,c' → ['a', 'b', 'c'], refusing duplicates and empty lists."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    check_reward_names(names)
     return names
 
 
