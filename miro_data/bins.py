@@ -15,7 +15,6 @@ level gets 1.0. Undefined scores (NaN/NULL) get no level; the trainer treats the
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from miro_data import db
-from miro_data.common import MiroError, atomic_path
+from miro_data.common import (
+    MiroError,
+    atomic_path,
+    check_int,
+    check_names,
+    check_seed,
+    dumps_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,14 @@ class BinsConfig:
     sample: int = 100_000
     seed: int = 0
     export: Path | None = None
+
+    def __post_init__(self) -> None:
+        check_int("--n-bins", self.n_bins, 2)
+        check_int("--sample", self.sample, self.n_bins)
+        check_seed("--seed", self.seed)
+        check_names("--rewards", self.rewards)
+        if self.export is not None and self.export.suffix.lower() != ".json":
+            raise MiroError(f"--export must be a .json path, not {self.export}")
 
 
 @dataclass(frozen=True)
@@ -122,10 +136,6 @@ def select_rewards(con, wanted: tuple[str, ...] | None) -> dict[str, str]:
 
 def bins(cfg: BinsConfig) -> int:
     """Compute and store a new bin-edge version; returns its number."""
-    if cfg.n_bins < 2:
-        raise MiroError("--n-bins must be at least 2")
-    if cfg.sample < cfg.n_bins:
-        raise MiroError("--sample must be at least --n-bins")
     con = db.connect(cfg.db)
     try:
         rewards = select_rewards(con, cfg.rewards)
@@ -204,4 +214,4 @@ def export_edges(con, version: int, path: Path) -> None:
         },
     }
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2))
+        tmp.write_text(dumps_json(payload, indent=2))

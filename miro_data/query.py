@@ -33,11 +33,15 @@ class QueryConfig:
     out: Path | None = None
     write: bool = False  # open read-write (for CREATE VIEW and the like)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.sql, str) or not self.sql.strip().strip(";").strip():
+            raise MiroError("the SQL statement is empty")
+        if self.out is not None and self.out.suffix.lower() not in WRITERS:
+            raise MiroError(f"--out must end in one of {', '.join(WRITERS)}")
+
 
 def query(cfg: QueryConfig) -> pl.DataFrame:
     """The statement's result as a DataFrame; also written to cfg.out when given."""
-    if cfg.out is not None and cfg.out.suffix.lower() not in WRITERS:
-        raise MiroError(f"--out must end in one of {', '.join(WRITERS)}")
     con = db.connect(cfg.db, read_only=not cfg.write)
     try:
         relation = con.sql(cfg.sql)

@@ -25,9 +25,19 @@ from wids.wids_mmtar import MMIndexedTar
 
 from miro_data import db
 from miro_data.bins import Levels, load_levels
-from miro_data.common import MiroError, progress_bar
+from miro_data.common import (
+    MiroError,
+    check_device,
+    check_names,
+    check_nonempty_text,
+    check_optional_positive,
+    check_positive,
+    check_seed,
+    dumps_json,
+    progress_bar,
+)
 from miro_data.decode import decode_image
-from miro_data.hooks import Hook, build_hooks
+from miro_data.hooks import Hook, build_hooks, parse_hooks
 from miro_data.shards import list_shards
 
 log = logging.getLogger(__name__)
@@ -51,6 +61,17 @@ class ReshardConfig:
     hook_batch_size: int = 64
     device: str = "cpu"
     overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        check_positive("--shard-size", self.shard_size)
+        check_positive("hook_batch_size", self.hook_batch_size)
+        check_seed("--shuffle-seed", self.shuffle_seed)
+        check_optional_positive("--edges-version", self.edges_version)
+        check_names("--rewards", self.rewards)
+        check_device("--device", self.device)
+        if self.where is not None:
+            check_nonempty_text("--where", self.where)
+        parse_hooks(self.hooks)
 
 
 @dataclass(frozen=True)
@@ -261,8 +282,6 @@ def _manifest(
 
 def reshard(cfg: ReshardConfig) -> ReshardReport:
     """Write shuffled training shards with scores and bins; returns counts."""
-    if cfg.shard_size < 1:
-        raise MiroError("--shard-size must be positive")
     if cfg.out.exists() and any(cfg.out.iterdir()) and not cfg.overwrite:
         raise MiroError(f"{cfg.out} exists and is not empty (pass --overwrite to replace it)")
     version, levels, names, df, excluded = _load_selection(cfg)
@@ -273,7 +292,7 @@ def reshard(cfg: ReshardConfig) -> ReshardReport:
     try:
         written = _write_shards(cfg, staging, df, names, levels, version, hooks)
         manifest = _manifest(cfg, names, levels, version, hooks, written)
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        (staging / "manifest.json").write_text(dumps_json(manifest, indent=2))
         _finalize(staging, cfg.out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

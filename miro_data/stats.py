@@ -17,7 +17,7 @@ from scipy import stats as sps
 
 from miro_data import db
 from miro_data.bins import STAT_COLUMNS, load_levels, reward_stats, select_rewards
-from miro_data.common import MiroError, atomic_path
+from miro_data.common import MiroError, atomic_path, check_names, check_optional_positive
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,12 @@ class StatsConfig:
     plot: Path | None = None
     version: int | None = None
     rewards: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.plot is not None and self.plot.suffix.lower() != ".png":
+            raise MiroError("--plot must be a .png path")
+        check_optional_positive("--version", self.version)
+        check_names("--rewards", self.rewards)
 
 
 @dataclass(frozen=True)
@@ -69,8 +75,6 @@ def spearman_matrix(values: dict[str, np.ndarray]) -> np.ndarray:
 
 def stats(cfg: StatsConfig) -> StatsReport:
     """Summaries of each reward's scores; also a PNG when cfg.plot is set."""
-    if cfg.plot is not None and cfg.plot.suffix.lower() != ".png":
-        raise MiroError("--plot must be a .png path")
     con = db.connect(cfg.db, read_only=True)
     try:
         rewards = select_rewards(con, cfg.rewards)

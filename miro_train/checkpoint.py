@@ -14,6 +14,7 @@ import base64
 import json
 import logging
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -58,13 +59,19 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     tag = {"format": CHECKPOINT_FORMAT}
-    save_file(_tensors(model), tmp / "model.safetensors", metadata=tag)
-    save_file(_tensors(ema), tmp / "ema.safetensors", metadata=tag)
     opt_state = {"optimizer": optimizer.state_dict()}
     if scaler is not None:
         opt_state["scaler"] = scaler.state_dict()
-    torch.save(opt_state, tmp / "optimizer.pt")
-    (tmp / META).write_text(json.dumps({"format": CHECKPOINT_FORMAT, "step": step, **meta}))
+    try:
+        save_file(_tensors(model), tmp / "model.safetensors", metadata=tag)
+        save_file(_tensors(ema), tmp / "ema.safetensors", metadata=tag)
+        # through a Python file: a full disk is then an OSError, not torch's "unexpected pos"
+        with open(tmp / "optimizer.pt", "wb") as f:
+            torch.save(opt_state, f)
+        (tmp / META).write_text(json.dumps({"format": CHECKPOINT_FORMAT, "step": step, **meta}))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a half-written folder only takes space
+        raise
     if final.exists():  # re-saving a step: swap, so a crash never leaves neither
         old = final.with_name(f".{final.name}.old")
         os.replace(final, old)
@@ -125,10 +132,21 @@ def load_weights(module: nn.Module, ckpt: Path, which: str = "ema") -> None:
 
 
 def load_optimizer(ckpt: Path) -> dict[str, Any]:
+    """The optimizer state, loaded with weights_only: a pickle that would run code is refused."""
+    path = ckpt / "optimizer.pt"
     try:
-        return torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as err:
-        raise MiroError(f"corrupt checkpoint {ckpt}: cannot read optimizer.pt ({err})") from None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refused a global: code, not tensors
+        raise MiroError(
+            f"{path} is not a safe checkpoint: it holds pickled objects other than tensors"
+            " (not loaded; only load it if you trust its origin, e.g. re-save it as tensors)"
+        ) from None
+    except (OSError, RuntimeError, EOFError, ValueError, KeyError, TypeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise MiroError(f"corrupt checkpoint {ckpt}: cannot read optimizer.pt ({first})") from None
+    if not isinstance(state, dict) or "optimizer" not in state:
+        raise MiroError(f"corrupt checkpoint {ckpt}: optimizer.pt holds no optimizer state")
+    return state
 
 
 # ----------------------------------------------------------------------------
