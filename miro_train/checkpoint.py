@@ -16,6 +16,7 @@ import logging
 import os
 import pickle
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -136,14 +137,17 @@ def load_optimizer(ckpt: Path) -> dict[str, Any]:
     path = ckpt / "optimizer.pt"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # weights_only refused a global: code, not tensors
-        raise MiroError(
-            f"{path} is not a safe checkpoint: it holds pickled objects other than tensors"
-            " (not loaded; only load it if you trust its origin, e.g. re-save it as tensors)"
-        ) from None
-    except (OSError, RuntimeError, EOFError, ValueError, KeyError, TypeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise MiroError(f"corrupt checkpoint {ckpt}: cannot read optimizer.pt ({first})") from None
+    except (pickle.UnpicklingError, OSError, RuntimeError, EOFError, ValueError) as err:
+        # weights_only refuses any global it does not know: a pickle that would import code
+        unsafe = re.search(r"GLOBAL (\S+)", str(err))
+        if unsafe:
+            raise MiroError(
+                f"{path} is not a safe checkpoint: loading it would import {unsafe.group(1)}"
+                " (refused; nothing in it ran)"
+            ) from None
+        lines = [line for line in str(err).splitlines() if line.strip()]
+        reason = lines[-2].strip() if len(lines) > 2 else lines[0] if lines else "empty file"
+        raise MiroError(f"corrupt checkpoint {ckpt}: cannot read optimizer.pt ({reason})") from None
     if not isinstance(state, dict) or "optimizer" not in state:
         raise MiroError(f"corrupt checkpoint {ckpt}: optimizer.pt holds no optimizer state")
     return state
