@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -122,17 +123,22 @@ def train_cmd(
 
 def _prompts(prompt: list[str] | None, prompts_file: Path | None) -> tuple[str, ...]:
     items = list(prompt or [])
-    if prompts_file is not None:
-        if not prompts_file.exists():
-            raise MiroError(f"prompts file not found: {prompts_file}")
-        for line in prompts_file.read_text().splitlines():
-            line = line.strip()
-            if line.startswith("{"):
-                import json
-
+    if prompts_file is None:
+        return tuple(items)
+    if not prompts_file.is_file():
+        raise MiroError(f"prompts file not found: {prompts_file}")
+    try:
+        lines = prompts_file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise MiroError(f"prompts file {prompts_file} is not UTF-8 text") from None
+    for n, line in enumerate(map(str.strip, lines), start=1):
+        if line.startswith("{"):
+            try:
                 line = str(json.loads(line).get("prompt", ""))
-            if line:
-                items.append(line)
+            except (json.JSONDecodeError, AttributeError):
+                raise MiroError(f"{prompts_file}:{n}: not a JSON object with 'prompt'") from None
+        if line:
+            items.append(line)
     return tuple(items)
 
 

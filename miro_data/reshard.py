@@ -35,6 +35,7 @@ from miro_data.common import (
     check_seed,
     dumps_json,
     progress_bar,
+    user_os_error,
 )
 from miro_data.decode import decode_image
 from miro_data.hooks import Hook, build_hooks, parse_hooks
@@ -282,20 +283,31 @@ def _manifest(
 
 def reshard(cfg: ReshardConfig) -> ReshardReport:
     """Write shuffled training shards with scores and bins; returns counts."""
+    if cfg.out.exists() and not cfg.out.is_dir():
+        raise MiroError(f"cannot write {cfg.out}: it is a file, not a folder")
     if cfg.out.exists() and any(cfg.out.iterdir()) and not cfg.overwrite:
         raise MiroError(f"{cfg.out} exists and is not empty (pass --overwrite to replace it)")
     version, levels, names, df, excluded = _load_selection(cfg)
     hooks = build_hooks(cfg.hooks, cfg.device)
     # Everything is written into a hidden staging folder that replaces `out` only when complete.
     staging = cfg.out.with_name(f".{cfg.out.name}.partial-{uuid.uuid4().hex[:8]}")
-    staging.mkdir(parents=True)
     try:
+        staging.mkdir(parents=True)
         written = _write_shards(cfg, staging, df, names, levels, version, hooks)
         manifest = _manifest(cfg, names, levels, version, hooks, written)
         (staging / "manifest.json").write_text(dumps_json(manifest, indent=2))
         _finalize(staging, cfg.out)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
+        # a full disk or a read-only folder names OUT (the old OUT, if any, is untouched)
+        named = getattr(err, "filename", None) is not None
+        mapped = (
+            user_os_error(err, None if named else cfg.out, True)
+            if isinstance(err, Exception)
+            else None
+        )
+        if mapped is None:
+            raise
+        raise mapped from None
     log.info("wrote %d samples in %d shards to %s", df.height, len(written), cfg.out)
     return ReshardReport(cfg.out, len(written), int(df.height), excluded)

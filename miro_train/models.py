@@ -46,7 +46,10 @@ def model_config(name: str) -> dict[str, Any]:
         path = Path(name)
         if not path.exists():
             raise MiroError(f"model config not found: {path}")
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise MiroError(f"model config {path} is not UTF-8 text") from None
     elif name in list_models():
         text = resources.files("miro_train").joinpath(f"configs/{name}.json").read_text()
     else:

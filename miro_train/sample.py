@@ -261,6 +261,7 @@ def sample(cfg: SampleConfig) -> Path:
         from miro_data.rewards import build_reward
 
         scorer = build_reward(str(cfg.select_by))
+    cfg.out.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails before sampling
     items = [(p, k) for p in cfg.prompts for k in range(cfg.n)]
     seeds = [cfg.seed + i * cfg.best_of + j for i in range(len(items)) for j in range(cfg.best_of)]
     captions = [p for p, _ in items for _ in range(cfg.best_of)]

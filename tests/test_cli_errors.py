@@ -228,6 +228,27 @@ def test_bad_model_configs_are_one_line(world, tmp_path: Path, edit, fragment) -
     assert list_checkpoints(out) == []
 
 
+def test_bad_input_files_are_one_line(world, tmp_path: Path) -> None:
+    _, shards, _ = world
+    bad_json, not_text = tmp_path / "p.jsonl", tmp_path / "p.bin"
+    bad_json.write_text('a plain prompt\n{"prompt": "unclosed\n')
+    not_text.write_bytes(b"\xff\xfe\x00\x81")
+    listed, binary = tmp_path / "list.json", tmp_path / "binary.json"
+    listed.write_text("[1, 2]")
+    binary.write_bytes(b"\xff\xfe{}")
+    sample = ("sample", tmp_path / "ckpt", "-o", tmp_path / "s", "--prompts")
+    for args, fragment in [
+        ((*sample, bad_json), f"{bad_json}:2: not a JSON object with 'prompt'"),
+        ((*sample, not_text), "is not UTF-8 text"),
+        ((*sample, tmp_path), "prompts file not found"),
+        (("train", shards, "-o", tmp_path / "r", "--model", listed), "expected a JSON object"),
+        (("train", shards, "-o", tmp_path / "r", "--model", binary), "is not UTF-8 text"),
+        (("data", "reshard", shards, tmp_path / "db", bad_json), "it is a file, not a folder"),
+    ]:
+        assert_one_line(run(*args), fragment)
+    assert not (tmp_path / "s").exists() and not (tmp_path / "r").exists()
+
+
 class _RunsCode:
     """Unpickling this calls os.system: what `weights_only=True` must refuse to do."""
 
