@@ -49,6 +49,10 @@ def assert_one_line(result, fragment: str) -> str:
     return lines[0]
 
 
+def _case_id(value) -> str:
+    return " ".join(value)[:48] if isinstance(value, tuple) else "-"
+
+
 # ----------------------------------------------------------------------------
 # Usage errors: Click's usage message and exit status 2, never "internal error"
 # ----------------------------------------------------------------------------
@@ -77,7 +81,7 @@ USAGE_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize(("args", "fragment"), USAGE_ERRORS, ids=lambda a: " ".join(a)[:40])
+@pytest.mark.parametrize(("args", "fragment"), USAGE_ERRORS, ids=_case_id)
 def test_usage_errors_are_usage_errors(args, fragment, tmp_path: Path) -> None:
     args = [str(tmp_path / a) if a.isupper() else a for a in args]
     result = run(*args)
@@ -168,7 +172,7 @@ BAD_VALUES = [
 ]
 
 
-@pytest.mark.parametrize(("args", "fragment"), BAD_VALUES, ids=lambda a: " ".join(a)[:48])
+@pytest.mark.parametrize(("args", "fragment"), BAD_VALUES, ids=_case_id)
 def test_bad_values_are_one_line(args, fragment, tmp_path: Path) -> None:
     args = [str(tmp_path / a) if a.isupper() or a.startswith("OUT.") else a for a in args]
     assert_one_line(run(*args), fragment)
