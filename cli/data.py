@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import typer
 from rich.console import Console
@@ -42,16 +43,18 @@ def download_cmd(
     url_list: Path = typer.Argument(..., help="parquet/csv/tsv/json/jsonl with url and caption."),
     out: Path = typer.Argument(..., help="Folder for the WebDataset shards."),
     image_size: int = typer.Option(256, help="Target side for resizing."),
-    resize_mode: str = typer.Option("border", help="no | border | keep_ratio | center_crop | …"),
+    resize_mode: Literal["no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"] = (
+        typer.Option("border", help="How images are fitted to --image-size.")
+    ),
     resize_only_if_bigger: bool = typer.Option(False),
-    encode_format: str = typer.Option("jpg", help="jpg | png | webp"),
+    encode_format: Literal["jpg", "png", "webp"] = typer.Option("jpg"),
     encode_quality: int | None = typer.Option(None, help="Default: 95 (jpg/webp), 9 (png)."),
     processes: int = typer.Option(os.cpu_count() or 1, help="Download processes."),
     threads: int = typer.Option(32, help="Threads per process."),
     shard_size: int = typer.Option(10_000, help="Samples per shard."),
-    distributor: str = typer.Option("multiprocessing", help="multiprocessing | pyspark | ray"),
-    incremental: str = typer.Option(
-        "incremental", help="incremental (resume) | overwrite | extend"
+    distributor: Literal["multiprocessing", "pyspark", "ray"] = typer.Option("multiprocessing"),
+    incremental: Literal["incremental", "overwrite", "extend"] = typer.Option(
+        "incremental", help="incremental resumes, overwrite starts again, extend adds shards."
     ),
     timeout: int = typer.Option(10, help="Seconds per request."),
     retries: int = typer.Option(0),
@@ -105,7 +108,9 @@ def annotate_cmd(
         1, help="Decoding processes per worker, ahead of the scorer (0: decode in the worker)."
     ),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
-    precision: str = typer.Option("auto", help="auto | fp32 | bf16 | fp16 (autocast on CUDA)."),
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = typer.Option(
+        "auto", help="Autocast dtype on CUDA."
+    ),
     rewards_config: Path | None = typer.Option(None, help="TOML/JSON file of per-reward options."),
     reward_option: list[str] = typer.Option(
         [], "--reward-option", help="REWARD.KEY=VALUE, repeatable."

@@ -4,6 +4,7 @@ model reads its captions."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 from rich.console import Console
@@ -38,7 +39,7 @@ def geneval_cmd(
     preset: str = typer.Option("high", help="high | isolate:REWARD | pair:A,B@t"),
     target: str = typer.Option("", help="REWARD=VALUE,… overriding s⁺."),
     negative: str = typer.Option("", help="REWARD=VALUE,… overriding s⁻."),
-    weights: str = typer.Option("ema", help="ema | model"),
+    weights: Literal["ema", "model"] = typer.Option("ema"),
     device: str = typer.Option("auto"),
     batch_size: int = typer.Option(64),
 ) -> None:
@@ -98,7 +99,7 @@ def text_reliance_cmd(
     times: str = typer.Option("0.3,0.5,0.7,0.9", help="Noise levels t, comma-separated."),
     batch_size: int = typer.Option(256),
     seed: int = typer.Option(0, help="Fixes the samples' order and the noise."),
-    weights: str = typer.Option("ema", help="ema | model"),
+    weights: Literal["ema", "model"] = typer.Option("ema"),
     device: str = typer.Option("auto"),
     out: Path | None = typer.Option(None, "--out", "-o", help="A JSON file for the results."),
 ) -> None:

@@ -10,41 +10,68 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import NoReturn
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from typer.core import TyperGroup
 
-from miro_data.common import MiroError
+from miro_data.common import MiroError, user_os_error
 
 err_console = Console(stderr=True)
 
 
+def _database_error(err: Exception) -> str | None:
+    """DuckDB's I/O failures (full disk, unwritable file) name the file: print that line."""
+    duckdb = sys.modules.get("duckdb")
+    if duckdb is None or not isinstance(err, duckdb.IOException | duckdb.PermissionException):
+        return None
+    return f"database: {str(err).strip().splitlines()[0]}"
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code) from None
+
+
 class MiroGroup(TyperGroup):
-    """Turns user errors raised anywhere below into one clean line and a non-zero exit."""
+    """Turns user errors raised anywhere below into one clean line and a non-zero exit.
+
+    Usage errors (a wrong type, a missing argument, an unknown option or choice: Click's
+    exceptions, typer.TyperException in typer's vendored Click) pass through to Click, which
+    prints the usage and exits with status 2.
+    """
 
     def invoke(self, ctx: typer.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except MiroError as err:
-            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            _fail(str(err), 2)
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]")
             raise typer.Exit(130) from None
-        except (typer.Exit, typer.Abort, SystemExit):
+        except (typer.TyperException, typer.Exit, typer.Abort, SystemExit):
             raise
-        except Exception as err:  # a bug, not a user error: say so, keep it short
-            if os.environ.get("MIRO_DEBUG"):
-                raise
-            err_console.print(
-                f"[bold red]internal error:[/] {type(err).__name__}: {err} "
-                "(set MIRO_DEBUG=1 for the traceback)",
-                highlight=False,
-                soft_wrap=True,
-            )
-            raise typer.Exit(1) from None
+        except Exception as err:  # disk full, read-only, a file where a folder must be…
+            mapped = user_os_error(err)
+            message = str(mapped) if mapped is not None else _database_error(err)
+            if message is None:
+                self._internal(err)
+            _fail(message, 2)
+
+    @staticmethod
+    def _internal(err: Exception) -> NoReturn:
+        """A bug, not a user error: say so, keep it short."""
+        if os.environ.get("MIRO_DEBUG"):
+            raise err
+        err_console.print(
+            f"[bold red]internal error:[/] {type(err).__name__}: {err} "
+            "(set MIRO_DEBUG=1 for the traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
 
 
 app = typer.Typer(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Literal
 
 import typer
 
@@ -53,7 +55,7 @@ def train_cmd(
     steps: int = typer.Option(2000, "--steps"),
     batch_size: int = typer.Option(64, "--batch-size", help="Global batch over all processes."),
     lr: float = typer.Option(1e-3, "--lr"),
-    optimizer: str = typer.Option("adamw", "--optimizer", help="adamw or lamb."),
+    optimizer: Literal["adamw", "lamb"] = typer.Option("adamw", "--optimizer"),
     weight_decay: float = typer.Option(0.01, "--weight-decay"),
     warmup: int = typer.Option(100, "--warmup"),
     grad_clip: float = typer.Option(2.0, "--grad-clip"),
@@ -64,8 +66,8 @@ def train_cmd(
     time_shift_end: float = typer.Option(
         None, "--time-shift-end", help="Move the shift linearly to this value by the last step."
     ),
-    precision: str = typer.Option(
-        "auto", "--precision", help="auto, fp32, bf16 or fp16 (CUDA autocast)."
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = typer.Option(
+        "auto", "--precision", help="CUDA autocast dtype."
     ),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
     device: str = typer.Option("auto", "--device"),
@@ -121,17 +123,22 @@ def train_cmd(
 
 def _prompts(prompt: list[str] | None, prompts_file: Path | None) -> tuple[str, ...]:
     items = list(prompt or [])
-    if prompts_file is not None:
-        if not prompts_file.exists():
-            raise MiroError(f"prompts file not found: {prompts_file}")
-        for line in prompts_file.read_text().splitlines():
-            line = line.strip()
-            if line.startswith("{"):
-                import json
-
+    if prompts_file is None:
+        return tuple(items)
+    if not prompts_file.is_file():
+        raise MiroError(f"prompts file not found: {prompts_file}")
+    try:
+        lines = prompts_file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise MiroError(f"prompts file {prompts_file} is not UTF-8 text") from None
+    for n, line in enumerate(map(str.strip, lines), start=1):
+        if line.startswith("{"):
+            try:
                 line = str(json.loads(line).get("prompt", ""))
-            if line:
-                items.append(line)
+            except (json.JSONDecodeError, AttributeError):
+                raise MiroError(f"{prompts_file}:{n}: not a JSON object with 'prompt'") from None
+        if line:
+            items.append(line)
     return tuple(items)
 
 
@@ -163,7 +170,7 @@ def sample_cmd(
     ),
     batch_size: int = typer.Option(32, "--batch-size"),
     device: str = typer.Option("auto", "--device"),
-    weights: str = typer.Option("ema", "--weights", help="ema or model."),
+    weights: Literal["ema", "model"] = typer.Option("ema", "--weights"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace samples already in --out."),
 ) -> None:
     """Sample with multi-reward classifier-free guidance; writes PNGs, a grid and a JSONL manifest."""

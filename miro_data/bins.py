@@ -16,7 +16,6 @@ level gets 1.0. Undefined scores (NaN/NULL) get no level; the trainer treats the
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,15 @@ import duckdb
 import numpy as np
 
 from miro_data import db
-from miro_data.common import MiroError, check_output, output_file
+from miro_data.common import (
+    MiroError,
+    check_int,
+    check_names,
+    check_output,
+    check_seed,
+    dumps_json,
+    output_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +50,14 @@ class BinsConfig:
     sample: int = 100_000
     seed: int = 0
     export: Path | None = None
+
+    def __post_init__(self) -> None:
+        check_int("--n-bins", self.n_bins, 2)
+        check_int("--sample", self.sample, self.n_bins)
+        check_seed("--seed", self.seed)
+        check_names("--rewards", self.rewards)
+        if self.export is not None and self.export.suffix.lower() != ".json":
+            raise MiroError(f"--export must be a .json path, not {self.export}")
 
 
 @dataclass(frozen=True)
@@ -151,7 +166,7 @@ def _store(con, cfg: BinsConfig, rows: list) -> int:
             con.execute("COMMIT")
             return new_version
         with output_file(cfg.export, "--export") as tmp:
-            tmp.write_text(json.dumps(edges_payload(con, new_version), indent=2))
+            tmp.write_text(dumps_json(edges_payload(con, new_version), indent=2))
             con.execute("COMMIT")
             committed = True
         return new_version
@@ -164,10 +179,6 @@ def _store(con, cfg: BinsConfig, rows: list) -> int:
 
 def bins(cfg: BinsConfig) -> int:
     """Compute and store a new bin-edge version; returns its number."""
-    if cfg.n_bins < 2:
-        raise MiroError("--n-bins must be at least 2")
-    if cfg.sample < cfg.n_bins:
-        raise MiroError("--sample must be at least --n-bins")
     if cfg.export is not None:  # fail before the work; _store makes a late failure harmless
         check_output(cfg.export, "--export", keep=(cfg.db,))
     con = db.connect(cfg.db)

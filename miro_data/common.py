@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
+import json
+import math
 import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -51,7 +55,7 @@ def keep_freed_memory() -> None:
 
 def check_identifier(name: str, what: str = "name") -> str:
     """Reward names become SQL columns and file names: keep them to [a-z][a-z0-9_]*."""
-    if not IDENTIFIER.match(name):
+    if not isinstance(name, str) or not IDENTIFIER.match(name):
         raise MiroError(f"invalid {what} {name!r}: use lowercase letters, digits and '_'")
     return name
 
@@ -74,20 +78,84 @@ def require_file(path: str | Path, what: str = "file") -> Path:
     return path
 
 
+# errno values the user fixes (space, permissions, a wrong path), not bugs: one line, exit 2.
+USER_ERRNOS = frozenset(
+    {
+        errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
+        errno.ENOTDIR, errno.EISDIR, errno.ENOENT, errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP,
+    }
+)  # fmt: skip
+_WRITE_ONLY = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+def os_error_code(err: BaseException) -> int | None:
+    """The errno behind an exception: its own, or one that a library wrapped in its message
+    ("(os error 28)" from Rust writers such as polars, "[Errno 28]" from others) or cause."""
+    seen = 0
+    current: BaseException | None = err
+    while current is not None and seen < 8:
+        if isinstance(current, OSError) and current.errno is not None:
+            return current.errno
+        found = re.search(r"\(os error (\d+)\)|\[Errno (\d+)\]", str(current))
+        if found:
+            return int(found.group(1) or found.group(2))
+        current, seen = current.__cause__, seen + 1
+    return None
+
+
+def user_os_error(
+    err: BaseException, target: str | Path | None = None, writing: bool = False
+) -> MiroError | None:
+    """One line naming the path and the cause of a failure the user can fix, else None.
+
+    `target` names the file being written when the error itself carries no useful name
+    (a full disk reports ENOSPC on a write() call, without a file name).
+    """
+    code = os_error_code(err)
+    if code not in USER_ERRNOS:
+        return None
+    reason = os.strerror(code)
+    if target is None and isinstance(err, OSError):
+        target = err.filename2 or err.filename
+    verb = "write" if writing or code in _WRITE_ONLY else "access"
+    if target is None:
+        return MiroError(f"cannot {verb} a file: {reason}")
+    if code in (errno.ENOTDIR, errno.EEXIST):  # a file where a folder must be
+        candidates = [Path(target)] if code == errno.EEXIST else []
+        blocker = next((p for p in [*candidates, *Path(target).parents] if p.is_file()), None)
+        if blocker is not None:
+            reason = f"{blocker} is a file, not a folder"
+    return MiroError(f"cannot {verb} {target}: {reason}")
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `final`; rename it over `final` only if the block succeeds.
 
-    Readers never see a half-written file, and a crash leaves the previous file intact.
+    Readers never see a half-written file, and a crash leaves the previous file intact. A
+    failure the user can fix (full disk, read-only folder, a file where a folder must be…),
+    however the writing library wraps it, becomes a MiroError naming `final`.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    except OSError as err:
+        raise user_os_error(err, final, writing=True) or err from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if final.is_dir():  # os.replace would name the temporary file, not the target
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(final))
         os.replace(tmp_path, final)
+    except Exception as err:
+        # an error on another file (an input read inside the block) keeps its own name
+        name = getattr(err, "filename", None)
+        other = name not in (None, str(tmp_path), str(final)) and not getattr(
+            err, "filename2", None
+        )
+        raise user_os_error(err, None if other else final, writing=not other) or err from None
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -125,6 +193,115 @@ def output_file(final: str | Path, what: str) -> Iterator[Path]:
             yield tmp
     except OSError as err:
         raise MiroError(f"cannot write {what} {final}: {err.strerror or err}") from None
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and ±inf → None, recursively: JSON has no non-finite numbers."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def dumps_json(value: Any, **kwargs: Any) -> str:
+    """json.dumps that writes valid JSON: non-finite floats become null, never `NaN`."""
+    return json.dumps(json_safe(value), allow_nan=False, **kwargs)
+
+
+# ----------------------------------------------------------------------------
+# Option checks: each stage's config validates its options with these, in __post_init__
+# ----------------------------------------------------------------------------
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_int(name: str, value: Any, minimum: int | None = None) -> None:
+    """An integer option, at least `minimum` when given."""
+    if not _is_int(value):
+        raise MiroError(f"{name} must be an integer, not {value!r}")
+    if minimum is not None and value < minimum:
+        bound = {0: "0 or more", 1: "positive"}.get(minimum, f"at least {minimum}")
+        raise MiroError(f"{name} must be {bound}, not {value}")
+
+
+def check_positive(name: str, value: Any) -> None:
+    check_int(name, value, 1)
+
+
+def check_optional_positive(name: str, value: Any) -> None:
+    if value is not None:
+        check_int(name, value, 1)
+
+
+def check_seed(name: str, value: Any) -> None:
+    """Seeds feed numpy and torch generators: a non-negative integer below 2**32."""
+    check_int(name, value, 0)
+    if value >= 2**32:
+        raise MiroError(f"{name} must be below 2**32, not {value}")
+
+
+def check_finite(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    open_low: bool = False,
+    open_high: bool = False,
+) -> None:
+    """A finite number, within [low, high] (either end open when asked)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise MiroError(f"{name} must be a number, not {value!r}")
+    if not math.isfinite(value):
+        raise MiroError(f"{name} must be a finite number, not {value}")
+    too_low = low is not None and (value <= low if open_low else value < low)
+    too_high = high is not None and (value >= high if open_high else value > high)
+    if too_low or too_high:
+        if high is None and low == 0:
+            bound = "positive" if open_low else "0 or more"
+        else:
+            lo = "-inf" if low is None else f"{low:g}"
+            hi = "inf" if high is None else f"{high:g}"
+            bound = f"in {'(' if open_low else '['}{lo}, {hi}{')' if open_high else ']'}"
+        raise MiroError(f"{name} must be {bound}, not {value:g}")
+
+
+def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        raise MiroError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+
+
+DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+def check_device(name: str, value: Any) -> None:
+    """auto, cpu, cuda, cuda:N (or mps): what torch.device and the CLI's --device accept."""
+    if not isinstance(value, str) or not DEVICE.match(value):
+        raise MiroError(f"{name} must be auto, cpu, cuda or cuda:N, not {value!r}")
+
+
+def check_nonempty_text(name: str, value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise MiroError(f"{name} must not be empty")
+
+
+def check_names(name: str, value: tuple[str, ...] | None, identifiers: bool = True) -> None:
+    """An optional list of names (None: the default set); given, it names at least one."""
+    if value is None:
+        return
+    if not value:
+        raise MiroError(f"{name} names no reward")
+    for item in value:
+        if identifiers:
+            check_identifier(item, "reward name")
+        else:
+            check_nonempty_text(name, item)
 
 
 class RateColumn(ProgressColumn):

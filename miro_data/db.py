@@ -9,6 +9,7 @@ database file, and a killed run loses at most the shards in flight.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -212,6 +213,7 @@ def ingest_part(con: duckdb.DuckDBPyConnection, part: Path) -> dict:
     keyed = retry or not complete
     scope = "AND key IN (SELECT key FROM read_parquet($samples))" if keyed else ""
     params = {"shard": shard, **({"samples": files["samples"]} if keyed else {})}
+    path = _database_path(con)
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(f"DELETE FROM samples WHERE shard = $shard {scope}", params)
@@ -236,11 +238,37 @@ def ingest_part(con: duckdb.DuckDBPyConnection, part: Path) -> dict:
         for reward, info in done["rewards"].items():
             _update_ledger(con, shard, reward, info, complete)
         con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+    except Exception as err:
+        # A failed COMMIT has already ended the transaction: a second error would hide the first.
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+        cause = _storage_failure(err)
+        if cause is None:
+            raise
+        raise MiroError(
+            f"cannot write database {path}: {cause} (nothing of {part.name} was stored;"
+            " it is ingested on the next run)"
+        ) from None
     shutil.rmtree(part, ignore_errors=True)
     return done
+
+
+def _database_path(con: duckdb.DuckDBPyConnection) -> str:
+    row = con.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchone()
+    return str(row[0]) if row and row[0] else "(in memory)"
+
+
+def _storage_failure(err: BaseException) -> str | None:
+    """The root cause when DuckDB could not write its files (full disk, read-only…), else None."""
+    if not isinstance(err, duckdb.Error):
+        return None
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    storage = isinstance(err, duckdb.IOException | duckdb.PermissionException)
+    if not storage and "Could not write" not in text and "Failed to commit" not in text:
+        return None
+    return text.rsplit("Failed to commit: ", 1)[-1]
 
 
 def _update_ledger(

@@ -19,7 +19,14 @@ from pathlib import Path
 
 import polars as pl
 
-from miro_data.common import MiroError, require_file
+from miro_data.common import (
+    MiroError,
+    check_choice,
+    check_int,
+    check_nonempty_text,
+    check_positive,
+    require_file,
+)
 from miro_data.serve import serve_directory
 
 log = logging.getLogger(__name__)
@@ -32,6 +39,10 @@ _READERS = {
     ".jsonl": pl.read_ndjson,
 }
 _DEFAULT_QUALITY = {"jpg": 95, "webp": 95, "png": 9}
+_MAX_QUALITY = {"jpg": 100, "webp": 100, "png": 9}  # png: the zlib compression level
+RESIZE_MODES = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
+DISTRIBUTORS = ("multiprocessing", "pyspark", "ray")
+INCREMENTAL = ("incremental", "overwrite", "extend")
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,25 @@ class DownloadConfig:
     caption_col: str = "caption"
     min_image_size: int = 0
     max_aspect_ratio: float = math.inf
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "processes", "threads", "shard_size", "timeout"):
+            check_positive(f"--{name.replace('_', '-')}", getattr(self, name))
+        check_int("--retries", self.retries, 0)
+        check_int("--min-image-size", self.min_image_size, 0)
+        check_choice("--resize-mode", self.resize_mode, RESIZE_MODES)
+        check_choice("--encode-format", self.encode_format, tuple(_DEFAULT_QUALITY))
+        check_choice("--distributor", self.distributor, DISTRIBUTORS)
+        check_choice("--incremental", self.incremental, INCREMENTAL)
+        if self.encode_quality is not None:
+            check_int("--encode-quality", self.encode_quality, 0)
+            if self.encode_quality > _MAX_QUALITY[self.encode_format]:
+                top = _MAX_QUALITY[self.encode_format]
+                raise MiroError(f"--encode-quality for {self.encode_format} is 0 to {top}")
+        check_nonempty_text("--url-col", self.url_col)
+        check_nonempty_text("--caption-col", self.caption_col)
+        if isinstance(self.max_aspect_ratio, bool) or not self.max_aspect_ratio > 0:
+            raise MiroError(f"max_aspect_ratio must be positive, not {self.max_aspect_ratio}")
 
 
 @dataclass(frozen=True)
@@ -141,8 +171,6 @@ def _run_img2dataset(cfg: DownloadConfig, url_list: Path, extra: list[str]) -> N
 
 def download(cfg: DownloadConfig) -> DownloadReport:
     """Download every URL of the list into WebDataset shards under cfg.out."""
-    if cfg.encode_format not in _DEFAULT_QUALITY:
-        raise MiroError(f"--encode-format must be one of {', '.join(_DEFAULT_QUALITY)}")
     df = read_url_list(cfg.url_list, cfg.url_col, cfg.caption_col)
     df = df.rename({cfg.url_col: "url", cfg.caption_col: "caption"})
     extra = [c for c in df.columns if c not in ("url", "caption")]

@@ -73,14 +73,19 @@ class VaeLatentHook(Hook):
 HOOKS = {"text": TextEmbeddingHook, "vae": VaeLatentHook}
 
 
-def build_hooks(specs: Sequence[str], device: str = "cpu") -> list[Hook]:
-    """'text=google/flan-t5-base', 'vae=madebyollin/sdxl-vae-fp16-fix' → hooks."""
-    hooks = []
+def parse_hooks(specs: Sequence[str]) -> list[tuple[str, str]]:
+    """'text=google/flan-t5-base' → ('text', 'google/flan-t5-base'); checks, loads nothing."""
+    parsed = []
     for spec in specs:
         kind, sep, model = spec.partition("=")
-        if not sep or kind not in HOOKS or not model:
+        if not sep or kind not in HOOKS or not model.strip():
             raise MiroError(f"--hook {spec!r}: expected text=MODEL or vae=MODEL")
-        hooks.append(HOOKS[kind](model, device=device))
-    if len({h.kind for h in hooks}) != len(hooks):
+        parsed.append((kind, model))
+    if len({kind for kind, _ in parsed}) != len(parsed):
         raise MiroError("each hook kind may be given once")
-    return hooks
+    return parsed
+
+
+def build_hooks(specs: Sequence[str], device: str = "cpu") -> list[Hook]:
+    """'text=google/flan-t5-base', 'vae=madebyollin/sdxl-vae-fp16-fix' → hooks."""
+    return [HOOKS[kind](model, device=device) for kind, model in parse_hooks(specs)]

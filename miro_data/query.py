@@ -59,6 +59,12 @@ class QueryConfig:
     out: Path | None = None
     write: bool = False  # open read-write (for CREATE VIEW and the like)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.sql, str) or not self.sql.strip().strip(";").strip():
+            raise MiroError("the SQL statement is empty")
+        if self.out is not None and self.out.suffix.lower() not in WRITERS:
+            raise MiroError(f"--out must end in one of {', '.join(WRITERS)}")
+
 
 def check_statement(sql: str, write: bool) -> None:
     """Exactly one statement, of a type this mode allows; else a one-line MiroError."""
@@ -122,8 +128,6 @@ def query(cfg: QueryConfig) -> pl.DataFrame:
     file that cannot be written leaves the database as it was.
     """
     if cfg.out is not None:
-        if cfg.out.suffix.lower() not in WRITERS:
-            raise MiroError(f"--out must end in one of {', '.join(WRITERS)}")
         check_output(cfg.out, "--out", keep=(cfg.db,))
     check_statement(cfg.sql, cfg.write)
     con = db.connect(cfg.db, read_only=not cfg.write, sandbox=True)

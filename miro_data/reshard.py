@@ -26,9 +26,20 @@ from wids.wids_mmtar import MMIndexedTar
 
 from miro_data import db
 from miro_data.bins import Levels, load_levels
-from miro_data.common import MiroError, progress_bar
+from miro_data.common import (
+    MiroError,
+    check_device,
+    check_names,
+    check_nonempty_text,
+    check_optional_positive,
+    check_positive,
+    check_seed,
+    dumps_json,
+    progress_bar,
+    user_os_error,
+)
 from miro_data.decode import decode_image
-from miro_data.hooks import Hook, build_hooks
+from miro_data.hooks import Hook, build_hooks, parse_hooks
 from miro_data.shards import IMAGE_EXTS, key_problem, list_shards
 
 log = logging.getLogger(__name__)
@@ -52,6 +63,17 @@ class ReshardConfig:
     hook_batch_size: int = 64
     device: str = "cpu"
     overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        check_positive("--shard-size", self.shard_size)
+        check_positive("hook_batch_size", self.hook_batch_size)
+        check_seed("--shuffle-seed", self.shuffle_seed)
+        check_optional_positive("--edges-version", self.edges_version)
+        check_names("--rewards", self.rewards)
+        check_device("--device", self.device)
+        if self.where is not None:
+            check_nonempty_text("--where", self.where)
+        parse_hooks(self.hooks)
 
 
 @dataclass(frozen=True)
@@ -300,22 +322,31 @@ def _manifest(
 
 def reshard(cfg: ReshardConfig) -> ReshardReport:
     """Write shuffled training shards with scores and bins; returns counts."""
-    if cfg.shard_size < 1:
-        raise MiroError("--shard-size must be positive")
+    if cfg.out.exists() and not cfg.out.is_dir():
+        raise MiroError(f"cannot write {cfg.out}: it is a file, not a folder")
     if cfg.out.exists() and any(cfg.out.iterdir()) and not cfg.overwrite:
         raise MiroError(f"{cfg.out} exists and is not empty (pass --overwrite to replace it)")
     version, levels, names, df, excluded = _load_selection(cfg)
     hooks = build_hooks(cfg.hooks, cfg.device)
     # Everything is written into a hidden staging folder that replaces `out` only when complete.
     staging = cfg.out.with_name(f".{cfg.out.name}.partial-{uuid.uuid4().hex[:8]}")
-    staging.mkdir(parents=True)
     try:
+        staging.mkdir(parents=True)
         written = _write_shards(cfg, staging, df, names, levels, version, hooks)
         manifest = _manifest(cfg, names, levels, version, hooks, written)
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        (staging / "manifest.json").write_text(dumps_json(manifest, indent=2))
         _finalize(staging, cfg.out)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
+        # a full disk or a read-only folder names OUT (the old OUT, if any, is untouched)
+        named = getattr(err, "filename", None) is not None
+        mapped = (
+            user_os_error(err, None if named else cfg.out, True)
+            if isinstance(err, Exception)
+            else None
+        )
+        if mapped is None:
+            raise
+        raise mapped from None
     log.info("wrote %d samples in %d shards to %s", df.height, len(written), cfg.out)
     return ReshardReport(cfg.out, len(written), int(df.height), excluded)

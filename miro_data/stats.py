@@ -17,7 +17,13 @@ from scipy import stats as sps
 
 from miro_data import db
 from miro_data.bins import STAT_COLUMNS, load_levels, reward_stats, select_rewards
-from miro_data.common import MiroError, check_output, output_file
+from miro_data.common import (
+    MiroError,
+    check_names,
+    check_optional_positive,
+    check_output,
+    output_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +38,12 @@ class StatsConfig:
     plot: Path | None = None
     version: int | None = None
     rewards: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.plot is not None and self.plot.suffix.lower() != ".png":
+            raise MiroError("--plot must be a .png path")
+        check_optional_positive("--version", self.version)
+        check_names("--rewards", self.rewards)
 
 
 @dataclass(frozen=True)
@@ -70,8 +82,6 @@ def spearman_matrix(values: dict[str, np.ndarray]) -> np.ndarray:
 def stats(cfg: StatsConfig) -> StatsReport:
     """Summaries of each reward's scores; also a PNG when cfg.plot is set."""
     if cfg.plot is not None:
-        if cfg.plot.suffix.lower() != ".png":
-            raise MiroError("--plot must be a .png path")
         check_output(cfg.plot, "--plot", keep=(cfg.db,))  # before the work, not after it
     con = db.connect(cfg.db, read_only=True)
     try:

@@ -19,7 +19,16 @@ import polars as pl
 from PIL import Image
 from scipy import ndimage
 
-from miro_data.common import MiroError, atomic_path, progress_bar
+from miro_data.common import (
+    MiroError,
+    atomic_path,
+    check_finite,
+    check_int,
+    check_positive,
+    check_seed,
+    dumps_json,
+    progress_bar,
+)
 from miro_data.detector import check
 from miro_data.shapes import (
     CATEGORIES,
@@ -47,6 +56,10 @@ class Degradations:
     jpeg: float = 0.2
     caption: float = 0.3
 
+    def __post_init__(self) -> None:
+        for name in self.__dataclass_fields__:
+            check_finite(f"degradation {name}", getattr(self, name), 0, 1)
+
     @classmethod
     def parse(cls, text: str) -> Degradations:
         """'blur=0.5,jpeg=0' → Degradations; 'none' turns every corruption off."""
@@ -60,12 +73,9 @@ class Degradations:
                     f"unknown degradation {name!r}; known: {', '.join(cls.__dataclass_fields__)}"
                 )
             try:
-                p = float(value)
+                values[name] = float(value)  # the range is checked by __post_init__
             except ValueError:
                 raise MiroError(f"degradation {name}: {value!r} is not a probability") from None
-            if not 0 <= p <= 1:
-                raise MiroError(f"degradation {name}: {p} is not in [0, 1]")
-            values[name] = p
         return cls(**values)
 
 
@@ -78,6 +88,11 @@ class SynthConfig:
     size: int = 32
     seed: int = 0
     degradations: Degradations = field(default_factory=Degradations)
+
+    def __post_init__(self) -> None:
+        check_positive("--n", self.n)
+        check_int("--size", self.size, 16)
+        check_seed("--seed", self.seed)
 
 
 # ----------------------------------------------------------------------------
@@ -194,10 +209,6 @@ def generate_sample(index: int, cfg: SynthConfig) -> tuple[np.ndarray, dict]:
 
 def synth(cfg: SynthConfig) -> Path:
     """Write cfg.out/images/*.png and cfg.out/urls.parquet; returns the URL list's path."""
-    if cfg.n <= 0:
-        raise MiroError("--n must be positive")
-    if cfg.size < 16:
-        raise MiroError("--size must be at least 16 pixels")
     images = cfg.out / "images"
     images.mkdir(parents=True, exist_ok=True)
     records = []
@@ -214,6 +225,7 @@ def synth(cfg: SynthConfig) -> Path:
     with atomic_path(url_list) as tmp:
         pl.DataFrame(records).write_parquet(tmp)
     meta = {**asdict(cfg), "out": str(cfg.out)}
-    (cfg.out / "synth.json").write_text(json.dumps(meta, indent=2))
+    with atomic_path(cfg.out / "synth.json") as tmp:
+        tmp.write_text(dumps_json(meta, indent=2))
     log.info("wrote %d images of %dpx and %s", cfg.n, cfg.size, url_list)
     return url_list

@@ -14,7 +14,9 @@ import base64
 import json
 import logging
 import os
+import pickle
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -58,13 +60,19 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     tag = {"format": CHECKPOINT_FORMAT}
-    save_file(_tensors(model), tmp / "model.safetensors", metadata=tag)
-    save_file(_tensors(ema), tmp / "ema.safetensors", metadata=tag)
     opt_state = {"optimizer": optimizer.state_dict()}
     if scaler is not None:
         opt_state["scaler"] = scaler.state_dict()
-    torch.save(opt_state, tmp / "optimizer.pt")
-    (tmp / META).write_text(json.dumps({"format": CHECKPOINT_FORMAT, "step": step, **meta}))
+    try:
+        save_file(_tensors(model), tmp / "model.safetensors", metadata=tag)
+        save_file(_tensors(ema), tmp / "ema.safetensors", metadata=tag)
+        # through a Python file: a full disk is then an OSError, not torch's "unexpected pos"
+        with open(tmp / "optimizer.pt", "wb") as f:
+            torch.save(opt_state, f)
+        (tmp / META).write_text(json.dumps({"format": CHECKPOINT_FORMAT, "step": step, **meta}))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a half-written folder only takes space
+        raise
     if final.exists():  # re-saving a step: swap, so a crash never leaves neither
         old = final.with_name(f".{final.name}.old")
         os.replace(final, old)
@@ -125,10 +133,24 @@ def load_weights(module: nn.Module, ckpt: Path, which: str = "ema") -> None:
 
 
 def load_optimizer(ckpt: Path) -> dict[str, Any]:
+    """The optimizer state, loaded with weights_only: a pickle that would run code is refused."""
+    path = ckpt / "optimizer.pt"
     try:
-        return torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as err:
-        raise MiroError(f"corrupt checkpoint {ckpt}: cannot read optimizer.pt ({err})") from None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, OSError, RuntimeError, EOFError, ValueError) as err:
+        # weights_only refuses any global it does not know: a pickle that would import code
+        unsafe = re.search(r"GLOBAL (\S+)", str(err))
+        if unsafe:
+            raise MiroError(
+                f"{path} is not a safe checkpoint: loading it would import {unsafe.group(1)}"
+                " (refused; nothing in it ran)"
+            ) from None
+        lines = [line for line in str(err).splitlines() if line.strip()]
+        reason = lines[-2].strip() if len(lines) > 2 else lines[0] if lines else "empty file"
+        raise MiroError(f"corrupt checkpoint {ckpt}: cannot read optimizer.pt ({reason})") from None
+    if not isinstance(state, dict) or "optimizer" not in state:
+        raise MiroError(f"corrupt checkpoint {ckpt}: optimizer.pt holds no optimizer state")
+    return state
 
 
 # ----------------------------------------------------------------------------

@@ -19,7 +19,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from miro_data.common import MiroError, atomic_path
+from miro_data.common import (
+    MiroError,
+    atomic_path,
+    check_choice,
+    check_device,
+    check_finite,
+    check_positive,
+    check_seed,
+    dumps_json,
+)
 from miro_data.decode import DecodeError, decode_image
 from miro_data.detector import check
 from miro_data.shapes import CATEGORIES, caption_for, parse_caption, sample_prompt
@@ -133,7 +142,7 @@ def write_manifest(
         rows.append({"file": name, "prompt": prompt, **more})
     manifest = out / "manifest.jsonl"
     with atomic_path(manifest) as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp.write_text("".join(dumps_json(r) + "\n" for r in rows))
     return manifest
 
 
@@ -216,6 +225,19 @@ class GenevalConfig:
     device: str = "auto"
     batch_size: int = 64
 
+    def __post_init__(self) -> None:
+        from miro_train.sample import WEIGHTS, check_targets
+
+        if (self.checkpoint is None) == (self.manifest is None):
+            raise MiroError("give a CHECKPOINT or --manifest (one of the two)")
+        for name in ("prompts_per_category", "images_per_prompt", "steps", "batch_size"):
+            check_positive(f"--{name.replace('_', '-')}", getattr(self, name))
+        check_seed("--seed", self.seed)
+        check_finite("--guidance", self.guidance, 0)
+        check_targets(self.preset, self.target, self.negative)
+        check_choice("--weights", self.weights, WEIGHTS)
+        check_device("--device", self.device)
+
 
 def _generate_for_geneval(cfg: GenevalConfig) -> tuple[list[str], np.ndarray]:
     from miro_train.sample import generate, load_bundle, resolve_targets
@@ -253,10 +275,6 @@ def _generate_for_geneval(cfg: GenevalConfig) -> tuple[list[str], np.ndarray]:
 
 def geneval(cfg: GenevalConfig) -> GenevalResult:
     """GenEval of a checkpoint or manifest; writes results.json, results.md and category grids."""
-    if (cfg.checkpoint is None) == (cfg.manifest is None):
-        raise MiroError("give a CHECKPOINT or --manifest (one of the two)")
-    if cfg.prompts_per_category < 1 or cfg.images_per_prompt < 1:
-        raise MiroError("--prompts-per-category and --images-per-prompt must be positive")
     cfg.out.mkdir(parents=True, exist_ok=True)
     if cfg.manifest is not None:
         rows, images = read_manifest(cfg.manifest)
@@ -266,7 +284,7 @@ def geneval(cfg: GenevalConfig) -> GenevalResult:
     result = score_geneval(prompts, images)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
     with atomic_path(cfg.out / "results.json") as tmp:
-        tmp.write_text(json.dumps({**result.to_dict(), "settings": settings}, indent=2))
+        tmp.write_text(dumps_json({**result.to_dict(), "settings": settings}, indent=2))
     with atomic_path(cfg.out / "results.md") as tmp:
         tmp.write_text(
             f"# Shapes World GenEval\n\n{result.to_markdown()}\n\n{result.n_images} images.\n"
@@ -285,6 +303,10 @@ class RewardEvalConfig:
     rewards: tuple[str, ...]
     out: Path | None = None
     reward_options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.rewards:
+            raise MiroError("--rewards names no reward")
 
 
 def reward_summary(
@@ -314,7 +336,7 @@ def eval_rewards(cfg: RewardEvalConfig) -> dict[str, dict]:
     summary = reward_summary(images, [r["prompt"] for r in rows], rewards)
     out = cfg.out or cfg.manifest.parent
     with atomic_path(out / "rewards.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2))
+        tmp.write_text(dumps_json(summary, indent=2))
     plot_reward_bars({"images": summary}, out / "rewards.png")
     return summary
 

@@ -9,6 +9,7 @@ from its checkpoint alone.
 
 from __future__ import annotations
 
+import inspect
 import json
 from importlib import resources
 from pathlib import Path
@@ -17,7 +18,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from miro_data.common import MiroError
+from miro_data.common import (
+    MiroError,
+    check_choice,
+    check_finite,
+    check_int,
+    check_nonempty_text,
+)
 from miro_train.backbones import BACKBONES
 from miro_train.conditioning import Conditioner, Conditioning
 from miro_train.text import WordEmbedder
@@ -39,7 +46,10 @@ def model_config(name: str) -> dict[str, Any]:
         path = Path(name)
         if not path.exists():
             raise MiroError(f"model config not found: {path}")
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise MiroError(f"model config {path} is not UTF-8 text") from None
     elif name in list_models():
         text = resources.files("miro_train").joinpath(f"configs/{name}.json").read_text()
     else:
@@ -48,9 +58,81 @@ def model_config(name: str) -> dict[str, Any]:
         config = json.loads(text)
     except json.JSONDecodeError as err:
         raise MiroError(f"model config {name}: invalid JSON ({err})") from None
+    check_model_config(name, config)
+    return {"name": Path(name).stem, **config}
+
+
+# What a registry config may hold, section by section: key → type (None: may be null).
+_SECTIONS: dict[str, dict[str, tuple]] = {
+    "conditioning": {
+        "dim": (int,), "fourier_dim": (int,), "hidden": (int, None), "registers": (int,),
+        "layers": (int,), "heads": (int,), "pool": (bool,),
+    },
+    "text": {"kind": ("word", "hf"), "name": (str,), "dim": (int,), "max_len": (int,)},
+    "image": {
+        "space": ("pixel", "latent"), "resolution": (int,), "vae": (str, None),
+        "vae_subfolder": (str, None),
+    },
+}  # fmt: skip
+_TOP_KEYS = {"name", "summary", "backbone", "backbone_args", *_SECTIONS}
+_MAY_BE_ZERO = {"registers", "layers", "attn_levels"}  # counts that may be 0, level indices
+_BUILT_IN = {"in_channels", "input_size", "cond_dim", "pool_cond"}  # set from the spec
+
+
+def _backbone_types(backbone: str) -> dict[str, tuple]:
+    """A backbone's own arguments, typed by their defaults."""
+    params = inspect.signature(BACKBONES[backbone].__init__).parameters
+    return {k: (type(p.default),) for k, p in params.items() if k != "self" and k not in _BUILT_IN}
+
+
+def _check_value(where: str, key: str, value: Any, allowed: tuple) -> None:
+    if value is None and None in allowed:
+        return
+    kind = allowed[0]
+    low = 0 if key in _MAY_BE_ZERO else 1
+    if isinstance(kind, str):  # a fixed set of values
+        check_choice(where, value, [a for a in allowed if a is not None])
+    elif kind is bool:
+        if not isinstance(value, bool):
+            raise MiroError(f"{where} must be true or false, not {value!r}")
+    elif kind is int:
+        check_int(where, value, low)
+    elif kind is float:
+        check_finite(where, value, 0, open_low=True)
+    elif kind is tuple:
+        if not isinstance(value, list) or not value:
+            raise MiroError(f"{where} must be a non-empty list of integers, not {value!r}")
+        for item in value:
+            check_int(where, item, low)
+    else:  # str
+        check_nonempty_text(where, value)
+
+
+def check_model_config(name: str, config: Any) -> None:
+    """Types, signs and key names of a registry config, so a typo fails here in one line."""
+    if not isinstance(config, dict):
+        raise MiroError(f"model config {name}: expected a JSON object")
     if config.get("backbone") not in BACKBONES:
         raise MiroError(f"model config {name}: backbone must be one of {', '.join(BACKBONES)}")
-    return {"name": Path(name).stem, **config}
+    sections = {**_SECTIONS, "backbone_args": _backbone_types(config["backbone"])}
+    unknown = set(config) - _TOP_KEYS
+    if unknown:
+        raise MiroError(f"model config {name}: unknown key(s) {', '.join(sorted(unknown))}")
+    text = config.get("text") or {}
+    if isinstance(text, dict) and text.get("kind") == "hf" and "name" not in text:
+        raise MiroError(f"model config {name}: text.name is required with text.kind hf")
+    if "dim" not in (config.get("conditioning") or {}):
+        raise MiroError(f"model config {name}: conditioning.dim is required")
+    for section, types in sections.items():
+        values = config.get(section, {})
+        if not isinstance(values, dict):
+            raise MiroError(f"model config {name}: {section} must be a JSON object")
+        for key, value in values.items():
+            if key not in types:
+                raise MiroError(
+                    f"model config {name}: unknown key {section}.{key}; known: {', '.join(types)}"
+                )
+            _check_value(f"model config {name}: {section}.{key}", key, value, types[key])
 
 
 # ----------------------------------------------------------------------------
@@ -134,7 +216,7 @@ class MiroModel(nn.Module):
 def build_model(spec: dict[str, Any]) -> MiroModel:
     try:
         return MiroModel(spec)
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, AssertionError, RuntimeError) as err:
         raise MiroError(f"model {spec.get('name')!r}: invalid configuration ({err})") from None
 
 

@@ -12,7 +12,6 @@ reward's learned "missing" embedding.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -24,7 +23,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from miro_data.common import MiroError, atomic_path, progress_bar
+from miro_data.common import (
+    MiroError,
+    atomic_path,
+    check_choice,
+    check_device,
+    check_finite,
+    check_positive,
+    check_seed,
+    dumps_json,
+    progress_bar,
+)
 from miro_train.checkpoint import find_checkpoint, load_weights, read_meta
 from miro_train.codec import Codec
 from miro_train.dist import pick_device
@@ -34,6 +43,8 @@ from miro_train.models import MiroModel, build_model
 log = logging.getLogger(__name__)
 
 Targets = dict[str, float | None]  # reward → value in [0, 1], None = missing
+PRESETS = ("high", "isolate", "pair")
+WEIGHTS = ("ema", "model")
 
 
 @dataclass
@@ -53,8 +64,7 @@ class ModelBundle:
 
 def load_bundle(checkpoint: str | Path, device: str = "auto", weights: str = "ema") -> ModelBundle:
     """Load a miro checkpoint (a checkpoint folder, or a run folder → its latest)."""
-    if weights not in ("ema", "model"):
-        raise MiroError(f"--weights must be ema or model, not {weights!r}")
+    check_choice("--weights", weights, WEIGHTS)
     ckpt = find_checkpoint(checkpoint)
     meta = read_meta(ckpt)
     dev = pick_device(device)
@@ -69,14 +79,17 @@ def load_bundle(checkpoint: str | Path, device: str = "auto", weights: str = "em
 # ----------------------------------------------------------------------------
 
 
-def parse_values(text: str, rewards: Sequence[str], what: str = "--target") -> Targets:
-    """'aesthetic=0.625,pickscore=1' → {reward: value}; checks names and the [0, 1] range."""
+def parse_values(text: str, rewards: Sequence[str] | None, what: str = "--target") -> Targets:
+    """'aesthetic=0.625,pickscore=1' → {reward: value}; checks names and the [0, 1] range.
+
+    With `rewards` None only the syntax and the values are checked (before a checkpoint is read).
+    """
     out: Targets = {}
     for item in filter(None, (p.strip() for p in text.split(","))):
         name, sep, raw = (s.strip() for s in item.partition("="))
         if not sep:
             raise MiroError(f"{what}: {item!r} is not REWARD=VALUE")
-        if name not in rewards:
+        if rewards is not None and name not in rewards:
             known = ", ".join(rewards) or "none (a baseline checkpoint)"
             raise MiroError(f"{what}: the checkpoint knows no reward {name!r}; it knows: {known}")
         if raw.lower() in ("none", "missing", "null"):
@@ -86,7 +99,7 @@ def parse_values(text: str, rewards: Sequence[str], what: str = "--target") -> T
             value = float(raw)
         except ValueError:
             raise MiroError(f"{what}: {name}={raw!r} is not a number") from None
-        if not 0.0 <= value <= 1.0:
+        if not 0.0 <= value <= 1.0:  # NaN too
             raise MiroError(f"{what}: {name}={value} is outside [0, 1]")
         out[name] = value
     return out
@@ -114,6 +127,20 @@ def resolve_targets(
     elif kind != "high":
         raise MiroError(f"unknown preset {preset!r}; use high, isolate:REWARD or pair:A,B@t")
     return pos | parse_values(target, rewards), neg | parse_values(negative, rewards, "--negative")
+
+
+def check_targets(preset: str, target: str, negative: str) -> None:
+    """The preset's and the overrides' syntax and values, before a checkpoint is read."""
+    kind, _, arg = preset.partition(":")
+    if kind not in PRESETS or (kind == "high") != (arg == ""):
+        raise MiroError(f"unknown preset {preset!r}; use high, isolate:REWARD or pair:A,B@t")
+    if kind == "pair":
+        names, _, t = arg.partition("@")
+        if len(names.split(",")) != 2 or not t:
+            raise MiroError(f"--preset {preset!r}: write pair:A,B@t, e.g. pair:aesthetic,clip@0.3")
+        parse_values(f"{names.split(',')[0]}={t}", None, "--preset pair")
+    parse_values(target, None)
+    parse_values(negative, None, "--negative")
 
 
 def _vectors(values: Targets | Sequence[Targets], rewards: list[str], n: int) -> torch.Tensor:
@@ -202,23 +229,27 @@ class SampleConfig:
     weights: str = "ema"
     overwrite: bool = False
 
-
-def _check(cfg: SampleConfig) -> None:
-    if not cfg.prompts:
-        raise MiroError("no prompts: give --prompt TEXT or --prompts FILE")
-    if cfg.n <= 0 or cfg.steps <= 0 or cfg.best_of <= 0 or cfg.batch_size <= 0:
-        raise MiroError("--n, --steps, --best-of and --batch-size must be positive")
-    if cfg.best_of > 1 and not cfg.select_by:
-        raise MiroError("--best-of needs --select-by REWARD")
-    if (cfg.out / "manifest.jsonl").exists() and not cfg.overwrite:
-        raise MiroError(
-            f"{cfg.out} already holds samples: choose another --out or pass --overwrite"
-        )
+    def __post_init__(self) -> None:
+        """Every option checked here, before the checkpoint is read."""
+        if not self.prompts:
+            raise MiroError("no prompts: give --prompt TEXT or --prompts FILE")
+        for name in ("n", "steps", "best_of", "batch_size"):
+            check_positive(f"--{name.replace('_', '-')}", getattr(self, name))
+        check_finite("--guidance", self.guidance, 0)
+        check_seed("--seed", self.seed)
+        check_targets(self.preset, self.target, self.negative)
+        check_device("--device", self.device)
+        check_choice("--weights", self.weights, WEIGHTS)
+        if self.best_of > 1 and not self.select_by:
+            raise MiroError("--best-of needs --select-by REWARD")
 
 
 def sample(cfg: SampleConfig) -> Path:
     """Draw n images per prompt; returns the manifest's path."""
-    _check(cfg)
+    if (cfg.out / "manifest.jsonl").exists() and not cfg.overwrite:
+        raise MiroError(
+            f"{cfg.out} already holds samples: choose another --out or pass --overwrite"
+        )
     bundle = load_bundle(cfg.checkpoint, cfg.device, cfg.weights)
     if not bundle.rewards and (cfg.target or cfg.negative or cfg.preset != "high"):
         raise MiroError(
@@ -230,6 +261,7 @@ def sample(cfg: SampleConfig) -> Path:
         from miro_data.rewards import build_reward
 
         scorer = build_reward(str(cfg.select_by))
+    cfg.out.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails before sampling
     items = [(p, k) for p in cfg.prompts for k in range(cfg.n)]
     seeds = [cfg.seed + i * cfg.best_of + j for i in range(len(items)) for j in range(cfg.best_of)]
     captions = [p for p, _ in items for _ in range(cfg.best_of)]
@@ -261,7 +293,7 @@ def sample(cfg: SampleConfig) -> Path:
     _write_grid(np.stack(chosen), cfg.out / "grid.png", cfg.n)
     manifest = cfg.out / "manifest.jsonl"
     with atomic_path(manifest) as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp.write_text("".join(dumps_json(r) + "\n" for r in rows))
     log.info("wrote %d images, grid.png and %s", len(rows), manifest)
     return manifest
 

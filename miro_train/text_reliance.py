@@ -18,7 +18,14 @@ from typing import Any
 
 import torch
 
-from miro_data.common import MiroError
+from miro_data.common import (
+    MiroError,
+    check_choice,
+    check_device,
+    check_int,
+    check_positive,
+    check_seed,
+)
 from miro_train.data import Shards, make_loader, next_batch, open_shards
 from miro_train.experiments.common import save_json
 from miro_train.flow import flow_loss
@@ -41,6 +48,21 @@ class TextRelianceConfig:
     weights: str = "ema"
     out: Path | None = None  # a JSON file for the results, when set
 
+    def __post_init__(self) -> None:
+        from miro_train.sample import WEIGHTS
+
+        if not self.checkpoints:
+            raise MiroError("no checkpoints given")
+        check_positive("--samples", self.samples)
+        check_int("--batch-size", self.batch_size, 2)  # captions are shifted within a batch
+        if not self.times or any(
+            not isinstance(t, int | float) or not 0.0 < t < 1.0 for t in self.times
+        ):
+            raise MiroError("--times must be values strictly between 0 and 1")
+        check_seed("--seed", self.seed)
+        check_device("--device", self.device)
+        check_choice("--weights", self.weights, WEIGHTS)
+
 
 def shift_captions(
     text: torch.Tensor, mask: torch.Tensor | None
@@ -49,20 +71,8 @@ def shift_captions(
     return text.roll(1, dims=0), None if mask is None else mask.roll(1, dims=0)
 
 
-def _check(cfg: TextRelianceConfig) -> None:
-    if not cfg.checkpoints:
-        raise MiroError("no checkpoints given")
-    if cfg.samples <= 0:
-        raise MiroError("--samples must be positive")
-    if cfg.batch_size < 2:
-        raise MiroError("--batch-size must be at least 2 (captions are shifted within a batch)")
-    if not cfg.times or any(not 0.0 < t < 1.0 for t in cfg.times):
-        raise MiroError("--times must be values strictly between 0 and 1")
-
-
 def text_reliance(cfg: TextRelianceConfig) -> list[dict[str, Any]]:
     """One result per checkpoint: the loss with true and shifted captions at each t, the rise."""
-    _check(cfg)
     shards = open_shards(cfg.shards)
     if shards.total < 2:
         raise MiroError(f"{cfg.shards} holds fewer than two samples")

@@ -20,7 +20,21 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from miro_data.common import MiroError, keep_freed_memory, progress_bar
+from miro_data.common import (
+    MiroError,
+    check_choice,
+    check_device,
+    check_finite,
+    check_identifier,
+    check_int,
+    check_nonempty_text,
+    check_optional_positive,
+    check_positive,
+    check_seed,
+    keep_freed_memory,
+    progress_bar,
+    user_os_error,
+)
 from miro_train import dist
 from miro_train.checkpoint import (
     find_checkpoint,
@@ -30,16 +44,19 @@ from miro_train.checkpoint import (
     rng_state,
     save_checkpoint,
     set_rng_state,
+    step_dir,
 )
 from miro_train.codec import Codec
 from miro_train.data import make_loader, next_batch
 from miro_train.flow import flow_loss, shift_at
 from miro_train.models import MiroModel, build_model, count_parameters
 from miro_train.optim import Ema, lr_at, make_optimizer
-from miro_train.prepare import amp_context, check_world, latent_stats, prepare_run
+from miro_train.prepare import PRECISIONS, amp_context, check_world, latent_stats, prepare_run
 from miro_train.runlog import RunLog
 
 log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("adamw", "lamb")
 
 
 @dataclass(frozen=True)
@@ -80,6 +97,43 @@ class TrainConfig:
     resume: bool = False
     tensorboard: bool = False
     vocab_samples: int = 100_000
+
+    def __post_init__(self) -> None:
+        """Every option checked here, before anything is read or written."""
+        for name in ("steps", "batch_size", "log_every", "ckpt_every", "shuffle_buffer",
+                     "vocab_samples"):  # fmt: skip
+            check_positive(f"--{name.replace('_', '-')}", getattr(self, name))
+        for name in ("resolution", "keep"):
+            check_optional_positive(f"--{name}", getattr(self, name))
+        check_int("--warmup", self.warmup, 0)
+        check_seed("--seed", self.seed)
+        if self.workers is not None:
+            check_int("--workers", self.workers, 0)
+        check_finite("--lr", self.lr, 0, open_low=True)
+        check_finite("--weight-decay", self.weight_decay, 0)
+        check_finite("--grad-clip", self.grad_clip, 0, open_low=True)
+        check_finite("--ema", self.ema, 0, 1, open_high=True)
+        check_finite("--time-shift", self.time_shift, 0, open_low=True)
+        if self.time_shift_end is not None:
+            check_finite("--time-shift-end", self.time_shift_end, 0, open_low=True)
+        check_finite("min_lr_ratio", self.min_lr_ratio, 0, 1)
+        check_finite("self_cond_rate", self.self_cond_rate, 0, 1)
+        if len(self.betas) != 2:
+            raise MiroError(f"betas must be two numbers, not {self.betas!r}")
+        for beta in self.betas:
+            check_finite("betas", beta, 0, 1, open_high=True)
+        check_choice("--optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("--precision", self.precision, PRECISIONS)
+        check_device("--device", self.device)
+        check_nonempty_text("--model", self.model)
+        for name in ("text_encoder", "vae", "vae_subfolder"):
+            if getattr(self, name) is not None:
+                check_nonempty_text(f"--{name.replace('_', '-')}", getattr(self, name))
+        if self.rewards is not None:
+            if not self.rewards:
+                raise MiroError("--rewards names no reward")
+            for reward in self.rewards:
+                check_identifier(reward, "reward name")
 
 
 @dataclass
@@ -167,16 +221,7 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, callback: Callable | None) -> 
     generator = torch.Generator(device).manual_seed(cfg.seed * 1000 + info.rank)
     step = 0
     if run.resume is not None:
-        meta = read_meta(run.resume)
-        load_weights(model, run.resume, "model")
-        load_weights(ema.model, run.resume, "ema")
-        state = load_optimizer(run.resume)
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-        if check_world(meta, info):
-            set_rng_state(meta["rng"][info.rank], generator)
-        step = int(meta["step"])
+        step = _restore(run.resume, model, ema, optimizer, scaler, generator, info)
         log.info("resuming %s at step %d", cfg.out, step)
     elif spec["image"]["space"] == "latent" and spec["image"].get("mean") is None:
         spec["image"] |= latent_stats(run.shards, spec, run.batch_spec, device)
@@ -255,15 +300,8 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, callback: Callable | None) -> 
             if step % cfg.ckpt_every == 0 or step == cfg.steps:
                 rngs = dist.gather(rng_state(generator), info)
                 if info.main:
-                    ckpt = last_ckpt = save_checkpoint(
-                        cfg.out,
-                        step,
-                        model=model,
-                        ema=ema.model,
-                        optimizer=optimizer,
-                        scaler=scaler,
-                        meta={**meta, "rng": rngs},
-                        keep=cfg.keep,
+                    ckpt = last_ckpt = _save(
+                        cfg, step, model, ema, optimizer, scaler, {**meta, "rng": rngs}
                     )
                 dist.barrier(info)
             if callback is not None:
@@ -274,6 +312,54 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, callback: Callable | None) -> 
         runlog.plot(cfg.out / "loss.png", f"{spec['name']} ({kind})")
         runlog.close()
     return last_ckpt or find_checkpoint(cfg.out)
+
+
+def _save(
+    cfg: TrainConfig,
+    step: int,
+    model: MiroModel,
+    ema: Ema,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    meta: dict[str, Any],
+) -> Path:
+    """save_checkpoint, with a full disk or an unwritable folder as one line naming it."""
+    try:
+        return save_checkpoint(cfg.out, step, model=model, ema=ema.model, optimizer=optimizer,
+                               scaler=scaler, meta=meta, keep=cfg.keep)  # fmt: skip
+    except Exception as err:
+        mapped = user_os_error(err, step_dir(cfg.out, step), writing=True)
+        if mapped is None:
+            raise
+        raise MiroError(f"{mapped} (the checkpoints written before are intact)") from None
+
+
+def _restore(
+    ckpt: Path,
+    model: MiroModel,
+    ema: Ema,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    generator: torch.Generator,
+    info: dist.DistInfo,
+) -> int:
+    """Weights, optimizer, scaler and RNG streams of a checkpoint; returns its step."""
+    meta = read_meta(ckpt)
+    load_weights(model, ckpt, "model")
+    load_weights(ema.model, ckpt, "ema")
+    state = load_optimizer(ckpt)
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise MiroError(
+            f"checkpoint {ckpt}: optimizer.pt does not fit the model ({first})"
+        ) from None
+    if check_world(meta, info):
+        set_rng_state(meta["rng"][info.rank], generator)
+    return int(meta["step"])
 
 
 def _jsonable(cfg: TrainConfig) -> dict[str, Any]:

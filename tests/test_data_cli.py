@@ -72,7 +72,7 @@ def test_bad_inputs_get_one_line_and_a_nonzero_exit(pipeline, tmp_path: Path) ->
 
     connect(empty_db, create=True).close()
     cases = [
-        (("data", "synth", tmp_path / "s", "--degrade", "blur=2"), "not in [0, 1]"),
+        (("data", "synth", tmp_path / "s", "--degrade", "blur=2"), "blur must be in [0, 1]"),
         (("data", "download", tmp_path / "missing.parquet", tmp_path / "d"), "URL list not found"),
         (("data", "download", no_caption, tmp_path / "d"), "lacks column(s) caption"),
         (

@@ -241,11 +241,11 @@ def test_requested_rewards_must_be_in_the_shards(world, tmp_path):
     )
     _fails(
         ["train", str(world[1]), "--out", str(tmp_path / "r"), "--time-shift", "0"],
-        "--time-shift and --time-shift-end must be positive",
+        "--time-shift must be positive",
     )
     _fails(
         ["train", str(world[1]), "--out", str(tmp_path / "r"), "--time-shift-end", "-1"],
-        "--time-shift and --time-shift-end must be positive",
+        "--time-shift-end must be positive",
     )
     bare = write_shards(tmp_path / "bare", n=8, with_rewards=False)
     _fails(["train", str(bare), "--out", str(tmp_path / "r")], "train with --baseline")

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from miro_data.common import MiroError
+from miro_data.common import MiroError, check_names, check_positive
 from miro_data.shapes import CATEGORIES, parse_caption
 from miro_train.evaluate import geneval_prompts, score_geneval
 from miro_train.experiments.common import EvalSettings, metric_rewards, save_json, write_report
@@ -35,6 +35,12 @@ class BestOfNConfig:
     eval: EvalSettings = field(
         default_factory=lambda: EvalSettings(prompts_per_category=4, images_per_prompt=2)
     )
+
+    def __post_init__(self) -> None:
+        check_positive("--n-max", self.n_max)
+        if not self.checkpoints:
+            raise MiroError("give at least one checkpoint")
+        check_names("--select-by", self.select_by, identifiers=False)
 
 
 def n_values(n_max: int) -> list[int]:
@@ -80,10 +86,6 @@ def _curves(
 def best_of_n(cfg: BestOfNConfig) -> dict[str, Any]:
     from miro_train.sample import load_bundle
 
-    if cfg.n_max < 1:
-        raise MiroError("--n-max must be at least 1")
-    if not cfg.checkpoints:
-        raise MiroError("give at least one checkpoint")
     select = cfg.select_by or cfg.eval.rewards
     scorers = {r.name: r for r in metric_rewards(select)}
     base = geneval_prompts(cfg.eval.prompts_per_category, cfg.eval.seed)

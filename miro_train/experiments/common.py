@@ -18,7 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from miro_data.common import MiroError, atomic_path
+from miro_data.common import (
+    MiroError,
+    atomic_path,
+    check_device,
+    check_finite,
+    check_int,
+    check_nonempty_text,
+    check_positive,
+    check_seed,
+    dumps_json,
+)
 from miro_data.rewards import Reward, build_reward
 from miro_train.evaluate import geneval_prompts, reward_summary, score_geneval
 
@@ -48,6 +58,18 @@ class EvalSettings:
     batch_size: int = 96
     device: str = "auto"
 
+    def __post_init__(self) -> None:
+        for name, value in (("--prompts-per-category", self.prompts_per_category),
+                            ("--images-per-prompt", self.images_per_prompt),
+                            ("--sampler-steps", self.sampler_steps),
+                            ("batch_size", self.batch_size)):  # fmt: skip
+            check_positive(name, value)
+        check_finite("--guidance", self.guidance, 0)
+        check_seed("--seed", self.seed)
+        check_device("--device", self.device)
+        if not self.rewards:
+            raise MiroError("an evaluation needs at least one metric reward")
+
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -64,6 +86,19 @@ class TrainSettings:
     seed: int = 0
     eval_every: int = 500
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_nonempty_text("--model", self.model)
+        for name in ("steps", "batch_size", "eval_every"):
+            check_positive(f"--{name.replace('_', '-')}", getattr(self, name))
+        check_int("--warmup", self.warmup, 0)
+        check_finite("--lr", self.lr, 0, open_low=True)
+        check_finite("--ema", self.ema, 0, 1, open_high=True)
+        check_finite("--time-shift", self.time_shift, 0, open_low=True)
+        if self.time_shift_end is not None:
+            check_finite("--time-shift-end", self.time_shift_end, 0, open_low=True)
+        check_seed("--seed", self.seed)
+        check_device("--device", self.device)
 
 
 def metric_rewards(names: Sequence[str], also: Sequence[str] = ()) -> list[Reward]:
@@ -150,7 +185,9 @@ def checkpoints_by_step(run: Path) -> list[tuple[int, Path]]:
 
 def save_json(path: Path, payload: Any) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, default=_jsonable))
+        # through plain JSON types first, so NaN inside dataclasses becomes null too
+        plain = json.loads(json.dumps(payload, default=_jsonable))
+        tmp.write_text(dumps_json(plain, indent=2))
 
 
 def _jsonable(value: Any) -> Any:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from miro_data.common import check_names
 from miro_train.experiments.common import (
     EvalSettings,
     TrainSettings,
@@ -42,6 +43,9 @@ class CompareConfig:
     train: TrainSettings = field(default_factory=TrainSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     rewards: tuple[str, ...] | None = None  # MIRO's conditioning; None: all in the manifest
+
+    def __post_init__(self) -> None:
+        check_names("--rewards", self.rewards)
 
 
 def _shift(train: TrainSettings) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from miro_data.common import MiroError
+from miro_data.common import MiroError, check_names
 from miro_train.data import open_shards
 from miro_train.experiments.common import (
     EvalSettings,
@@ -42,6 +42,11 @@ class SingleVsMultiConfig:
     eval: EvalSettings = field(default_factory=EvalSettings)
     multi: Path | None = None  # an existing multi-reward run (else trained here)
     baseline: Path | None = None  # an existing baseline run (else trained here)
+
+    def __post_init__(self) -> None:
+        check_names("--rewards", self.rewards)
+        if self.rewards is not None and len(self.rewards) < 2:
+            raise MiroError("single-vs-multi needs at least two rewards")
 
 
 def single_vs_multi(cfg: SingleVsMultiConfig) -> dict[str, Any]:

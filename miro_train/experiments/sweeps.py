@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-from miro_data.common import MiroError
+from miro_data.common import MiroError, check_finite, check_names
 from miro_train.experiments.common import (
     EvalSettings,
     evaluate,
@@ -38,13 +38,18 @@ class SweepConfig:
     values: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     eval: EvalSettings = field(default_factory=EvalSettings)
 
+    def __post_init__(self) -> None:
+        check_names("--rewards", self.rewards)
+        if not self.values:
+            raise MiroError("--values names no target")
+        for value in self.values:
+            check_finite("--values", value, 0, 1)
+
 
 def sweep(cfg: SweepConfig) -> dict[str, Any]:
     """For each swept reward R and value v: s⁺ = all 1 except R = v, s⁻ = all 0; evaluate."""
     from miro_train.sample import load_bundle
 
-    if any(not 0 <= v <= 1 for v in cfg.values):
-        raise MiroError("sweep values must lie in [0, 1]")
     bundle = load_bundle(cfg.checkpoint, cfg.eval.device)
     require_rewards(bundle, "sweep")
     swept = list(cfg.rewards or bundle.rewards)
@@ -129,6 +134,12 @@ class GuidanceConfig:
     out: Path
     scales: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 5.0, 7.0)
     eval: EvalSettings = field(default_factory=EvalSettings)
+
+    def __post_init__(self) -> None:
+        if not self.scales:
+            raise MiroError("--scales names no guidance scale")
+        for scale in self.scales:
+            check_finite("--scales", scale, 0)
 
 
 def guidance(cfg: GuidanceConfig) -> dict[str, Any]:
