@@ -173,12 +173,14 @@ def check_output(path: str | Path, what: str, keep: tuple[Path, ...] = ()) -> Pa
         if resolved in (Path(precious).resolve(), Path(f"{precious}.wal").resolve()):
             raise MiroError(f"{what} {path} would overwrite {precious}")
     if path.is_dir():
-        raise MiroError(f"cannot write {what} {path}: it is a directory")
+        raise MiroError(f"cannot write {what} {path}: {os.strerror(errno.EISDIR)}")
     ancestor = path.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise MiroError(f"cannot write {what} {path}: {ancestor} is not a folder")
+        raise MiroError(f"cannot write {what} {path}: {ancestor} is a file, not a folder")
+    if os.statvfs(ancestor).f_flag & os.ST_RDONLY:
+        raise MiroError(f"cannot write {what} {path}: {os.strerror(errno.EROFS)}")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise MiroError(f"cannot write {what} {path}: {ancestor} is not writable")
     return path

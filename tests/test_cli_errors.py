@@ -298,9 +298,12 @@ def test_outputs_under_a_file_or_onto_a_folder_are_one_line(database: Path, tmp_
     (tmp_path / "adir.csv").mkdir()
     sql = "SELECT 1 AS a"
     for out, fragment in [
-        (blocker / "q.csv", f"cannot write {blocker / 'q.csv'}: {blocker} is a file, not a folder"),
+        (
+            blocker / "q.csv",
+            f"cannot write --out {blocker / 'q.csv'}: {blocker} is a file, not a folder",
+        ),
         (blocker / "deeper" / "q.csv", f"{blocker} is a file, not a folder"),
-        (tmp_path / "adir.csv", f"cannot write {tmp_path / 'adir.csv'}: Is a directory"),
+        (tmp_path / "adir.csv", f"cannot write --out {tmp_path / 'adir.csv'}: Is a directory"),
     ]:
         assert_one_line(run("data", "query", database, sql, "--out", out), fragment)
     assert_one_line(run("data", "synth", blocker / "s", "--n", "2"), "is a file, not a folder")
@@ -331,7 +334,7 @@ def test_read_only_filesystem_is_one_line(database: Path, tmp_path: Path) -> Non
     with small_filesystem(tmp_path / "ro", "1m", read_only=True) as ro:
         line = assert_one_line(
             run("data", "query", database, "SELECT 1 AS a", "--out", ro / "q.csv"),
-            f"cannot write {ro / 'q.csv'}",
+            f"cannot write --out {ro / 'q.csv'}",
         )
         assert "Read-only file system" in line
         assert_one_line(run("data", "synth", ro / "s", "--n", "2"), "Read-only file system")

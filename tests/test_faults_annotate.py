@@ -85,7 +85,6 @@ BAD_OPTIONS = [
     (("--device", "tpu"), "--device 'tpu'"),
     (("--device", "cuda:x"), "--device 'cuda:x'"),
     (("--device", "cuda:-1"), "--device 'cuda:-1'"),
-    (("--precision", "fp8"), "--precision 'fp8'"),
     (("--max-pixels", "0"), "--max-pixels must be 1 or more"),
     (("--max-pixels", "100000000000"), "--max-pixels must be at most"),
     (("-r", "nosuch"), "unknown reward 'nosuch'"),
