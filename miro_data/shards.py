@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 # The image members every stage accepts: annotate decodes them, reshard copies them, the
 # trainer decodes them again with the same decoder (miro_data.decode), first match wins.
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif")
-_META_MEMBER = re.compile(r"__[^/]*__($|/)")  # webdataset skips these members
 _JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
                int: "a number", float: "a number", type(None): "null"}  # fmt: skip
 
@@ -170,78 +169,13 @@ def _groups(
         yield key, group
 
 
-_REGULAR = (b"0", b"\0", b"7", b"S")  # tarfile's REGULAR_TYPES
-_GNU_TYPES = (b"L", b"K", b"S")
-
-
-def _nts(field: bytes) -> str:
-    """A NUL-terminated header field, decoded as tarfile does."""
-    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-
-
-def _number(field: bytes) -> int:
-    if field[0] & 0x80:  # base-256 (GNU, sizes of 8 GiB and more)
-        return int.from_bytes(field[1:], "big")
-    return int(field.strip(b"\0 ") or b"0", 8)
-
-
-def _pax(data: bytes) -> dict[str, str]:
-    """A PAX extended header's records ('LEN key=value\\n')."""
-    records, pos = {}, 0
-    while pos < len(data) and (space := data.find(b" ", pos)) > 0:
-        length = int(data[pos:space])
-        if length <= space - pos:  # a record is longer than its length field
-            break
-        key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
-        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
-        pos += length
-    return records
-
-
-def _regular_names(path: Path) -> Iterator[str]:
-    """Names of the tar's regular members, as tarfile reads them, from the headers alone: the
-    data is seeked over (tarfile itself takes ~0.2 ms a member, a third of a shard's read)."""
-    with open(path, "rb") as f:
-        long_name, pax = None, {}
-        while len(header := f.read(512)) == 512 and any(header):
-            kind, size = header[156:157], _number(header[124:136])
-            if kind in (b"L", b"x"):  # GNU long name / PAX header: they describe the next member
-                data = f.read(size)
-                f.seek(-size % 512, 1)
-                long_name, pax = (_nts(data), pax) if kind == b"L" else (long_name, _pax(data))
-                continue
-            size = int(pax.get("size", size))
-            f.seek(size + -size % 512, 1)
-            name, prefix = _nts(header[:100]), _nts(header[345:500])
-            if prefix and kind not in _GNU_TYPES:
-                name = f"{prefix}/{name}"
-            name = pax.get("path") or long_name or name
-            long_name, pax = None, {}
-            if kind in _REGULAR and not name.endswith("/"):
-                yield name
-
-
-def _repeated_keys(path: Path) -> set[str]:
-    """Keys that name more than one sample in the tar.
-
-    Random access (reshard) finds a member by name, so a key used twice cannot say which
-    image was scored: every sample under it fails."""
-    counts: Counter[str] = Counter()
-    try:
-        names = (base_plus_ext(n) for n in _regular_names(path) if not _META_MEMBER.match(n))
-        counts.update(k for k, _ in _groups((k, x, None) for k, x in names if k is not None))
-    except (OSError, ValueError):
-        pass  # damage is recorded by the reading pass
-    return {k for k, n in counts.items() if n > 1}
-
-
 def iter_samples(shard: Shard, errors: list[str] | None = None) -> Iterator[RawSample]:
     """Stream a shard's samples in order.
 
     A damaged or unreadable tar ends the stream at the damage instead of raising; the reason
     is appended to `errors` so the caller can record it (and not mark the shard done). The
-    2nd, 3rd … sample under a repeated key is renamed `KEY.dup2` … (a key never contains a
-    dot) so that every sample keeps a key of its own.
+    first sample under a key is the key's (reshard's random access reads that one too); the
+    2nd, 3rd … are failures renamed `KEY.dup2` …, so that every sample keeps a key of its own.
     """
     errors = errors if errors is not None else []
     n_errors = len(errors)
@@ -251,7 +185,6 @@ def iter_samples(shard: Shard, errors: list[str] | None = None) -> Iterator[RawS
         return False
 
     try:
-        repeated = _repeated_keys(shard.path)
         stream = open(shard.path, "rb")  # noqa: SIM115 — closed below, after the generator ends
     except OSError as err:
         errors.append(f"cannot open the shard: {err.strerror or err}")
@@ -260,9 +193,11 @@ def iter_samples(shard: Shard, errors: list[str] | None = None) -> Iterator[RawS
     with stream:
         for key, members in _groups(_members(shard.path, stream, stop)):
             seen[key] += 1
-            raw = to_raw_sample(key if seen[key] == 1 else f"{key}.dup{seen[key]}", members)
-            if key in repeated and raw.error is None:
-                raw.error = f"duplicate key: several samples of this shard are named {key!r}"
+            if seen[key] == 1:
+                yield to_raw_sample(key, members)
+                continue
+            raw = to_raw_sample(f"{key}.dup{seen[key]}", members)
+            raw.error = raw.error or f"duplicate key: an earlier sample of this shard is {key!r}"
             yield raw
     if len(errors) == n_errors and not _has_end_marker(shard.path):
         errors.append("truncated tar: no end-of-archive marker (samples after the cut are lost)")
