@@ -366,3 +366,24 @@ def test_images_over_the_budget_are_failure_rows_and_jpegs_shrink_to_fit(tmp_pat
     sizes = dict(_rows(db, "SELECT key, [width, height] FROM samples WHERE status = 'ok'"))
     assert len(sizes) == 12 and sizes["a_photo"] == sizes["b_photo"] == [200, 200]
     _check_ledger(db, {"a", "b"})
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_random_access_reads_long_names_and_the_first_of_a_repeated_name(
+    tmp_path: Path, fmt: int
+) -> None:
+    long_key = "k" * 150  # past ustar's 100 bytes: a GNU long-name or PAX header carries it
+    first, second = _encode(_picture(1), "PNG"), _encode(_picture(2), "PNG")
+    with tarfile.open(tmp_path / "s.tar", "w", format=fmt) as tar:
+        for name, data in [(f"{long_key}.png", first), ("a.png", first), ("a.png", second)]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    sources = _Sources(str(tmp_path))
+    try:
+        assert sources.read("s", long_key, "png") == first
+        assert sources.read("s", "a", "png") == first
+        with pytest.raises(MiroError, match="missing"):
+            sources.read("s", "nosuch", "png")
+    finally:
+        sources.close()
