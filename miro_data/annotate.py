@@ -14,6 +14,7 @@ import itertools
 import json
 import logging
 import multiprocessing as mp
+import os
 import queue
 import shutil
 import time
@@ -27,13 +28,24 @@ import numpy as np
 import polars as pl
 
 from miro_data import db
-from miro_data.common import MiroError, keep_freed_memory, progress_bar
+from miro_data.common import (
+    MiroError,
+    die_with_parent,
+    fault_point,
+    keep_freed_memory,
+    output_lock,
+    progress_bar,
+)
 from miro_data.decode import DEFAULT_MAX_PIXELS
 from miro_data.prefetch import Decoded, Prefetcher, ShardJob
 from miro_data.rewards import REGISTRY, Reward, RewardContext, build_reward, score_all
 from miro_data.shards import Shard, list_shards
 
 log = logging.getLogger(__name__)
+
+# How long opening the database waits for a reader (`miro data query` / `stats` inspecting
+# progress) to let go: annotate holds it only while it ingests a part.
+DB_WAIT = 60.0
 
 
 @dataclass(frozen=True)
@@ -277,7 +289,10 @@ def recover_parts(con, db_path: Path) -> int:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(cfg: AnnotateConfig, indices: mp.Queue, progress: mp.Queue) -> None:
+def _init_worker(
+    cfg: AnnotateConfig, indices: mp.Queue, progress: mp.Queue, coordinator: int
+) -> None:
+    die_with_parent(coordinator)  # a killed coordinator must not leave workers writing parts
     keep_freed_memory()
     _WORKER["cfg"] = cfg
     _WORKER["rewards"] = build_rewards(cfg, indices.get())
@@ -314,8 +329,9 @@ def _run_pool(tasks: list[ShardTask], cfg: AnnotateConfig, ingest, advance) -> N
     indices, progress = ctx.Queue(), ctx.Queue()
     for i in range(cfg.workers):
         indices.put(i)
+    initargs = (cfg, indices, progress, os.getpid())
     with ProcessPoolExecutor(
-        cfg.workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg, indices, progress)
+        cfg.workers, mp_context=ctx, initializer=_init_worker, initargs=initargs
     ) as pool:
         pending = {pool.submit(_worker_process, t) for t in tasks}
         try:
@@ -348,14 +364,18 @@ def annotate(cfg: AnnotateConfig) -> AnnotateReport:
             raise MiroError(
                 f"unknown reward {name!r}; registered rewards: {', '.join(sorted(REGISTRY))}"
             )
-    con = db.connect(cfg.db, create=True)
-    try:
-        recover_parts(con, cfg.db)
-        tasks = plan(con, shards, cfg.retry_failed)
+    with output_lock(cfg.db):  # one annotate per database: the parts in flight are its own
+        con = db.connect_waiting(cfg.db, DB_WAIT, create=True)
+        try:
+            recover_parts(con, cfg.db)
+            tasks = plan(con, shards, cfg.retry_failed)
+        finally:
+            con.close()
         ingested: list[dict] = []
 
         def ingest(part: Path) -> None:
-            ingested.append(db.ingest_part(con, part))
+            ingested.append(ingest_part(cfg.db, part))
+            fault_point("annotate.ingested")
 
         with progress_bar("img") as bar:
             job = bar.add_task("annotate", total=_expected_samples(tasks))
@@ -365,8 +385,26 @@ def annotate(cfg: AnnotateConfig) -> AnnotateReport:
 
             runner = _run_pool if cfg.workers > 1 and len(tasks) > 1 else _run_in_process
             runner(tasks, cfg, ingest, advance)
+        con = db.connect_waiting(cfg.db, DB_WAIT)
+        try:
+            return _report(con, shards, len(ingested))
+        finally:
+            con.close()
+
+
+def ingest_part(db_path: Path, part: Path, wait: float = DB_WAIT, on_wait=None) -> dict:
+    """Ingest one part on a connection opened for it alone, so that between ingests anyone
+    may open the database to watch progress; waits up to `wait` s for such a reader."""
+    try:
+        con = db.connect_waiting(db_path, wait, on_wait=on_wait)
+    except db.DatabaseBusy as err:
+        raise MiroError(
+            f"{err} for {wait:g} s; the finished shard waits in {part} for the next run"
+        ) from None
+    try:
+        done = db.ingest_part(con, part)
         db.refresh_wide_view(con)
-        return _report(con, shards, len(ingested))
+        return done
     finally:
         con.close()
 

@@ -9,10 +9,13 @@ database file, and a killed run loses at most the shards in flight.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import shutil
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -104,6 +107,10 @@ PART_SCHEMAS = {
 PART_FILES = tuple(PART_SCHEMAS)
 
 
+class DatabaseBusy(MiroError):
+    """Another process has the database open (DuckDB allows one writer, or readers only)."""
+
+
 def connect(path: Path, read_only: bool = False, create: bool = False) -> duckdb.DuckDBPyConnection:
     """Open the database; `create` makes a new one with the schema, else it must exist."""
     path = Path(path)
@@ -113,7 +120,7 @@ def connect(path: Path, read_only: bool = False, create: bool = False) -> duckdb
         con = duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as err:
         if "lock" in str(err).lower():
-            raise MiroError(f"database {path} is in use by another process") from None
+            raise DatabaseBusy(f"database {path} is in use by another process") from None
         raise MiroError(f"cannot open database {path}: {err}") from None
     except duckdb.Error as err:
         raise MiroError(f"cannot open database {path}: {err}") from None
@@ -121,6 +128,25 @@ def connect(path: Path, read_only: bool = False, create: bool = False) -> duckdb
         con.execute(SCHEMA)
         refresh_wide_view(con)
     return con
+
+
+def connect_waiting(
+    path: Path, wait: float, create: bool = False, on_wait: Callable[[int], None] | None = None
+) -> duckdb.DuckDBPyConnection:
+    """A write connection, retried for up to `wait` seconds while another process has the file
+    open (someone inspecting progress with `miro data query`); `on_wait(attempt)` runs before
+    each retry."""
+    deadline = time.monotonic() + wait
+    for attempt in itertools.count(1):
+        try:
+            return connect(path, create=create)
+        except DatabaseBusy:
+            if time.monotonic() >= deadline:
+                raise
+            if on_wait is not None:
+                on_wait(attempt)
+            time.sleep(min(0.02 * 2**attempt, 1.0))
+    raise AssertionError("unreachable")
 
 
 def parts_dir(db: Path) -> Path:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from miro_data.common import MiroError, atomic_path
+from miro_data.common import MiroError, atomic_path, owns_output
 from miro_data.decode import DecodeError, decode_image
 from miro_data.detector import check
 from miro_data.shapes import CATEGORIES, caption_for, parse_caption, sample_prompt
@@ -251,6 +251,7 @@ def _generate_for_geneval(cfg: GenevalConfig) -> tuple[list[str], np.ndarray]:
     return prompts, images
 
 
+@owns_output  # one process writes an output folder at a time
 def geneval(cfg: GenevalConfig) -> GenevalResult:
     """GenEval of a checkpoint or manifest; writes results.json, results.md and category grids."""
     if (cfg.checkpoint is None) == (cfg.manifest is None):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from miro_data.common import MiroError, atomic_path, progress_bar
+from miro_data.common import MiroError, atomic_path, owns_output, progress_bar
 from miro_train.checkpoint import find_checkpoint, load_weights, read_meta
 from miro_train.codec import Codec
 from miro_train.dist import pick_device
@@ -216,6 +216,7 @@ def _check(cfg: SampleConfig) -> None:
         )
 
 
+@owns_output  # one process writes an output folder at a time
 def sample(cfg: SampleConfig) -> Path:
     """Draw n images per prompt; returns the manifest's path."""
     _check(cfg)

@@ -20,7 +20,13 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from miro_data.common import MiroError, keep_freed_memory, progress_bar
+from miro_data.common import (
+    MiroError,
+    fault_point,
+    keep_freed_memory,
+    output_lock,
+    progress_bar,
+)
 from miro_train import dist
 from miro_train.checkpoint import (
     find_checkpoint,
@@ -142,7 +148,9 @@ def train(cfg: TrainConfig, callback: Callable[[StepInfo], None] | None = None) 
     keep_freed_memory()  # CPU steps re-allocate every activation (bench_malloc.py: 1.14×)
     info = dist.setup(cfg.device)
     try:
-        return _train(cfg, info, callback)
+        # One process owns a run folder (rank 0 writes it): a second run into it is refused.
+        with output_lock(cfg.out) if info.main else contextlib.nullcontext():
+            return _train(cfg, info, callback)
     except RuntimeError as err:  # torch.cuda.OutOfMemoryError is one; CPU allocators say so
         text = str(err)
         oom = isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in text
@@ -165,18 +173,14 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, callback: Callable | None) -> 
     optimizer = make_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay, cfg.betas)
     amp, scaler = amp_context(cfg.precision, device)
     generator = torch.Generator(device).manual_seed(cfg.seed * 1000 + info.rank)
-    step = 0
+    # The loss summed since the last log row, and that row's step: saved in checkpoints, so a
+    # resumed run writes the rows an uninterrupted one would, whatever the two intervals.
+    window = torch.zeros((), device=device)
+    step = step_log = 0
     if run.resume is not None:
-        meta = read_meta(run.resume)
-        load_weights(model, run.resume, "model")
-        load_weights(ema.model, run.resume, "ema")
-        state = load_optimizer(run.resume)
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-        if check_world(meta, info):
-            set_rng_state(meta["rng"][info.rank], generator)
-        step = int(meta["step"])
+        step, step_log = _restore(
+            run.resume, info, model, ema, optimizer, scaler, generator, window
+        )
         log.info("resuming %s at step %d", cfg.out, step)
     elif spec["image"]["space"] == "latent" and spec["image"].get("mean") is None:
         spec["image"] |= latent_stats(run.shards, spec, run.batch_spec, device)
@@ -199,9 +203,9 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, callback: Callable | None) -> 
     runlog = RunLog(cfg.out, step if run.resume else None, cfg.tensorboard) if info.main else None
     meta = {"config": _jsonable(cfg), "model": spec}
     self_cond = cfg.self_cond_rate if model.self_conditioning else 0.0
-    window, last_ckpt = torch.zeros((), device=device), None
+    last_ckpt = None
     t_start = t_log = time.perf_counter()
-    step_log = step
+    step_rate = step  # steps/s counts this process's steps only
 
     model.train()
     with progress_bar("step", disable=True if not info.main else None) as bar:
@@ -238,7 +242,7 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, callback: Callable | None) -> 
                 if not math.isfinite(mean_loss):
                     raise MiroError(f"the loss is {mean_loss} at step {step}: lower --lr")
                 now = time.perf_counter()
-                rate = (step - step_log) / (now - t_log)
+                rate = (step - step_rate) / (now - t_log)
                 if runlog is not None:
                     log.info(
                         "step %d/%d | loss %.4f | %.2f steps/s | lr %.2e",
@@ -250,10 +254,10 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, callback: Callable | None) -> 
                     )
                     runlog.write(step, mean_loss, lr, rate, now - t_start)
                 window.zero_()
-                t_log, step_log = now, step
+                t_log, step_log, step_rate = now, step, step
             ckpt = None
             if step % cfg.ckpt_every == 0 or step == cfg.steps:
-                rngs = dist.gather(rng_state(generator), info)
+                ranks = dist.gather((rng_state(generator), float(window)), info)
                 if info.main:
                     ckpt = last_ckpt = save_checkpoint(
                         cfg.out,
@@ -262,18 +266,46 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, callback: Callable | None) -> 
                         ema=ema.model,
                         optimizer=optimizer,
                         scaler=scaler,
-                        meta={**meta, "rng": rngs},
+                        meta={
+                            **meta,
+                            "rng": [rng for rng, _ in ranks],
+                            "log_window": {"since": step_log, "sums": [w for _, w in ranks]},
+                        },
                         keep=cfg.keep,
                     )
                 dist.barrier(info)
             if callback is not None:
                 callback(StepInfo(step, float(loss), lr, model, ema.model, ckpt))
+            fault_point("train.step")
 
     if runlog is not None:
         kind = "MIRO" if spec["rewards"] else "baseline"
         runlog.plot(cfg.out / "loss.png", f"{spec['name']} ({kind})")
         runlog.close()
     return last_ckpt or find_checkpoint(cfg.out)
+
+
+def _restore(
+    ckpt: Path, info: dist.DistInfo, model: nn.Module, ema: Ema, optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None, generator: torch.Generator, window: torch.Tensor,
+) -> tuple[int, int]:  # fmt: skip
+    """Load a checkpoint into the run's state (weights, optimizer, RNG streams, and the loss
+    window into `window`); returns its step and the step of the last log row."""
+    meta = read_meta(ckpt)
+    load_weights(model, ckpt, "model")
+    load_weights(ema.model, ckpt, "ema")
+    state = load_optimizer(ckpt)
+    optimizer.load_state_dict(state["optimizer"])
+    if scaler is not None and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
+    step, saved = int(meta["step"]), meta.get("log_window")
+    if not check_world(meta, info):
+        return step, step
+    set_rng_state(meta["rng"][info.rank], generator)
+    if saved is None:  # a checkpoint written before the window was saved
+        return step, step
+    window.fill_(float(saved["sums"][info.rank]))
+    return step, int(saved["since"])
 
 
 def _jsonable(cfg: TrainConfig) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-from miro_data.common import MiroError
+from miro_data.common import MiroError, owns_output
 from miro_train.experiments.common import (
     EvalSettings,
     evaluate,
@@ -39,6 +39,7 @@ class SweepConfig:
     eval: EvalSettings = field(default_factory=EvalSettings)
 
 
+@owns_output  # one process writes an output folder at a time
 def sweep(cfg: SweepConfig) -> dict[str, Any]:
     """For each swept reward R and value v: s⁺ = all 1 except R = v, s⁻ = all 0; evaluate."""
     from miro_train.sample import load_bundle
@@ -131,6 +132,7 @@ class GuidanceConfig:
     eval: EvalSettings = field(default_factory=EvalSettings)
 
 
+@owns_output  # one process writes an output folder at a time
 def guidance(cfg: GuidanceConfig) -> dict[str, Any]:
     from miro_train.sample import load_bundle
 
