@@ -111,9 +111,39 @@ class DatabaseBusy(MiroError):
     """Another process has the database open (DuckDB allows one writer, or readers only)."""
 
 
+# How long a reader (query, stats, bins, reshard) waits for a writer's transaction, such as
+# annotate ingesting a finished shard, before it says the database is in use.
+READ_WAIT = 10.0
+
+
 def connect(path: Path, read_only: bool = False, create: bool = False) -> duckdb.DuckDBPyConnection:
     """Open the database; `create` makes a new one with the schema, else it must exist."""
-    path = Path(path)
+    return connect_waiting(path, READ_WAIT if read_only else 0.0, create, read_only)
+
+
+def connect_waiting(
+    path: Path,
+    wait: float,
+    create: bool = False,
+    read_only: bool = False,
+    on_wait: Callable[[int], None] | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """`connect`, retried for up to `wait` seconds while another process holds the file (DuckDB
+    allows one writer, or readers only); `on_wait(attempt)` runs before each retry."""
+    deadline = time.monotonic() + wait
+    for attempt in itertools.count(1):
+        try:
+            return _open(Path(path), read_only, create)
+        except DatabaseBusy:
+            if time.monotonic() >= deadline:
+                raise
+            if on_wait is not None:
+                on_wait(attempt)
+            time.sleep(min(0.02 * 2**attempt, 1.0))
+    raise AssertionError("unreachable")
+
+
+def _open(path: Path, read_only: bool, create: bool) -> duckdb.DuckDBPyConnection:
     if not path.exists() and not create:
         raise MiroError(f"database not found: {path} (run `miro data annotate` first)")
     try:
@@ -128,25 +158,6 @@ def connect(path: Path, read_only: bool = False, create: bool = False) -> duckdb
         con.execute(SCHEMA)
         refresh_wide_view(con)
     return con
-
-
-def connect_waiting(
-    path: Path, wait: float, create: bool = False, on_wait: Callable[[int], None] | None = None
-) -> duckdb.DuckDBPyConnection:
-    """A write connection, retried for up to `wait` seconds while another process has the file
-    open (someone inspecting progress with `miro data query`); `on_wait(attempt)` runs before
-    each retry."""
-    deadline = time.monotonic() + wait
-    for attempt in itertools.count(1):
-        try:
-            return connect(path, create=create)
-        except DatabaseBusy:
-            if time.monotonic() >= deadline:
-                raise
-            if on_wait is not None:
-                on_wait(attempt)
-            time.sleep(min(0.02 * 2**attempt, 1.0))
-    raise AssertionError("unreachable")
 
 
 def parts_dir(db: Path) -> Path:

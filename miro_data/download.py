@@ -19,7 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
-from miro_data.common import MiroError, require_file
+from miro_data.common import MiroError, owns_output, require_file
 from miro_data.serve import serve_directory
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,7 @@ def _run_img2dataset(cfg: DownloadConfig, url_list: Path, extra: list[str]) -> N
     )
 
 
+@owns_output  # one process writes an output folder at a time
 def download(cfg: DownloadConfig) -> DownloadReport:
     """Download every URL of the list into WebDataset shards under cfg.out."""
     if cfg.encode_format not in _DEFAULT_QUALITY:

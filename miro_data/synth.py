@@ -19,7 +19,7 @@ import polars as pl
 from PIL import Image
 from scipy import ndimage
 
-from miro_data.common import MiroError, atomic_path, progress_bar
+from miro_data.common import MiroError, atomic_path, owns_output, progress_bar
 from miro_data.detector import check
 from miro_data.shapes import (
     CATEGORIES,
@@ -192,6 +192,7 @@ def generate_sample(index: int, cfg: SynthConfig) -> tuple[np.ndarray, dict]:
 # ----------------------------------------------------------------------------
 
 
+@owns_output  # one process writes an output folder at a time
 def synth(cfg: SynthConfig) -> Path:
     """Write cfg.out/images/*.png and cfg.out/urls.parquet; returns the URL list's path."""
     if cfg.n <= 0:

@@ -155,7 +155,34 @@ def test_readers_open_the_database_between_ingests(pipeline, tmp_path: Path, mon
         assert list(csv.reader(f)) == [["shard", "reward"], ["00000", "probe"]]
 
 
-def test_ingest_waits_for_a_reader_and_keeps_its_part_when_it_cannot(tmp_path: Path) -> None:
+class _Holder:
+    """Another process that holds the database open (read-only: a `miro data query`; else a
+    writer) until `release()`: deterministic, it says when it holds it."""
+
+    def __init__(self, db: Path, read_only: bool) -> None:
+        code = (
+            "import duckdb, sys; con = duckdb.connect(sys.argv[1], read_only=sys.argv[2] == '1'); "
+            "print('ready', flush=True); sys.stdin.read(); con.close()"
+        )
+        argv = [sys.executable, "-c", code, str(db), "1" if read_only else "0"]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert self.proc.stdout.readline() == b"ready\n"
+        self.waits: list[int] = []
+
+    def release(self, attempt: int) -> None:  # as on_wait: the holder finishes while we wait
+        self.waits.append(attempt)
+        self.proc.stdin.close()
+        self.proc.wait()
+
+    def __enter__(self) -> _Holder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def test_ingest_and_readers_wait_for_each_other_and_keep_the_part(tmp_path: Path) -> None:
     from miro_data import db as dbm
     from miro_data.annotate import ingest_part
     from miro_data.common import MiroError
@@ -170,32 +197,15 @@ def test_ingest_waits_for_a_reader_and_keeps_its_part_when_it_cannot(tmp_path: P
     }  # fmt: skip
     marker = {"shard": "s", "retry": False, "rewards": {"r": {"version": "1", "seconds": 0.0}}}
     part = dbm.write_part(dbm.parts_dir(db), "s", rows, marker)
-    code = (
-        "import duckdb, sys; con = duckdb.connect(sys.argv[1], read_only=True); "
-        "print('ready', flush=True); sys.stdin.read(); con.close()"
-    )
-    reader = subprocess.Popen(
-        [sys.executable, "-c", code, str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    try:
-        assert reader.stdout.readline() == b"ready\n"  # it holds the database open now
+    with _Holder(db, read_only=True) as reader:
         with pytest.raises(MiroError, match=r"in use by another process.*waits in"):
             ingest_part(db, part, wait=0)
         assert (part / "done.json").exists()  # kept for the next run
-
-        waits: list[int] = []
-
-        def reader_finishes(attempt: int) -> None:
-            waits.append(attempt)
-            reader.stdin.close()
-            reader.wait()
-
-        done = ingest_part(db, part, wait=60, on_wait=reader_finishes)
-    finally:
-        reader.kill()
-        reader.wait()
-    assert waits == [1] and done["shard"] == "s" and not part.exists()
-    con = duckdb.connect(str(db), read_only=True)
+        done = ingest_part(db, part, wait=60, on_wait=reader.release)
+    assert reader.waits == [1] and done["shard"] == "s" and not part.exists()
+    with _Holder(db, read_only=False) as writer:  # a reader waits for a writer too
+        con = dbm.connect_waiting(db, 60, read_only=True, on_wait=writer.release)
+    assert writer.waits == [1]
     assert con.execute("SELECT shard, key, value FROM scores").fetchall() == [("s", "k", 0.5)]
     con.close()
 
@@ -374,6 +384,8 @@ def test_a_second_writer_of_an_output_is_refused_in_one_line(
     out, db = tmp_path / "out", tmp_path / "db.duckdb"
     commands = {
         out: [
+            ["data", "synth", out, "--n", "4"],
+            ["data", "download", pipeline.url_list, out],
             ["data", "reshard", pipeline.shards, pipeline.db, out],
             _train_args(runs, out),
             ["experiment", "compare", shards, out],
