@@ -19,7 +19,8 @@ import queue
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -305,6 +306,7 @@ def _prefetcher(tasks: list[ShardTask], cfg: AnnotateConfig) -> Prefetcher:
 
 
 def _worker_process(task: ShardTask) -> Path | None:
+    fault_point("annotate.worker")
     cfg, rewards = _WORKER["cfg"], _WORKER["rewards"]
     if not pending_rewards(task, rewards):
         return None
@@ -322,6 +324,16 @@ def _run_in_process(tasks: list[ShardTask], cfg: AnnotateConfig, ingest, advance
     finally:
         for r in rewards:
             r.close()
+
+
+def _result(future: Future) -> Path | None:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise MiroError(
+            "a worker process died (killed, or out of memory?); the shards finished so far are "
+            "kept: run the same command again to go on"
+        ) from None
 
 
 def _run_pool(tasks: list[ShardTask], cfg: AnnotateConfig, ingest, advance) -> None:
@@ -343,8 +355,7 @@ def _run_pool(tasks: list[ShardTask], cfg: AnnotateConfig, ingest, advance) -> N
                     except queue.Empty:
                         break
                 for future in finished:
-                    part = future.result()
-                    if part is not None:
+                    if (part := _result(future)) is not None:
                         ingest(part)
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -374,7 +385,7 @@ def annotate(cfg: AnnotateConfig) -> AnnotateReport:
         ingested: list[dict] = []
 
         def ingest(part: Path) -> None:
-            ingested.append(ingest_part(cfg.db, part))
+            ingested.append(db.ingest_waiting(cfg.db, part, DB_WAIT))
             fault_point("annotate.ingested")
 
         with progress_bar("img") as bar:
@@ -390,23 +401,6 @@ def annotate(cfg: AnnotateConfig) -> AnnotateReport:
             return _report(con, shards, len(ingested))
         finally:
             con.close()
-
-
-def ingest_part(db_path: Path, part: Path, wait: float = DB_WAIT, on_wait=None) -> dict:
-    """Ingest one part on a connection opened for it alone, so that between ingests anyone
-    may open the database to watch progress; waits up to `wait` s for such a reader."""
-    try:
-        con = db.connect_waiting(db_path, wait, on_wait=on_wait)
-    except db.DatabaseBusy as err:
-        raise MiroError(
-            f"{err} for {wait:g} s; the finished shard waits in {part} for the next run"
-        ) from None
-    try:
-        done = db.ingest_part(con, part)
-        db.refresh_wide_view(con)
-        return done
-    finally:
-        con.close()
 
 
 def _report(con, shards: list[Shard], n_processed: int) -> AnnotateReport:

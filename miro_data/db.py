@@ -261,6 +261,25 @@ def ingest_part(con: duckdb.DuckDBPyConnection, part: Path) -> dict:
     return done
 
 
+def ingest_waiting(
+    path: Path, part: Path, wait: float, on_wait: Callable[[int], None] | None = None
+) -> dict:
+    """`ingest_part` on a connection opened for this part alone, so that between ingests
+    anyone may open the database (to watch progress); waits up to `wait` s for a reader."""
+    try:
+        con = connect_waiting(path, wait, on_wait=on_wait)
+    except DatabaseBusy as err:
+        raise MiroError(
+            f"{err} for {wait:g} s; the finished shard waits in {part} for the next run"
+        ) from None
+    try:
+        done = ingest_part(con, part)
+        refresh_wide_view(con)
+        return done
+    finally:
+        con.close()
+
+
 def _update_ledger(con: duckdb.DuckDBPyConnection, shard: str, reward: str, info: dict) -> None:
     p = {"shard": shard, "reward": reward, "version": info["version"]}
     con.execute(

@@ -113,9 +113,10 @@ def _tables(db: Path) -> dict[str, list[tuple]]:
 
 
 def test_killed_annotate_takes_its_workers_along_and_reruns_exactly(
-    pipeline, tmp_path: Path
+    pipeline, tmp_path: Path, monkeypatch
 ) -> None:
     from miro_data.annotate import AnnotateConfig, annotate
+    from miro_data.common import MiroError
 
     rewards = ("sharpness", "tests.fault_plugins:Witness")  # Witness is `contrast`
     db, pids = tmp_path / "k.duckdb", tmp_path / "pids.txt"
@@ -128,6 +129,10 @@ def test_killed_annotate_takes_its_workers_along_and_reruns_exactly(
     assert workers and coordinator not in workers  # the scoring ran in worker processes
     assert _survivors(tag) == []  # workers, their decoders and the resource tracker died too
 
+    monkeypatch.setenv("MIRO_FAULT", "annotate.worker")  # now a worker dies, not its coordinator
+    with pytest.raises(MiroError, match="a worker process died"):
+        annotate(AnnotateConfig(shards=str(pipeline.shards), db=db, rewards=rewards, workers=2))
+    monkeypatch.delenv("MIRO_FAULT")
     annotate(AnnotateConfig(shards=str(pipeline.shards), db=db, rewards=rewards))
     # the same tables as the uninterrupted single-process run of the shared pipeline
     assert _tables(db) == _tables(pipeline.db)
@@ -184,7 +189,6 @@ class _Holder:
 
 def test_ingest_and_readers_wait_for_each_other_and_keep_the_part(tmp_path: Path) -> None:
     from miro_data import db as dbm
-    from miro_data.annotate import ingest_part
     from miro_data.common import MiroError
 
     db = tmp_path / "w.duckdb"
@@ -199,9 +203,9 @@ def test_ingest_and_readers_wait_for_each_other_and_keep_the_part(tmp_path: Path
     part = dbm.write_part(dbm.parts_dir(db), "s", rows, marker)
     with _Holder(db, read_only=True) as reader:
         with pytest.raises(MiroError, match=r"in use by another process.*waits in"):
-            ingest_part(db, part, wait=0)
+            dbm.ingest_waiting(db, part, wait=0)
         assert (part / "done.json").exists()  # kept for the next run
-        done = ingest_part(db, part, wait=60, on_wait=reader.release)
+        done = dbm.ingest_waiting(db, part, wait=60, on_wait=reader.release)
     assert reader.waits == [1] and done["shard"] == "s" and not part.exists()
     with _Holder(db, read_only=False) as writer:  # a reader waits for a writer too
         con = dbm.connect_waiting(db, 60, read_only=True, on_wait=writer.release)
