@@ -183,9 +183,8 @@ def _acquire(path: Path, out: Path) -> int | None:
                 f"{out} is in use by another miro process{f' (pid {holder})' if holder else ''}: "
                 "wait for it to finish, or choose another output"
             ) from None
-        except (
-            OSError
-        ) as err:  # a filesystem without locks: work unprotected rather than not at all
+        except OSError as err:
+            # a filesystem without locks (some network mounts): work unprotected, not at all
             os.close(fd)
             log.warning("cannot lock %s (%s): nothing stops a second process writing it", out, err)
             return None
