@@ -111,14 +111,14 @@ class DatabaseBusy(MiroError):
     """Another process has the database open (DuckDB allows one writer, or readers only)."""
 
 
-# How long a reader (query, stats, bins, reshard) waits for a writer's transaction, such as
-# annotate ingesting a finished shard, before it says the database is in use.
-READ_WAIT = 10.0
+# How long opening the database waits for another process's brief hold on it (annotate
+# ingesting a finished shard, a query) before it says the database is in use.
+OPEN_WAIT = 10.0
 
 
 def connect(path: Path, read_only: bool = False, create: bool = False) -> duckdb.DuckDBPyConnection:
     """Open the database; `create` makes a new one with the schema, else it must exist."""
-    return connect_waiting(path, READ_WAIT if read_only else 0.0, create, read_only)
+    return connect_waiting(path, OPEN_WAIT, create, read_only)
 
 
 def connect_waiting(
