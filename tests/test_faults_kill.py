@@ -143,12 +143,11 @@ def test_killed_annotate_takes_its_workers_along_and_reruns_exactly(
 
 def test_readers_open_the_database_between_ingests(pipeline, tmp_path: Path, monkeypatch) -> None:
     from miro_data.annotate import AnnotateConfig, annotate
+    from tests.fault_plugins import ReaderProbe
 
     db, probe = tmp_path / "r.duckdb", tmp_path / "probe.csv"
     monkeypatch.setenv("MIRO_TEST_PROBE_DB", str(db))
     monkeypatch.setenv("MIRO_TEST_PROBE_OUT", str(probe))
-    from tests.fault_plugins import ReaderProbe
-
     ReaderProbe.calls = 0
     report = annotate(
         AnnotateConfig(
