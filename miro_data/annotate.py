@@ -14,12 +14,14 @@ import itertools
 import json
 import logging
 import multiprocessing as mp
+import os
 import queue
 import re
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,15 @@ from typing import Any
 import numpy as np
 
 from miro_data import db
-from miro_data.common import MiroError, check_count, keep_freed_memory, progress_bar
+from miro_data.common import (
+    MiroError,
+    check_count,
+    die_with_parent,
+    fault_point,
+    keep_freed_memory,
+    output_lock,
+    progress_bar,
+)
 from miro_data.decode import DEFAULT_MAX_PIXELS, PIL_MAX_PIXELS
 from miro_data.prefetch import Decoded, Prefetcher, ShardJob
 from miro_data.rewards import (
@@ -44,6 +54,9 @@ log = logging.getLogger(__name__)
 
 DEVICES = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # rewards.torch_reward.autocast_dtype
+# How long opening the database waits for a reader (`miro data query` / `stats` inspecting
+# progress) to let go: annotate holds it only while it ingests a part.
+DB_WAIT = 60.0
 
 
 @dataclass(frozen=True)
@@ -302,7 +315,10 @@ def recover_parts(con, db_path: Path) -> int:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(cfg: AnnotateConfig, indices: mp.Queue, progress: mp.Queue) -> None:
+def _init_worker(
+    cfg: AnnotateConfig, indices: mp.Queue, progress: mp.Queue, coordinator: int
+) -> None:
+    die_with_parent(coordinator)  # a killed coordinator must not leave workers writing parts
     keep_freed_memory()
     _WORKER["cfg"] = cfg
     _WORKER["rewards"] = build_rewards(cfg, indices.get())
@@ -315,6 +331,7 @@ def _prefetcher(tasks: list[ShardTask], cfg: AnnotateConfig) -> Prefetcher:
 
 
 def _worker_process(task: ShardTask) -> Path | None:
+    fault_point("annotate.worker")
     cfg, rewards = _WORKER["cfg"], _WORKER["rewards"]
     task = effective_task(task, rewards)
     if not pending_rewards(task, rewards):
@@ -337,13 +354,24 @@ def _run_in_process(tasks: list[ShardTask], cfg: AnnotateConfig, ingest, advance
             r.close()
 
 
+def _result(future: Future) -> Path | None:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise MiroError(
+            "a worker process died (killed, or out of memory?); the shards finished so far are "
+            "kept: run the same command again to go on"
+        ) from None
+
+
 def _run_pool(tasks: list[ShardTask], cfg: AnnotateConfig, ingest, advance) -> None:
     ctx = mp.get_context("spawn")  # fork is unsafe with torch and threads
     indices, progress = ctx.Queue(), ctx.Queue()
     for i in range(cfg.workers):
         indices.put(i)
+    initargs = (cfg, indices, progress, os.getpid())
     with ProcessPoolExecutor(
-        cfg.workers, mp_context=ctx, initializer=_init_worker, initargs=(cfg, indices, progress)
+        cfg.workers, mp_context=ctx, initializer=_init_worker, initargs=initargs
     ) as pool:
         pending = {pool.submit(_worker_process, t) for t in tasks}
         try:
@@ -355,8 +383,7 @@ def _run_pool(tasks: list[ShardTask], cfg: AnnotateConfig, ingest, advance) -> N
                     except queue.Empty:
                         break
                 for future in finished:
-                    part = future.result()
-                    if part is not None:
+                    if (part := _result(future)) is not None:
                         ingest(part)
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -367,14 +394,18 @@ def annotate(cfg: AnnotateConfig) -> AnnotateReport:
     """Score the shards with cfg.rewards into cfg.db; returns counts for this database."""
     keep_freed_memory()  # scoring allocates image-sized temporaries all the time
     shards = list_shards(cfg.shards)
-    con = db.connect(cfg.db, create=True)
-    try:
-        recover_parts(con, cfg.db)
-        tasks = plan(con, shards, cfg.retry_failed)
+    with output_lock(cfg.db):  # one annotate per database: the parts in flight are its own
+        con = db.connect_waiting(cfg.db, DB_WAIT, create=True)
+        try:
+            recover_parts(con, cfg.db)
+            tasks = plan(con, shards, cfg.retry_failed)
+        finally:
+            con.close()
         ingested: list[dict] = []
 
         def ingest(part: Path) -> None:
-            ingested.append(db.ingest_part(con, part))
+            ingested.append(db.ingest_waiting(cfg.db, part, DB_WAIT))
+            fault_point("annotate.ingested")
 
         with progress_bar("img") as bar:
             job = bar.add_task("annotate", total=_expected_samples(tasks))
@@ -384,10 +415,11 @@ def annotate(cfg: AnnotateConfig) -> AnnotateReport:
 
             runner = _run_pool if cfg.workers > 1 and len(tasks) > 1 else _run_in_process
             runner(tasks, cfg, ingest, advance)
-        db.refresh_wide_view(con)
-        return _report(con, shards, len(ingested))
-    finally:
-        con.close()
+        con = db.connect_waiting(cfg.db, DB_WAIT)
+        try:
+            return _report(con, shards, len(ingested))
+        finally:
+            con.close()
 
 
 def _report(con, shards: list[Shard], n_processed: int) -> AnnotateReport:

@@ -10,10 +10,13 @@ database file, and a killed run loses at most the shards in flight.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import shutil
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -116,6 +119,15 @@ SANDBOX_CONFIG = {
 }
 
 
+class DatabaseBusy(MiroError):
+    """Another process has the database open (DuckDB allows one writer, or readers only)."""
+
+
+# How long opening the database waits for another process's brief hold on it (annotate
+# ingesting a finished shard, a query) before it says the database is in use.
+OPEN_WAIT = 10.0
+
+
 def connect(
     path: Path, read_only: bool = False, create: bool = False, sandbox: bool = False
 ) -> duckdb.DuckDBPyConnection:
@@ -123,7 +135,35 @@ def connect(
 
     `sandbox` opens it with SANDBOX_CONFIG: every connection that runs user SQL must.
     """
-    path = Path(path)
+    return connect_waiting(path, OPEN_WAIT, create, read_only, sandbox=sandbox)
+
+
+def connect_waiting(
+    path: Path,
+    wait: float,
+    create: bool = False,
+    read_only: bool = False,
+    on_wait: Callable[[int], None] | None = None,
+    sandbox: bool = False,
+) -> duckdb.DuckDBPyConnection:
+    """`connect`, retried for up to `wait` seconds while another process holds the file (DuckDB
+    allows one writer, or readers only); `on_wait(attempt)` runs before each retry."""
+    deadline = time.monotonic() + wait
+    for attempt in itertools.count(1):
+        try:
+            return _open(Path(path), read_only, create, sandbox)
+        except DatabaseBusy:
+            if time.monotonic() >= deadline:
+                raise
+            if on_wait is not None:
+                on_wait(attempt)
+            time.sleep(min(0.02 * 2**attempt, 1.0))
+    raise AssertionError("unreachable")
+
+
+def _open(
+    path: Path, read_only: bool, create: bool, sandbox: bool = False
+) -> duckdb.DuckDBPyConnection:
     if not path.exists() and not create:
         raise MiroError(f"database not found: {path} (run `miro data annotate` first)")
     try:
@@ -131,7 +171,7 @@ def connect(
         con = duckdb.connect(str(path), read_only=read_only, config=config)
     except duckdb.IOException as err:
         if "lock" in str(err).lower():
-            raise MiroError(f"database {path} is in use by another process") from None
+            raise DatabaseBusy(f"database {path} is in use by another process") from None
         raise MiroError(f"cannot open database {path}: {err}") from None
     except duckdb.Error as err:
         raise MiroError(f"cannot open database {path}: {err}") from None
@@ -269,6 +309,25 @@ def _storage_failure(err: BaseException) -> str | None:
     if not storage and "Could not write" not in text and "Failed to commit" not in text:
         return None
     return text.rsplit("Failed to commit: ", 1)[-1]
+
+
+def ingest_waiting(
+    path: Path, part: Path, wait: float, on_wait: Callable[[int], None] | None = None
+) -> dict:
+    """`ingest_part` on a connection opened for this part alone, so that between ingests
+    anyone may open the database (to watch progress); waits up to `wait` s for a reader."""
+    try:
+        con = connect_waiting(path, wait, on_wait=on_wait)
+    except DatabaseBusy as err:
+        raise MiroError(
+            f"{err} for {wait:g} s; the finished shard waits in {part} for the next run"
+        ) from None
+    try:
+        done = ingest_part(con, part)
+        refresh_wide_view(con)
+        return done
+    finally:
+        con.close()
 
 
 def _update_ledger(

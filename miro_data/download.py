@@ -25,6 +25,7 @@ from miro_data.common import (
     check_int,
     check_nonempty_text,
     check_positive,
+    owns_output,
     require_file,
 )
 from miro_data.serve import serve_directory
@@ -169,6 +170,7 @@ def _run_img2dataset(cfg: DownloadConfig, url_list: Path, extra: list[str]) -> N
     )
 
 
+@owns_output  # one process writes an output folder at a time
 def download(cfg: DownloadConfig) -> DownloadReport:
     """Download every URL of the list into WebDataset shards under cfg.out."""
     df = read_url_list(cfg.url_list, cfg.url_col, cfg.caption_col)

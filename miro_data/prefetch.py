@@ -13,13 +13,10 @@ so models and threads in the parent do not matter to them.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import mmap
 import multiprocessing as mp
 import os
 import queue
-import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,7 +25,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from miro_data.common import MiroError
+from miro_data.common import MiroError, die_with_parent
 from miro_data.decode import DecodeError, decode_image
 from miro_data.shards import IMAGE_EXTS, RawSample, Shard, iter_samples
 
@@ -91,16 +88,6 @@ def read_shard(
         yield chunk
 
 
-def _die_with_parent(parent: int) -> None:
-    """Have the kernel kill this helper when the scorer dies, however it dies (a SIGKILL
-    leaves it no chance to stop us, and a helper with data in its queue would wait forever)."""
-    if sys.platform == "linux":
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # it died before we asked
-        os._exit(0)
-
-
 def _blocking(call: Callable[[], T], parent: int) -> T:
     """call() (a put or get with a timeout), retried while it times out; elsewhere than
     Linux, a helper orphaned by its scorer stops here."""
@@ -153,7 +140,7 @@ class _Slots:
 def _helper(
     jobs: Sequence[ShardJob], max_pixels: int, out: mp.Queue, slots: _Slots | None, parent: int
 ) -> None:
-    _die_with_parent(parent)
+    die_with_parent(parent)
 
     def send(kind: str, payload: object) -> None:
         _blocking(partial(out.put, (kind, payload), timeout=1.0), parent)

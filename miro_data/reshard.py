@@ -9,9 +9,11 @@ sibling and renamed into place. Sample format and manifest: ARCHITECTURE.md.
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import math
+import os
 import shutil
 import tarfile
 import uuid
@@ -37,6 +39,8 @@ from miro_data.common import (
     check_positive,
     check_seed,
     dumps_json,
+    fault_point,
+    output_lock,
     progress_bar,
     user_os_error,
 )
@@ -273,14 +277,40 @@ def _write_shard(path: Path, samples: list[dict]) -> None:
 
 
 def _finalize(staging: Path, out: Path) -> None:
-    """Swap the finished staging folder into place; an old output is removed only after."""
+    """Swap the finished staging folder into place; an old output is removed only after.
+
+    A kill between the two renames leaves OUT missing and the old output aside: the next run
+    puts it back first (`_recover`).
+    """
     trash = None
     if out.exists():
         trash = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
         out.rename(trash)
-    staging.rename(out)
+        fault_point("reshard.finalize")
+    try:
+        staging.rename(out)
+    except BaseException:
+        if trash is not None:
+            trash.rename(out)
+        raise
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def _recover(out: Path) -> None:
+    """Undo what a killed run left beside `out` (call with the output's lock held): an old
+    output moved aside by `_finalize` comes back if `out` is missing; staging folders and
+    old outputs no longer needed are removed."""
+    if not out.parent.is_dir():
+        return
+    hidden = glob.escape(f".{out.name}.")
+    olds = sorted(out.parent.glob(hidden + "old-*"), key=lambda p: os.stat(p).st_ctime)
+    if olds and not out.exists():
+        olds.pop().rename(out)  # the newest one moved aside: the run that did so never finished
+        log.warning("restored %s, left aside by a reshard killed while replacing it", out)
+    for stale in [*olds, *out.parent.glob(hidden + "partial-*")]:
+        log.info("removing %s, left by a killed reshard", stale)
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 LevelTable = dict[str, tuple[str, Levels]]  # {reward: (reward version, its levels)}
@@ -335,6 +365,7 @@ def _write_shards(
                     _apply_hooks(hooks, samples, cfg.hook_batch_size)
                 name = f"{shard_idx:06d}.tar"
                 _write_shard(staging / name, samples)
+                fault_point("reshard.shard")
                 written.append({"name": name, "count": len(samples)})
                 bar.advance(task, len(samples))
     finally:
@@ -368,10 +399,16 @@ def _manifest(
 
 def reshard(cfg: ReshardConfig) -> ReshardReport:
     """Write shuffled training shards with scores and bins; returns counts."""
-    if cfg.out.exists() and not cfg.out.is_dir():
-        raise MiroError(f"cannot write {cfg.out}: it is a file, not a folder")
-    if cfg.out.exists() and any(cfg.out.iterdir()) and not cfg.overwrite:
-        raise MiroError(f"{cfg.out} exists and is not empty (pass --overwrite to replace it)")
+    with output_lock(cfg.out):  # one writer per output; its leftovers are only then stale
+        _recover(cfg.out)
+        if cfg.out.exists() and not cfg.out.is_dir():
+            raise MiroError(f"cannot write {cfg.out}: it is a file, not a folder")
+        if cfg.out.exists() and any(cfg.out.iterdir()) and not cfg.overwrite:
+            raise MiroError(f"{cfg.out} exists and is not empty (pass --overwrite to replace it)")
+        return _reshard(cfg)
+
+
+def _reshard(cfg: ReshardConfig) -> ReshardReport:
     version, levels, names, df, excluded = _load_selection(cfg)
     hooks = build_hooks(cfg.hooks, cfg.device)
     # Everything is written into a hidden staging folder that replaces `out` only when complete.

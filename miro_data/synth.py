@@ -27,6 +27,7 @@ from miro_data.common import (
     check_positive,
     check_seed,
     dumps_json,
+    owns_output,
     progress_bar,
 )
 from miro_data.detector import check
@@ -207,6 +208,7 @@ def generate_sample(index: int, cfg: SynthConfig) -> tuple[np.ndarray, dict]:
 # ----------------------------------------------------------------------------
 
 
+@owns_output  # one process writes an output folder at a time
 def synth(cfg: SynthConfig) -> Path:
     """Write cfg.out/images/*.png and cfg.out/urls.parquet; returns the URL list's path."""
     images = cfg.out / "images"

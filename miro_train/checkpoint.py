@@ -80,11 +80,27 @@ def save_checkpoint(
         shutil.rmtree(old)
     else:
         os.replace(tmp, final)
-    if keep:
+    if keep is not None and keep >= 1:
         for stale in list_checkpoints(run)[:-keep]:
-            shutil.rmtree(stale)
+            if stale != final:  # the checkpoint just written is never pruned
+                shutil.rmtree(stale)
     log.debug("saved %s", final)
     return final
+
+
+def recover_checkpoints(run: Path) -> None:
+    """Tidy what a killed run left in RUN/checkpoints (with the run's lock held): a step moved
+    aside while being re-saved comes back; half-written and moved-aside folders go."""
+    folder = run / "checkpoints"
+    if not folder.is_dir():
+        return
+    for old in folder.glob(".step_*.old"):
+        final = folder / old.name[1:].removesuffix(".old")
+        if not final.exists():
+            os.replace(old, final)
+            log.warning("restored %s, left aside by a run killed while re-saving it", final)
+    for stale in [*folder.glob(".step_*.old"), *folder.glob(".step_*.tmp")]:
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def list_checkpoints(run: Path) -> list[Path]:

@@ -13,9 +13,11 @@ import io
 import json
 import logging
 import math
+import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from miro_data.common import MiroError
+from miro_data.common import MiroError, die_with_parent
 from miro_data.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 from miro_data.shards import IMAGE_EXTS
 from miro_train.text import WordVocab, pad_embeddings
@@ -261,7 +263,8 @@ class ShardStream(IterableDataset):
         return wds.filters.shuffle(buffer, buffer, rng=rng)(samples)
 
 
-def _worker_init(_: int) -> None:
+def _worker_init(trainer: int, _: int) -> None:
+    die_with_parent(trainer)  # at once, not at torch's next 5 s check, when the trainer is killed
     torch.set_num_threads(1)  # decoding is light; leave the cores to the model
 
 
@@ -282,7 +285,7 @@ def make_loader(
         num_workers=workers,
         pin_memory=pin_memory,
         prefetch_factor=4 if workers else None,
-        worker_init_fn=_worker_init if workers else None,
+        worker_init_fn=partial(_worker_init, os.getpid()) if workers else None,
     )
 
 

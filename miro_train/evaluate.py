@@ -28,6 +28,7 @@ from miro_data.common import (
     check_positive,
     check_seed,
     dumps_json,
+    owns_output,
 )
 from miro_data.decode import DecodeError, decode_image
 from miro_data.detector import check
@@ -273,6 +274,7 @@ def _generate_for_geneval(cfg: GenevalConfig) -> tuple[list[str], np.ndarray]:
     return prompts, images
 
 
+@owns_output  # one process writes an output folder at a time
 def geneval(cfg: GenevalConfig) -> GenevalResult:
     """GenEval of a checkpoint or manifest; writes results.json, results.md and category grids."""
     cfg.out.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from miro_data.common import MiroError, check_identifier
-from miro_train.checkpoint import list_checkpoints, read_meta
+from miro_train.checkpoint import list_checkpoints, read_meta, recover_checkpoints
 from miro_train.codec import Codec, resolve_spec
 from miro_train.data import (
     BatchSpec,
@@ -24,7 +24,7 @@ from miro_train.data import (
     open_shards,
     peek,
 )
-from miro_train.dist import DistInfo
+from miro_train.dist import DistInfo, barrier
 from miro_train.text import WordVocab
 
 if TYPE_CHECKING:
@@ -78,11 +78,14 @@ def _stored_config(cfg: TrainConfig, stored: dict[str, Any]) -> TrainConfig:
 def prepare_run(cfg: TrainConfig, info: DistInfo) -> RunSetup:
     """Validate, then resolve what the run trains; nothing is written before this passes."""
     shards = open_shards(cfg.shards)
+    if info.main:  # the caller holds the run's lock: what a killed run left is stale
+        recover_checkpoints(cfg.out)
+    barrier(info)
     existing = list_checkpoints(cfg.out)
     resume = None
-    if cfg.resume:
-        if not existing:
-            raise MiroError(f"--resume: no checkpoint in {cfg.out}")
+    if cfg.resume and not existing:  # killed before its first checkpoint: nothing to go on from
+        log.warning("--resume: no checkpoint in %s yet, starting the run from step 0", cfg.out)
+    if cfg.resume and existing:
         resume = existing[-1]
         meta = read_meta(resume)
         cfg = _stored_config(cfg, meta["config"])
@@ -94,7 +97,7 @@ def prepare_run(cfg: TrainConfig, info: DistInfo) -> RunSetup:
                 f"the shards in {shards.root} have {shards.manifest.get('edges_version')}"
             )
     else:
-        if existing or (cfg.out / "log.csv").exists():
+        if existing:  # (a log but no checkpoint: a run killed early, which starts over)
             raise MiroError(
                 f"{cfg.out} already holds a run: pass --resume, or choose another --out"
             )

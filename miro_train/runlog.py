@@ -34,7 +34,7 @@ class RunLog:
         if not self.path.exists():
             return []
         with self.path.open(newline="") as f:
-            return list(csv.DictReader(f))
+            return [row for row in csv.DictReader(f) if _complete(row)]
 
     def write(self, step: int, loss: float, lr: float, steps_per_s: float, elapsed: float) -> None:
         row = (step, f"{loss:.6f}", f"{lr:.3e}", f"{steps_per_s:.3f}", f"{elapsed:.1f}")
@@ -65,3 +65,13 @@ class RunLog:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def _complete(row: dict) -> bool:
+    """Whether a row was written whole (a run killed mid-write can leave a cut last line)."""
+    if None in row:  # more fields than the header: two rows run together
+        return False
+    try:
+        return all(isinstance(float(row[k]), float) for k in FIELDS)
+    except (TypeError, ValueError, KeyError):
+        return False

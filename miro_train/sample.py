@@ -32,6 +32,7 @@ from miro_data.common import (
     check_positive,
     check_seed,
     dumps_json,
+    owns_output,
     progress_bar,
 )
 from miro_train.checkpoint import find_checkpoint, load_weights, read_meta
@@ -244,6 +245,7 @@ class SampleConfig:
             raise MiroError("--best-of needs --select-by REWARD")
 
 
+@owns_output  # one process writes an output folder at a time
 def sample(cfg: SampleConfig) -> Path:
     """Draw n images per prompt; returns the manifest's path."""
     if (cfg.out / "manifest.jsonl").exists() and not cfg.overwrite:

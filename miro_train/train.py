@@ -31,7 +31,9 @@ from miro_data.common import (
     check_optional_positive,
     check_positive,
     check_seed,
+    fault_point,
     keep_freed_memory,
+    output_lock,
     progress_bar,
     user_os_error,
 )
@@ -196,7 +198,9 @@ def train(cfg: TrainConfig, callback: Callable[[StepInfo], None] | None = None) 
     keep_freed_memory()  # CPU steps re-allocate every activation (bench_malloc.py: 1.14×)
     info = dist.setup(cfg.device)
     try:
-        return _train(cfg, info, callback)
+        # One process owns a run folder (rank 0 writes it): a second run into it is refused.
+        with output_lock(cfg.out) if info.main else contextlib.nullcontext():
+            return _train(cfg, info, callback)
     except RuntimeError as err:  # torch.cuda.OutOfMemoryError is one; CPU allocators say so
         text = str(err)
         oom = isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in text
@@ -219,9 +223,14 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, callback: Callable | None) -> 
     optimizer = make_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay, cfg.betas)
     amp, scaler = amp_context(cfg.precision, device)
     generator = torch.Generator(device).manual_seed(cfg.seed * 1000 + info.rank)
-    step = 0
+    # The loss summed since the last log row, and that row's step: saved in checkpoints, so a
+    # resumed run writes the rows an uninterrupted one would, whatever the two intervals.
+    window = torch.zeros((), device=device)
+    step = step_log = 0
     if run.resume is not None:
-        step = _restore(run.resume, model, ema, optimizer, scaler, generator, info)
+        step, step_log = _restore(
+            run.resume, info, model, ema, optimizer, scaler, generator, window
+        )
         log.info("resuming %s at step %d", cfg.out, step)
     elif spec["image"]["space"] == "latent" and spec["image"].get("mean") is None:
         spec["image"] |= latent_stats(run.shards, spec, run.batch_spec, device)
@@ -244,9 +253,9 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, callback: Callable | None) -> 
     runlog = RunLog(cfg.out, step if run.resume else None, cfg.tensorboard) if info.main else None
     meta = {"config": _jsonable(cfg), "model": spec}
     self_cond = cfg.self_cond_rate if model.self_conditioning else 0.0
-    window, last_ckpt = torch.zeros((), device=device), None
+    last_ckpt = None
     t_start = t_log = time.perf_counter()
-    step_log = step
+    step_rate = step  # steps/s counts this process's steps only
 
     model.train()
     with progress_bar("step", disable=True if not info.main else None) as bar:
@@ -283,7 +292,7 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, callback: Callable | None) -> 
                 if not math.isfinite(mean_loss):
                     raise MiroError(f"the loss is {mean_loss} at step {step}: lower --lr")
                 now = time.perf_counter()
-                rate = (step - step_log) / (now - t_log)
+                rate = (step - step_rate) / (now - t_log)
                 if runlog is not None:
                     log.info(
                         "step %d/%d | loss %.4f | %.2f steps/s | lr %.2e",
@@ -295,17 +304,28 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, callback: Callable | None) -> 
                     )
                     runlog.write(step, mean_loss, lr, rate, now - t_start)
                 window.zero_()
-                t_log, step_log = now, step
+                t_log, step_log, step_rate = now, step, step
             ckpt = None
             if step % cfg.ckpt_every == 0 or step == cfg.steps:
-                rngs = dist.gather(rng_state(generator), info)
+                ranks = dist.gather((rng_state(generator), float(window)), info)
                 if info.main:
                     ckpt = last_ckpt = _save(
-                        cfg, step, model, ema, optimizer, scaler, {**meta, "rng": rngs}
+                        cfg,
+                        step,
+                        model,
+                        ema,
+                        optimizer,
+                        scaler,
+                        {
+                            **meta,
+                            "rng": [rng for rng, _ in ranks],
+                            "log_window": {"since": step_log, "sums": [w for _, w in ranks]},
+                        },
                     )
                 dist.barrier(info)
             if callback is not None:
                 callback(StepInfo(step, float(loss), lr, model, ema.model, ckpt))
+            fault_point("train.step")
 
     if runlog is not None:
         kind = "MIRO" if spec["rewards"] else "baseline"
@@ -335,15 +355,11 @@ def _save(
 
 
 def _restore(
-    ckpt: Path,
-    model: MiroModel,
-    ema: Ema,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler | None,
-    generator: torch.Generator,
-    info: dist.DistInfo,
-) -> int:
-    """Weights, optimizer, scaler and RNG streams of a checkpoint; returns its step."""
+    ckpt: Path, info: dist.DistInfo, model: nn.Module, ema: Ema, optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None, generator: torch.Generator, window: torch.Tensor,
+) -> tuple[int, int]:  # fmt: skip
+    """Load a checkpoint into the run's state (weights, optimizer, RNG streams, and the loss
+    window into `window`); returns its step and the step of the last log row."""
     meta = read_meta(ckpt)
     load_weights(model, ckpt, "model")
     load_weights(ema.model, ckpt, "ema")
@@ -357,9 +373,14 @@ def _restore(
         raise MiroError(
             f"checkpoint {ckpt}: optimizer.pt does not fit the model ({first})"
         ) from None
-    if check_world(meta, info):
-        set_rng_state(meta["rng"][info.rank], generator)
-    return int(meta["step"])
+    step, saved = int(meta["step"]), meta.get("log_window")
+    if not check_world(meta, info):
+        return step, step
+    set_rng_state(meta["rng"][info.rank], generator)
+    if saved is None:  # a checkpoint written before the window was saved
+        return step, step
+    window.fill_(float(saved["sums"][info.rank]))
+    return step, int(saved["since"])
 
 
 def _jsonable(cfg: TrainConfig) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from miro_data.common import MiroError, check_names, check_positive
+from miro_data.common import MiroError, check_names, check_positive, owns_output
 from miro_data.shapes import CATEGORIES, parse_caption
 from miro_train.evaluate import geneval_prompts, score_geneval
 from miro_train.experiments.common import EvalSettings, metric_rewards, save_json, write_report
@@ -83,6 +83,7 @@ def _curves(
     return out
 
 
+@owns_output  # one process writes an output folder at a time
 def best_of_n(cfg: BestOfNConfig) -> dict[str, Any]:
     from miro_train.sample import load_bundle
 

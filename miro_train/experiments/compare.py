@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from miro_data.common import check_names
+from miro_data.common import check_names, owns_output
 from miro_train.experiments.common import (
     EvalSettings,
     TrainSettings,
@@ -89,6 +89,7 @@ def speedups(curves: dict[str, dict[str, list[tuple[int, float]]]]) -> dict[str,
     return out
 
 
+@owns_output  # one process writes an output folder at a time
 def compare(cfg: CompareConfig) -> dict[str, Any]:
     """Train both arms (or reuse finished ones), evaluate every checkpoint, write the report."""
     from miro_train.sample import load_bundle

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from miro_data.common import MiroError, check_names
+from miro_data.common import MiroError, check_names, owns_output
 from miro_train.data import open_shards
 from miro_train.experiments.common import (
     EvalSettings,
@@ -49,6 +49,7 @@ class SingleVsMultiConfig:
             raise MiroError("single-vs-multi needs at least two rewards")
 
 
+@owns_output  # one process writes an output folder at a time
 def single_vs_multi(cfg: SingleVsMultiConfig) -> dict[str, Any]:
     from miro_train.sample import load_bundle
 

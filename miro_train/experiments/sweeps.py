@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-from miro_data.common import MiroError, check_finite, check_names
+from miro_data.common import MiroError, check_finite, check_names, owns_output
 from miro_train.experiments.common import (
     EvalSettings,
     evaluate,
@@ -46,6 +46,7 @@ class SweepConfig:
             check_finite("--values", value, 0, 1)
 
 
+@owns_output  # one process writes an output folder at a time
 def sweep(cfg: SweepConfig) -> dict[str, Any]:
     """For each swept reward R and value v: s⁺ = all 1 except R = v, s⁻ = all 0; evaluate."""
     from miro_train.sample import load_bundle
@@ -142,6 +143,7 @@ class GuidanceConfig:
             check_finite("--scales", scale, 0)
 
 
+@owns_output  # one process writes an output folder at a time
 def guidance(cfg: GuidanceConfig) -> dict[str, Any]:
     from miro_train.sample import load_bundle
 
