@@ -368,7 +368,7 @@ def test_keep_is_validated_and_never_prunes_the_newest(runs, tmp_path: Path) -> 
     run = tmp_path / "k"
     for keep in ("0", "-1"):
         result = runner.invoke(app, [*_train_args(runs, run), "--keep", keep])
-        assert_clean_error(result, "--keep must be at least 1")
+        assert_clean_error(result, "--keep must be positive")
     assert not run.exists()
     result = runner.invoke(app, [*_train_args(runs, run, steps=2, ckpt_every=1), "--keep", "1"])
     assert result.exit_code == 0, result.output
