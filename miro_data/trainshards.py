@@ -12,10 +12,9 @@ writer may add fields. This module must not import DuckDB: the trainer imports i
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import webdataset as wds
 
+from miro_data import jsonfields as jf
 from miro_data.common import MiroError, dumps_json
 from miro_data.shards import IMAGE_EXTS, key_problem
 
@@ -35,83 +35,6 @@ JSON = "json"
 TXT = "txt"
 TEXT_EMB = "txt_emb.npy"  # float16 (L, D) caption token embeddings (reshard hook `text`)
 LATENT = "latent.npy"  # float16 (C, h, w) unscaled VAE latents (reshard hook `vae`)
-
-
-class FormatError(ValueError):
-    """A record that does not follow the format (the message says which field and why)."""
-
-
-# ----------------------------------------------------------------------------
-# Field checks (used by the records' __post_init__, so writing and reading agree)
-# ----------------------------------------------------------------------------
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int | np.integer) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
-
-
-def _text(name: str, v: Any, optional: bool = False) -> str | None:
-    if (v is None and optional) or isinstance(v, str):
-        return v
-    raise FormatError(f"{name!r} is {_kind(v)}, not a string" + (" or null" if optional else ""))
-
-
-def _int(name: str, v: Any, minimum: int | None = None) -> int:
-    if not _is_int(v) or (minimum is not None and v < minimum):
-        low = "" if minimum is None else f" ≥ {minimum}"
-        raise FormatError(f"{name!r} is {_kind(v)}, not an integer{low}")
-    return int(v)
-
-
-def _finite_or_none(name: str, v: Any) -> float | None:
-    """A float; None (null) for a missing value, and for NaN/±inf, which JSON cannot hold."""
-    if v is None:
-        return None
-    if not _is_number(v):
-        raise FormatError(f"{name!r} is {_kind(v)}, not a number or null")
-    return float(v) if math.isfinite(v) else None
-
-
-def _optional_int(name: str, v: Any) -> int | None:
-    return None if v is None else _int(name, v)
-
-
-def _mapping(name: str, v: Any, value: Callable[[str, Any], Any]) -> dict[str, Any]:
-    if not isinstance(v, Mapping) or not all(isinstance(k, str) for k in v):
-        raise FormatError(f"{name!r} is {_kind(v)}, not an object keyed by reward")
-    return {k: value(f"{name}.{k}", x) for k, x in v.items()}
-
-
-def _kind(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "a boolean"
-    if _is_number(v):
-        return f"the number {v}"
-    if isinstance(v, str):
-        return "a string"
-    return "an array" if isinstance(v, list | tuple) else f"a {type(v).__name__}"
-
-
-def _load_object(data: bytes | str) -> dict[str, Any]:
-    try:
-        obj = json.loads(data)
-    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError
-        raise FormatError(f"invalid JSON ({str(err)[:200]})") from None
-    if not isinstance(obj, dict):
-        raise FormatError(f"the JSON is {_kind(obj)}, not an object")
-    return obj
-
-
-def _required(obj: Mapping[str, Any], names: tuple[str, ...]) -> None:
-    missing = [n for n in names if n not in obj]
-    if missing:
-        raise FormatError(f"no {', '.join(repr(n) for n in missing)}")
 
 
 # ----------------------------------------------------------------------------
@@ -136,22 +59,24 @@ class SampleMeta:
 
     def __post_init__(self) -> None:
         norm = object.__setattr__  # normalise in place: numpy scalars → Python, NaN → None
-        _text("key", self.key)
-        _text("caption", self.caption, optional=True)
-        _text("url", self.url, optional=True)
-        _text("source_shard", self.source_shard)
-        norm(self, "edges_version", _int("edges_version", self.edges_version))
-        norm(self, "scores", _mapping("scores", self.scores, _finite_or_none))
-        norm(self, "bins", _mapping("bins", self.bins, _optional_int))
-        norm(self, "bin_values", _mapping("bin_values", self.bin_values, _finite_or_none))
+        jf.string("key", self.key)
+        jf.string("caption", self.caption, optional=True)
+        jf.string("url", self.url, optional=True)
+        jf.string("source_shard", self.source_shard)
+        norm(self, "edges_version", jf.integer("edges_version", self.edges_version))
+        norm(self, "scores", jf.mapping("scores", self.scores, jf.finite_or_none))
+        norm(self, "bins", jf.mapping("bins", self.bins, jf.optional_int))
+        norm(self, "bin_values", jf.mapping("bin_values", self.bin_values, jf.finite_or_none))
         if not isinstance(self.source, Mapping):
-            raise FormatError(f"'source' is {_kind(self.source)}, not an object")
+            raise jf.FieldError(f"'source' is {jf.describe(self.source)}, not an object")
         if self.image_size is not None:
             size = self.image_size
             if not isinstance(size, list | tuple) or len(size) != 2:
-                raise FormatError(f"'image_size' is {_kind(size)}, not [width, height]")
+                raise jf.FieldError(f"'image_size' is {jf.describe(size)}, not [width, height]")
             norm(
-                self, "image_size", (_int("image_size", size[0], 1), _int("image_size", size[1], 1))
+                self,
+                "image_size",
+                (jf.integer("image_size", size[0], 1), jf.integer("image_size", size[1], 1)),
             )
 
     def reward_values(self, rewards: tuple[str, ...], where: str) -> list[float]:
@@ -183,10 +108,10 @@ class SampleMeta:
     def from_json(cls, data: bytes | str, where: str) -> SampleMeta:
         """Parse and check a `json` member; `where` names the sample and its tar in errors."""
         try:
-            obj = _load_object(data)
-            _required(obj, _SAMPLE_KEYS)
+            obj = jf.load_object(data)
+            jf.required(obj, _SAMPLE_KEYS)
             return cls(**{k: obj[k] for k in _SAMPLE_KEYS}, image_size=obj.get("image_size"))
-        except FormatError as err:
+        except jf.FieldError as err:
             raise MiroError(f"{where}: malformed json member: {err}") from None
 
 
@@ -217,10 +142,10 @@ class ShardEntry:
     count: int
 
     def __post_init__(self) -> None:
-        _text("shards[].name", self.name)
+        jf.string("shards[].name", self.name)
         if Path(self.name).name != self.name or self.name in ("", ".", ".."):
-            raise FormatError(f"shard name {self.name!r} is not a file name in the folder")
-        object.__setattr__(self, "count", _int("shards[].count", self.count, 0))
+            raise jf.FieldError(f"shard name {self.name!r} is not a file name in the folder")
+        object.__setattr__(self, "count", jf.integer("shards[].count", self.count, 0))
 
 
 @dataclass(frozen=True)
@@ -231,8 +156,8 @@ class HookModels:
     vae: str | None = None
 
     def __post_init__(self) -> None:
-        _text("hooks.text", self.text, optional=True)
-        _text("hooks.vae", self.vae, optional=True)
+        jf.string("hooks.text", self.text, optional=True)
+        jf.string("hooks.vae", self.vae, optional=True)
 
 
 @dataclass(frozen=True)
@@ -243,13 +168,13 @@ class ManifestSource:
     db: str
 
     def __post_init__(self) -> None:
-        _text("source.shards", self.shards)
-        _text("source.db", self.db)
+        jf.string("source.shards", self.shards)
+        jf.string("source.db", self.db)
 
 
 def _edges(name: str, v: Any) -> tuple[float, ...]:
-    if not isinstance(v, list | tuple | np.ndarray) or not all(_is_number(x) for x in v):
-        raise FormatError(f"{name!r} is {_kind(v)}, not an array of numbers")
+    if not isinstance(v, list | tuple | np.ndarray) or not all(jf.is_number(x) for x in v):
+        raise jf.FieldError(f"{name!r} is {jf.describe(v)}, not an array of numbers")
     return tuple(float(x) for x in v)
 
 
@@ -273,20 +198,26 @@ class Manifest:
     def __post_init__(self) -> None:
         norm = object.__setattr__
         if not isinstance(self.rewards, list | tuple):
-            raise FormatError(f"'rewards' is {_kind(self.rewards)}, not an array")
-        norm(self, "rewards", tuple(_text("rewards[]", r) for r in self.rewards))
-        norm(self, "reward_versions", _mapping("reward_versions", self.reward_versions, _text))
-        norm(self, "edges_version", _int("edges_version", self.edges_version))
-        norm(self, "n_levels", _mapping("n_levels", self.n_levels, lambda n, v: _int(n, v, 1)))
-        norm(self, "edges", _mapping("edges", self.edges, _edges))
+            raise jf.FieldError(f"'rewards' is {jf.describe(self.rewards)}, not an array")
+        norm(self, "rewards", tuple(jf.string("rewards[]", r) for r in self.rewards))
+        norm(
+            self, "reward_versions", jf.mapping("reward_versions", self.reward_versions, jf.string)
+        )
+        norm(self, "edges_version", jf.integer("edges_version", self.edges_version))
+        norm(
+            self,
+            "n_levels",
+            jf.mapping("n_levels", self.n_levels, lambda n, v: jf.integer(n, v, 1)),
+        )
+        norm(self, "edges", jf.mapping("edges", self.edges, _edges))
         if not isinstance(self.shards, list | tuple) or not all(
             isinstance(s, ShardEntry) for s in self.shards
         ):
-            raise FormatError("'shards' is not an array of {name, count}")
+            raise jf.FieldError("'shards' is not an array of {name, count}")
         norm(self, "shards", tuple(self.shards))
-        _text("where", self.where, optional=True)
-        norm(self, "shuffle_seed", _int("shuffle_seed", self.shuffle_seed))
-        _text("created", self.created)
+        jf.string("where", self.where, optional=True)
+        norm(self, "shuffle_seed", jf.integer("shuffle_seed", self.shuffle_seed))
+        jf.string("created", self.created)
         norm(self, "total", sum(s.count for s in self.shards))
 
     def to_json(self) -> str:
@@ -306,24 +237,26 @@ class Manifest:
     def from_json(cls, data: bytes | str, path: str | Path) -> Manifest:
         """Parse and check a manifest (format /2, or /1 with `n_bins`); errors name `path`."""
         try:
-            obj = _load_object(data)
-        except FormatError as err:
+            obj = jf.load_object(data)
+        except jf.FieldError as err:
             raise MiroError(f"{path}: {err}") from None
         if obj.get("format") not in (FORMAT, FORMAT_1):
             raise MiroError(f"{path}: format {obj.get('format')!r}, expected {FORMAT!r}")
         levels = "n_bins" if obj["format"] == FORMAT_1 else "n_levels"
         try:
-            _required(obj, (*_MANIFEST_KEYS, levels))
+            jf.required(obj, (*_MANIFEST_KEYS, levels))
             manifest = cls(
                 **{k: obj[k] for k in _MANIFEST_KEYS if k not in _NESTED},
                 n_levels=obj[levels],
-                shards=tuple(_entry(e) for e in _array("shards", obj["shards"])),
-                hooks=HookModels(**_fields("hooks", obj["hooks"], ("text", "vae"))),
-                source=ManifestSource(**_fields("source", obj["source"], ("shards", "db"))),
+                shards=tuple(_entry(e) for e in jf.array("shards", obj["shards"])),
+                hooks=HookModels(**jf.fields("hooks", obj["hooks"], ("text", "vae"))),
+                source=ManifestSource(**jf.fields("source", obj["source"], ("shards", "db"))),
             )
             if obj["total"] != manifest.total:
-                raise FormatError(f"'total' is {obj['total']!r}, the shards hold {manifest.total}")
-        except FormatError as err:
+                raise jf.FieldError(
+                    f"'total' is {obj['total']!r}, the shards hold {manifest.total}"
+                )
+        except jf.FieldError as err:
             raise MiroError(f"{path}: malformed manifest: {err}") from None
         return manifest
 
@@ -333,21 +266,8 @@ _MANIFEST_KEYS = ("rewards", "reward_versions", "edges_version", "edges", "shard
 _NESTED = ("shards", "total", "hooks", "source")  # built (or computed) separately
 
 
-def _array(name: str, v: Any) -> list:
-    if not isinstance(v, list):
-        raise FormatError(f"{name!r} is {_kind(v)}, not an array")
-    return v
-
-
-def _fields(name: str, v: Any, names: tuple[str, ...]) -> dict[str, Any]:
-    if not isinstance(v, dict):
-        raise FormatError(f"{name!r} is {_kind(v)}, not an object")
-    _required(v, names)
-    return {n: v[n] for n in names}
-
-
 def _entry(v: Any) -> ShardEntry:
-    return ShardEntry(**_fields("shards[]", v, ("name", "count")))
+    return ShardEntry(**jf.fields("shards[]", v, ("name", "count")))
 
 
 # ----------------------------------------------------------------------------

@@ -7,6 +7,8 @@ import io
 import json
 import math
 import re
+import subprocess
+import sys
 import tarfile
 from dataclasses import replace
 from pathlib import Path
@@ -230,3 +232,11 @@ def test_the_writer_refuses_names_that_are_not_plain_members(tmp_path: Path) -> 
         with pytest.raises(ValueError, match="the shards this writer wrote"):
             sink.finish(_manifest(()))
     assert not (tmp_path / "manifest.json").exists()
+
+
+def test_reading_shards_needs_no_duckdb() -> None:
+    """miro_train reads shards, never the database: the format module must not pull DuckDB in."""
+    probe = "import sys, miro_data.trainshards; print('duckdb' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            cwd=Path(__file__).parents[1], check=True)  # fmt: skip
+    assert result.stdout.strip() == "False"
