@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import statistics
 import tempfile
@@ -23,11 +22,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import webdataset as wds
 from PIL import Image
 
 from miro_data.rewards import build_reward
 from miro_data.synth import SynthConfig, generate_sample
+from miro_data.trainshards import (
+    HookModels,
+    Manifest,
+    ManifestSource,
+    SampleMeta,
+    ShardWriter,
+    TrainSample,
+)
 from miro_train.checkpoint import find_checkpoint, read_meta
 from miro_train.flow import guided_velocity
 from miro_train.models import build_model, count_parameters, model_config
@@ -39,44 +45,31 @@ REWARDS = ("noise", "contrast")
 
 def write_shards(folder: Path, n: int) -> Path:
     """Shapes World samples in the training-shard format, 8 quantile bins per reward."""
-    folder.mkdir(parents=True)
     cfg = SynthConfig(out=folder, n=n)
     samples = [generate_sample(i, cfg) for i in range(n)]
     images, caps = [s[0] for s in samples], [s[1]["caption"] for s in samples]
-    bins = {}
+    bins, edges = {}, {}
     for r in REWARDS:
         scores = build_reward(r).score(images, caps)
-        edges = np.quantile(scores, np.linspace(0, 1, 9))
-        bins[r] = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, 7)
-    with wds.TarWriter(str(folder / "000000.tar")) as sink:
+        edges[r] = np.quantile(scores, np.linspace(0, 1, 9))
+        bins[r] = np.clip(np.searchsorted(edges[r], scores, side="right") - 1, 0, 7)
+    with ShardWriter(folder, n) as sink:
         for i in range(n):
             buf = io.BytesIO()
             Image.fromarray(images[i]).save(buf, format="PNG")
-            meta = {
-                "key": str(i),
-                "caption": caps[i],
-                "edges_version": 1,
-                "bins": {r: int(bins[r][i]) for r in REWARDS},
-                "bin_values": {r: int(bins[r][i]) / 7 for r in REWARDS},
-            }
-            sink.write(
-                {
-                    "__key__": f"{i:07d}",
-                    "png": buf.getvalue(),
-                    "txt": caps[i],
-                    "json": json.dumps(meta).encode(),
-                }
-            )
-    manifest = {
-        "format": "miro-shards/1",
-        "rewards": list(REWARDS),
-        "edges_version": 1,
-        "n_bins": dict.fromkeys(REWARDS, 8),
-        "shards": [{"name": "000000.tar", "count": n}],
-        "total": n,
-        "hooks": {"text": None, "vae": None},
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+            meta = SampleMeta(
+                key=f"{i:07d}", caption=caps[i], url=None, source_shard="synth", edges_version=1,
+                scores={}, bins={r: int(bins[r][i]) for r in REWARDS},
+                bin_values={r: int(bins[r][i]) / 7 for r in REWARDS}, source={},
+            )  # fmt: skip
+            sink.write(TrainSample(meta, caps[i], buf.getvalue(), "png"))
+        manifest = Manifest(
+            rewards=REWARDS, reward_versions=dict.fromkeys(REWARDS, "1"), edges_version=1,
+            n_levels=dict.fromkeys(REWARDS, 8), edges=edges, shards=sink.shards, where=None,
+            shuffle_seed=0, hooks=HookModels(), source=ManifestSource("synth", ""),
+            created="2026-01-01T00:00:00+00:00",
+        )  # fmt: skip
+        sink.finish(manifest)
     return folder
 
 

@@ -1,9 +1,10 @@
 """Reshard hooks: precompute per-sample tensors the trainer would otherwise compute every epoch.
 
-`text=MODEL` stores the caption's token embeddings (`txt_emb.npy`, float16 (L, D), padding
-dropped) from a frozen Hugging Face encoder; `vae=MODEL` stores the image's unscaled VAE
-latents (`latent.npy`, float16 (C, h, w)) from a diffusers AutoencoderKL. MODEL is a Hugging
-Face id (resolved from the local cache when offline) or a local folder.
+`text=MODEL` computes the caption's token embeddings (float16 (L, D), padding dropped) from a
+frozen Hugging Face encoder; `vae=MODEL` the image's unscaled VAE latents (float16 (C, h, w))
+from a diffusers AutoencoderKL. reshard stores them as `TrainSample.txt_emb` / `.latent`
+(members `trainshards.TEXT_EMB` / `LATENT`). MODEL is a Hugging Face id (resolved from the
+local cache when offline) or a local folder.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from miro_data.common import MiroError
 
 
 class Hook(ABC):
-    """Adds one tar member to every sample, computed in batches."""
+    """Computes one array per sample, in batches; `kind` says which (see HOOKS)."""
 
     kind: str = ""
-    member: str = ""
 
     def __init__(self, model: str) -> None:
         self.model = model
@@ -33,7 +33,7 @@ class Hook(ABC):
 class TextEmbeddingHook(Hook):
     """Token embeddings of the caption (real tokens only)."""
 
-    kind, member = "text", "txt_emb.npy"
+    kind = "text"
 
     def __init__(self, model: str, device: str = "cpu", max_length: int = 77) -> None:
         super().__init__(model)
@@ -50,7 +50,7 @@ class TextEmbeddingHook(Hook):
 class VaeLatentHook(Hook):
     """Unscaled VAE posterior means of the image; same-size images are encoded together."""
 
-    kind, member = "vae", "latent.npy"
+    kind = "vae"
 
     def __init__(self, model: str, device: str = "cpu") -> None:
         super().__init__(model)

@@ -4,7 +4,7 @@ Selects scored samples (optionally filtered by a SQL predicate over the reward c
 shuffles them across source shards with a seed, and copies each image's bytes as they are
 (no re-encode) into new WebDataset tars, reading the sources by random access (wids' mmap
 index). The output folder appears only when complete: everything is written to a hidden
-sibling and renamed into place. Sample format and manifest: ARCHITECTURE.md.
+sibling and renamed into place. Sample format and manifest: miro_data.trainshards.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import os
 import shutil
 import tarfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -25,7 +25,6 @@ from typing import BinaryIO
 import duckdb
 import numpy as np
 import polars as pl
-import webdataset as wds
 from wids.wids_mmtar import MMIndexedTar
 
 from miro_data import db
@@ -38,7 +37,6 @@ from miro_data.common import (
     check_optional_positive,
     check_positive,
     check_seed,
-    dumps_json,
     fault_point,
     output_lock,
     progress_bar,
@@ -46,11 +44,19 @@ from miro_data.common import (
 )
 from miro_data.decode import decode_image
 from miro_data.hooks import Hook, build_hooks, parse_hooks
-from miro_data.shards import IMAGE_EXTS, key_problem, list_shards
+from miro_data.shards import list_shards
+from miro_data.trainshards import (
+    HookModels,
+    Manifest,
+    ManifestSource,
+    SampleMeta,
+    ShardEntry,
+    ShardWriter,
+    TrainSample,
+    member_problem,
+)
 
 log = logging.getLogger(__name__)
-
-FORMAT = "miro-shards/1"
 
 
 @dataclass(frozen=True)
@@ -139,24 +145,22 @@ def select_samples(con, rewards: dict[str, str], where: str | None) -> tuple[pl.
     return df, excluded
 
 
-def _sample_json(
+def _sample_meta(
     row: dict, rewards: list[str], bins: dict, values: dict, i: int, version: int
-) -> dict:
-    def clean(x: float) -> float | None:
-        return None if x is None or np.isnan(x) else float(x)
-
-    return {
-        "key": row["key"],
-        "caption": row["caption"],
-        "url": row["url"],
-        "source_shard": row["shard"],
-        "edges_version": version,
-        "image_size": [row["width"], row["height"]],  # as annotate decoded and scored it
-        "scores": {r: clean(row[r]) for r in rewards},
-        "bins": {r: (None if bins[r][i] < 0 else int(bins[r][i])) for r in rewards},
-        "bin_values": {r: clean(values[r][i]) for r in rewards},
-        "source": json.loads(row["meta"]) if row["meta"] else {},
-    }
+) -> SampleMeta:
+    """Row `i` of the selection with its levels (NaN scores and values are written as null)."""
+    return SampleMeta(
+        key=row["key"],
+        caption=row["caption"],
+        url=row["url"],
+        source_shard=row["shard"],
+        edges_version=version,
+        scores={r: row[r] for r in rewards},
+        bins={r: (None if bins[r][i] < 0 else int(bins[r][i])) for r in rewards},
+        bin_values={r: values[r][i] for r in rewards},
+        source=json.loads(row["meta"]) if row["meta"] else {},
+        image_size=(row["width"], row["height"]),  # as annotate decoded and scored it
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -230,50 +234,43 @@ class _Sources:
             f.close()
 
 
-def _apply_hooks(hooks: list[Hook], samples: list[dict], batch_size: int) -> None:
+def _with_array(sample: TrainSample, hook: Hook, array: np.ndarray) -> TrainSample:
+    if hook.kind == "text":
+        return replace(sample, txt_emb=array)
+    return replace(sample, latent=array)
+
+
+def _apply_hooks(
+    hooks: list[Hook], samples: list[TrainSample], batch_size: int
+) -> list[TrainSample]:
+    """The samples with the hooks' arrays, computed `batch_size` at a time."""
+    done: list[TrainSample] = []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
-        captions = [s["txt"] for s in chunk]
+        captions = [s.caption for s in chunk]
         images = (
-            [decode_image(s[s["__ext__"]], math.prod(s["json"]["image_size"])) for s in chunk]
+            [decode_image(s.image, math.prod(s.meta.image_size or ())) for s in chunk]
             if any(h.kind == "vae" for h in hooks)
             else []
         )
         for hook in hooks:
-            for sample, array in zip(chunk, hook(images, captions), strict=True):
-                sample[hook.member] = array
-
-
-def _member_problem(key: str, ext: str | None) -> str | None:
-    """Why `KEY.EXT` cannot be a member name of a training tar, or None."""
-    if (ext or "").lower() not in IMAGE_EXTS:  # the trainer decodes the shared IMAGE_EXTS
-        return f"sample {key!r} has image extension {ext!r}, not one of {', '.join(IMAGE_EXTS)}"
-    return key_problem(key)
+            arrays = hook(images, captions)
+            chunk = [_with_array(s, hook, a) for s, a in zip(chunk, arrays, strict=True)]
+        done += chunk
+    return done
 
 
 def _drop_unsafe_names(df: pl.DataFrame) -> pl.DataFrame:
     """Samples whose key or extension cannot name a tar member (a database annotated by an
     older version, or edited by hand) are left out: reshard never writes such a name."""
-    safe = [_member_problem(k, e) is None for k, e in zip(df["key"], df["image_ext"], strict=True)]
+    safe = [member_problem(k, e) is None for k, e in zip(df["key"], df["image_ext"], strict=True)]
     if all(safe):
         return df
     bad = df.filter(~pl.Series(safe))
     log.warning(
-        "%d samples left out: %s", bad.height, _member_problem(bad["key"][0], bad["image_ext"][0])
+        "%d samples left out: %s", bad.height, member_problem(bad["key"][0], bad["image_ext"][0])
     )
     return df.filter(pl.Series(safe))
-
-
-def _write_shard(path: Path, samples: list[dict]) -> None:
-    with wds.TarWriter(str(path)) as sink:
-        for sample in samples:
-            problem = _member_problem(sample["__key__"], sample["__ext__"])
-            if problem is not None:  # _drop_unsafe_names ran: this is the last line of defence
-                raise MiroError(problem)
-            ext = sample["__ext__"]  # as in the source tar; the trainer reads it lowercased
-            sink.write(
-                {(k.lower() if k == ext else k): v for k, v in sample.items() if k != "__ext__"}
-            )
 
 
 def _finalize(staging: Path, out: Path) -> None:
@@ -341,60 +338,57 @@ def _load_selection(cfg: ReshardConfig) -> tuple[int, LevelTable, list[str], pl.
 def _write_shards(
     cfg: ReshardConfig, staging: Path, df: pl.DataFrame, names: list[str], levels: LevelTable,
     version: int, hooks: list[Hook],
-) -> list[dict]:  # fmt: skip
-    """The samples as numbered tars in `staging`; returns their names and counts."""
+) -> tuple[ShardEntry, ...]:  # fmt: skip
+    """The samples as numbered tars in `staging`, then the manifest; returns the shards."""
     bins, values = {}, {}
     for r in names:
         bins[r], values[r] = levels[r][1].assign(df[r].to_numpy().astype(np.float64))
-    sources, written = _Sources(cfg.shards), []
+    sources = _Sources(cfg.shards)
     try:
-        with progress_bar("img") as bar:
+        with progress_bar("img") as bar, ShardWriter(staging, cfg.shard_size) as sink:
             task = bar.add_task("reshard", total=df.height)
-            for shard_idx, start in enumerate(range(0, df.height, cfg.shard_size)):
+            for start in range(0, df.height, cfg.shard_size):  # one output shard at a time
                 rows = df[start : start + cfg.shard_size].iter_rows(named=True)
                 samples = [
-                    {
-                        "__key__": row["key"], "__ext__": row["image_ext"],
-                        row["image_ext"]: sources.read(row["shard"], row["key"], row["image_ext"]),
-                        "txt": row["caption"] or "",
-                        "json": _sample_json(row, names, bins, values, i, version),
-                    }
+                    TrainSample(
+                        _sample_meta(row, names, bins, values, i, version),
+                        caption=row["caption"] or "",
+                        image=sources.read(row["shard"], row["key"], row["image_ext"]),
+                        image_ext=row["image_ext"],  # _drop_unsafe_names checked it
+                    )
                     for i, row in enumerate(rows, start)
-                ]  # fmt: skip
+                ]
                 if hooks:
-                    _apply_hooks(hooks, samples, cfg.hook_batch_size)
-                name = f"{shard_idx:06d}.tar"
-                _write_shard(staging / name, samples)
+                    samples = _apply_hooks(hooks, samples, cfg.hook_batch_size)
+                for sample in samples:
+                    sink.write(sample)
                 fault_point("reshard.shard")
-                written.append({"name": name, "count": len(samples)})
                 bar.advance(task, len(samples))
+            sink.finish(_manifest(cfg, names, levels, version, hooks, sink.shards))
+            return sink.shards
     finally:
         sources.close()
-    return written
 
 
 def _manifest(
     cfg: ReshardConfig, names: list[str], levels: LevelTable, version: int, hooks: list[Hook],
-    written: list[dict],
-) -> dict:  # fmt: skip
-    """manifest.json: what the shards hold and where it came from (ARCHITECTURE.md)."""
-    return {
-        "format": FORMAT,
-        "rewards": names,
-        "reward_versions": {r: levels[r][0] for r in names},
-        "edges_version": version,
-        "n_bins": {r: levels[r][1].n_levels for r in names},
-        "edges": {r: levels[r][1].edges.tolist() for r in names},
-        "shards": written,
-        "total": sum(w["count"] for w in written),
-        "where": cfg.where,
-        "shuffle_seed": cfg.shuffle_seed,
-        "hooks": {
-            kind: next((h.model for h in hooks if h.kind == kind), None) for kind in ("text", "vae")
-        },
-        "source": {"shards": str(cfg.shards), "db": str(cfg.db)},
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    written: tuple[ShardEntry, ...],
+) -> Manifest:  # fmt: skip
+    """What the shards hold and where it came from."""
+    models = {h.kind: h.model for h in hooks}
+    return Manifest(
+        rewards=tuple(names),
+        reward_versions={r: levels[r][0] for r in names},
+        edges_version=version,
+        n_levels={r: levels[r][1].n_levels for r in names},
+        edges={r: tuple(levels[r][1].edges.tolist()) for r in names},
+        shards=written,
+        where=cfg.where,
+        shuffle_seed=cfg.shuffle_seed,
+        hooks=HookModels(text=models.get("text"), vae=models.get("vae")),
+        source=ManifestSource(shards=str(cfg.shards), db=str(cfg.db)),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
 
 
 def reshard(cfg: ReshardConfig) -> ReshardReport:
@@ -416,8 +410,6 @@ def _reshard(cfg: ReshardConfig) -> ReshardReport:
     try:
         staging.mkdir(parents=True)
         written = _write_shards(cfg, staging, df, names, levels, version, hooks)
-        manifest = _manifest(cfg, names, levels, version, hooks, written)
-        (staging / "manifest.json").write_text(dumps_json(manifest, indent=2))
         _finalize(staging, cfg.out)
     except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)

@@ -46,9 +46,8 @@ def resolve_spec(
         dim = text.get("dim") if name == text.get("name") else None
         if dim is None:  # another encoder than the config's: ask it its width
             dim = FrozenTextEncoder(name).dim
-        hooks = shards.manifest.get("hooks") or {}
         text = {"kind": "hf", "name": name, "dim": int(dim), "max_len": text.get("max_len", 128)}
-        text["precomputed"] = hooks.get("text") == name
+        text["precomputed"] = shards.manifest.hooks.text == name
     image = dict(spec.get("image", {}))
     vae = vae if vae is not None else image.get("vae") if image.get("space") == "latent" else None
     size = resolution or image.get("resolution", 32)
@@ -58,12 +57,11 @@ def resolve_spec(
         ae = ImageAutoencoder(vae, subfolder=vae_subfolder)
         if size % ae.factor:
             raise MiroError(f"resolution {size} is not a multiple of the VAE's factor {ae.factor}")
-        hooks = shards.manifest.get("hooks") or {}
         image = {"space": "latent", "resolution": size, "vae": vae, "vae_subfolder": vae_subfolder}
         image |= {"channels": ae.channels, "size": size // ae.factor}
-        image["precomputed"] = hooks.get("vae") == vae
+        image["precomputed"] = shards.manifest.hooks.vae == vae
     spec |= {"text": text, "image": image, "rewards": list(rewards)}
-    spec["edges_version"] = shards.manifest.get("edges_version")
+    spec["edges_version"] = shards.manifest.edges_version
     return spec
 
 

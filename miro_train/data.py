@@ -1,4 +1,4 @@
-"""Training batches from the re-sharded WebDataset tars (ARCHITECTURE.md, "Training shards").
+"""Training batches from the re-sharded WebDataset tars (format: miro_data.trainshards).
 
 Every (rank, worker) pair reads its own endless stream: shards are split between the
 pairs (or, when there are fewer shards than pairs, samples are), each epoch reshuffles shard
@@ -9,10 +9,7 @@ same batches an uninterrupted run would. DataLoader workers decode while the mod
 
 from __future__ import annotations
 
-import io
-import json
 import logging
-import math
 import os
 import random
 from collections.abc import Iterator
@@ -31,11 +28,19 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from miro_data.common import MiroError, die_with_parent
 from miro_data.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 from miro_data.shards import IMAGE_EXTS
+from miro_data.trainshards import (
+    LATENT,
+    MANIFEST,
+    TEXT_EMB,
+    Manifest,
+    SampleMeta,
+    read_manifest,
+    read_sample,
+    sample_origin,
+)
 from miro_train.text import WordVocab, pad_embeddings
 
 log = logging.getLogger(__name__)
-
-SHARDS_FORMAT = "miro-shards/1"
 
 
 @dataclass(frozen=True)
@@ -43,13 +48,13 @@ class Shards:
     """A training-shard folder: its manifest and tar files."""
 
     root: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     urls: tuple[str, ...]
     counts: tuple[int, ...]
 
     @property
     def rewards(self) -> list[str]:
-        return list(self.manifest.get("rewards") or [])
+        return list(self.manifest.rewards)
 
     @property
     def total(self) -> int:
@@ -57,23 +62,15 @@ class Shards:
 
 
 def open_shards(root: str | Path) -> Shards:
-    """Read and check `manifest.json`; every listed tar must exist."""
+    """Read and check the manifest; every listed tar must exist."""
     root = Path(root)
-    path = root / "manifest.json"
-    if not path.exists():
-        raise MiroError(f"{root} is not a training-shard folder (no manifest.json)")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise MiroError(f"{path}: invalid JSON ({err})") from None
-    if manifest.get("format") != SHARDS_FORMAT:
-        raise MiroError(f"{path}: format {manifest.get('format')!r}, expected {SHARDS_FORMAT!r}")
-    entries = manifest.get("shards") or []
-    urls = tuple(str(root / e["name"]) for e in entries)
+    manifest = read_manifest(root)
+    urls = tuple(str(root / e.name) for e in manifest.shards)
     missing = [u for u in urls if not Path(u).exists()]
     if missing:
-        raise MiroError(f"{len(missing)} shard(s) listed in {path} are missing, e.g. {missing[0]}")
-    counts = tuple(int(e["count"]) for e in entries)
+        listed = f"{len(missing)} shard(s) listed in {root / MANIFEST}"
+        raise MiroError(f"{listed} are missing, e.g. {missing[0]}")
+    counts = tuple(e.count for e in manifest.shards)
     if sum(counts) == 0:
         raise MiroError(f"{root}: the manifest lists no samples")
     return Shards(root, manifest, urls, counts)
@@ -102,21 +99,20 @@ class BatchSpec:
     rewards: tuple[str, ...]
     batch_size: int
     resolution: int = 32
-    latents: bool = False  # read latent.npy instead of the image
+    latents: bool = False  # read the latents (LATENT) instead of the image
     vocab: WordVocab | None = None  # word ids for the default text encoder
-    text_emb: bool = False  # read txt_emb.npy
+    text_emb: bool = False  # read the caption embeddings (TEXT_EMB)
     text_len: int = 16
     seed: int = 0
     shuffle_buffer: int = 1000
 
 
-def scored_pixels(meta: dict[str, Any]) -> int:
+def scored_pixels(meta: SampleMeta) -> int:
     """The pixel budget that decodes a sample exactly as annotate did: the size it scored
     (a JPEG over annotate's budget was decoded at a reduced scale); older shards: the default."""
-    shape = meta.get("image_size")
-    if isinstance(shape, list) and len(shape) == 2 and all(type(v) is int and v > 0 for v in shape):
-        return shape[0] * shape[1]
-    return DEFAULT_MAX_PIXELS
+    if meta.image_size is None:
+        return DEFAULT_MAX_PIXELS
+    return meta.image_size[0] * meta.image_size[1]
 
 
 def fit_image(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -134,40 +130,30 @@ def fit_image(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> n
 
 def decode(raw: dict[str, Any], spec: BatchSpec) -> dict[str, Any]:
     """A raw WebDataset sample → image (or latent), caption, reward values (NaN = missing)."""
-    where = f"sample {raw.get('__key__')!r} of {raw.get('__url__')}"
-    try:
-        meta = json.loads(raw["json"])
-    except (KeyError, ValueError):
-        raise MiroError(f"{where} has no valid json member") from None
-    values = meta.get("bin_values")
-    if spec.rewards and not isinstance(values, dict):
-        raise MiroError(f"{where} has no bin_values: these shards carry no reward fields")
-    rewards = []
-    for name in spec.rewards:
-        if name not in values:
-            raise MiroError(f"{where} has no bin value for reward {name!r}")
-        v = values[name]
-        if v is not None and not 0.0 <= float(v) <= 1.0:
-            raise MiroError(f"{where}: bin value {v} of {name!r} is outside [0, 1]")
-        rewards.append(math.nan if v is None else float(v))
-    caption = raw["txt"].decode("utf-8") if "txt" in raw else str(meta.get("caption", ""))
-    out: dict[str, Any] = {"key": raw.get("__key__"), "caption": caption, "rewards": rewards}
+    where = sample_origin(raw)
+    sample = read_sample(raw)
+    out: dict[str, Any] = {
+        "key": sample.key,
+        "caption": sample.caption,
+        "rewards": sample.meta.reward_values(spec.rewards, where),
+    }
     if spec.latents:
-        if "latent.npy" not in raw:
-            raise MiroError(f"{where} has no latent.npy (reshard with the vae hook)")
-        out["latent"] = np.load(io.BytesIO(raw["latent.npy"]))
+        if sample.latent is None:
+            raise MiroError(f"{where} has no {LATENT} (reshard with the vae hook)")
+        out["latent"] = sample.latent
     else:
-        ext = next((e for e in IMAGE_EXTS if e in raw), None)
-        if ext is None:
+        if sample.image is None:
             raise MiroError(f"{where} has no image member ({'/'.join(IMAGE_EXTS)})")
         try:
-            out["image"] = fit_image(raw[ext], spec.resolution, scored_pixels(meta))
+            out["image"] = fit_image(sample.image, spec.resolution, scored_pixels(sample.meta))
         except DecodeError as err:
-            raise MiroError(f"{where}: its {ext} member does not decode ({err})") from None
+            raise MiroError(
+                f"{where}: its {sample.image_ext} member does not decode ({err})"
+            ) from None
     if spec.text_emb:
-        if "txt_emb.npy" not in raw:
-            raise MiroError(f"{where} has no txt_emb.npy (reshard with the text hook)")
-        out["text_emb"] = np.load(io.BytesIO(raw["txt_emb.npy"]))
+        if sample.txt_emb is None:
+            raise MiroError(f"{where} has no {TEXT_EMB} (reshard with the text hook)")
+        out["text_emb"] = sample.txt_emb
     return out
 
 
@@ -301,12 +287,8 @@ def next_batch(batches: Iterator[dict[str, Any]]) -> dict[str, Any]:
 
 def iter_captions(shards: Shards, limit: int) -> Iterator[str]:
     """Captions of the first `limit` samples, in shard order (to build the word vocabulary)."""
-    samples = _samples_of(list(shards.urls))
-    for raw in islice(samples, limit):
-        if "txt" in raw:
-            yield raw["txt"].decode("utf-8")
-        elif "json" in raw:
-            yield str(json.loads(raw["json"]).get("caption", ""))
+    for raw in islice(_samples_of(list(shards.urls)), limit):
+        yield read_sample(raw).caption
 
 
 def peek(shards: Shards, spec: BatchSpec) -> dict[str, Any]:

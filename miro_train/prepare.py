@@ -91,10 +91,10 @@ def prepare_run(cfg: TrainConfig, info: DistInfo) -> RunSetup:
         cfg = _stored_config(cfg, meta["config"])
         spec = meta["model"]
         check_rewards(shards, spec["rewards"])
-        if spec.get("edges_version") != shards.manifest.get("edges_version"):
+        if spec.get("edges_version") != shards.manifest.edges_version:
             raise MiroError(
                 f"the run was trained on bin edges version {spec.get('edges_version')}, "
-                f"the shards in {shards.root} have {shards.manifest.get('edges_version')}"
+                f"the shards in {shards.root} have {shards.manifest.edges_version}"
             )
     else:
         if existing:  # (a log but no checkpoint: a run killed early, which starts over)

@@ -26,6 +26,7 @@ from miro_data.bins import BinsConfig, bins
 from miro_data.common import MiroError
 from miro_data.decode import DecodeError, decode_image
 from miro_data.reshard import ReshardConfig, _Sources, reshard
+from miro_data.trainshards import read_sample
 from miro_train import data as train_data
 
 REWARDS = ("sharpness", "contrast")
@@ -303,7 +304,7 @@ def test_every_accepted_format_trains_on_exactly_the_pixels_that_were_scored(
         key = raw["__key__"]
         scored = decode_image(samples[key][1], budget)  # what annotate scored
         ext = samples[key][0].lower()
-        meta = train_data.json.loads(raw["json"])
+        meta = read_sample(raw).meta
         assert np.array_equal(decode_image(raw[ext], train_data.scored_pixels(meta)), scored), key
         trained = train_data.decode(raw, spec)["image"]
         if scored.shape[:2] == (32, 32):

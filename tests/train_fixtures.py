@@ -1,7 +1,7 @@
-"""Tiny training-shard folders in the ARCHITECTURE.md format, built from Shapes World.
+"""Tiny training-shard folders built from Shapes World, written by `trainshards.ShardWriter`.
 
 Images come from `miro_data.synth.generate_sample`, scores from the weight-free rewards, bins
-from quantile edges, exactly as `miro data reshard` lays them out — so the trainer's tests
+from quantile edges; the writer is the one `miro data reshard` uses — so the trainer's tests
 need neither the network nor the data pipeline.
 """
 
@@ -12,11 +12,18 @@ import json
 from pathlib import Path
 
 import numpy as np
-import webdataset as wds
 from PIL import Image
 
 from miro_data.rewards import build_reward
 from miro_data.synth import SynthConfig, generate_sample
+from miro_data.trainshards import (
+    HookModels,
+    Manifest,
+    ManifestSource,
+    SampleMeta,
+    ShardWriter,
+    TrainSample,
+)
 
 
 def bin_index(scores: np.ndarray, n_bins: int) -> tuple[np.ndarray, list[float]]:
@@ -24,6 +31,22 @@ def bin_index(scores: np.ndarray, n_bins: int) -> tuple[np.ndarray, list[float]]
     edges = np.quantile(scores[~np.isnan(scores)], np.linspace(0, 1, n_bins + 1))
     bins = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, n_bins - 1)
     return bins, edges.tolist()
+
+
+def _meta(i: int, caption: str, size: int, scores: dict, bins: dict, n_bins: int) -> SampleMeta:
+    """Sample i's json; `bins` holds its level per reward (None: missing)."""
+    return SampleMeta(
+        key=f"{i:07d}",
+        caption=caption,
+        url=f"images/{i:07d}.png",
+        source_shard="00000.tar",
+        edges_version=1,
+        scores={r: None if b is None else float(scores[r][i]) for r, b in bins.items()},
+        bins=bins,
+        bin_values={r: None if b is None else b / (n_bins - 1) for r, b in bins.items()},
+        source={},
+        image_size=(size, size),
+    )
 
 
 def write_shards(
@@ -45,79 +68,47 @@ def write_shards(
 
     Every `missing_every`-th sample gets `null` for the first reward (the "missing" case).
     """
-    folder.mkdir(parents=True, exist_ok=True)
     cfg = SynthConfig(out=folder, n=n, size=size, seed=seed)
     samples = [generate_sample(i, cfg) for i in range(n)]
     images = [img for img, _ in samples]
     captions = [rec["caption"] for _, rec in samples]
-    scores = {r: build_reward(r).score(images, captions) for r in rewards}
+    carried = rewards if with_rewards else ()
+    scores = {r: build_reward(r).score(images, captions) for r in carried}
     bins, edges = {}, {}
-    for r in rewards:
+    for r in carried:
         bins[r], edges[r] = bin_index(scores[r], n_bins)
     rng = np.random.default_rng(seed)
-    shards = []
-    for s in range(0, n, per_shard):
-        name = f"{s // per_shard:06d}.tar"
-        with wds.TarWriter(str(folder / name)) as sink:
-            for i in range(s, min(n, s + per_shard)):
-                buf = io.BytesIO()
-                Image.fromarray(images[i]).save(buf, format="PNG")
-                meta = {
-                    "key": f"{i:07d}",
-                    "caption": captions[i],
-                    "url": f"images/{i:07d}.png",
-                    "source_shard": "00000.tar",
-                    "edges_version": 1,
-                    "source": {},
-                }
-                if with_rewards:
-                    b = {r: int(bins[r][i]) for r in rewards}
-                    if missing_every and i % missing_every == 0:
-                        b[rewards[0]] = None
-                    meta["scores"] = {
-                        r: None if b[r] is None else float(scores[r][i]) for r in rewards
-                    }
-                    meta["bins"] = b
-                    meta["bin_values"] = {
-                        r: None if v is None else v / (n_bins - 1) for r, v in b.items()
-                    }
-                sample = {
-                    "__key__": f"{i:07d}",
-                    "png": buf.getvalue(),
-                    "txt": captions[i],
-                    "json": json.dumps(meta).encode(),
-                }
-                if txt_emb_dim:
-                    length = len(captions[i].split())
-                    sample["txt_emb.npy"] = _npy(
-                        rng.normal(size=(length, txt_emb_dim)).astype(np.float16)
-                    )
-                if latent_shape:
-                    sample["latent.npy"] = _npy(rng.normal(size=latent_shape).astype(np.float16))
-                sink.write(sample)
-        shards.append({"name": name, "count": min(n, s + per_shard) - s})
-    manifest = {
-        "format": "miro-shards/1",
-        "rewards": list(rewards) if with_rewards else [],
-        "reward_versions": {r: "1" for r in rewards} if with_rewards else {},
-        "edges_version": 1,
-        "n_bins": {r: n_bins for r in rewards} if with_rewards else {},
-        "edges": edges if with_rewards else {},
-        "shards": shards,
-        "total": n,
-        "where": None,
-        "shuffle_seed": 0,
-        "hooks": hooks or {"text": None, "vae": None},
-        "created": "2026-01-01T00:00:00+00:00",
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    with ShardWriter(folder, per_shard) as sink:
+        for i in range(n):
+            levels = {r: int(bins[r][i]) for r in carried}
+            if carried and missing_every and i % missing_every == 0:
+                levels[carried[0]] = None
+            buf = io.BytesIO()
+            Image.fromarray(images[i]).save(buf, format="PNG")
+            txt_emb = latent = None
+            if txt_emb_dim:
+                length = len(captions[i].split())
+                txt_emb = rng.normal(size=(length, txt_emb_dim)).astype(np.float16)
+            if latent_shape:
+                latent = rng.normal(size=latent_shape).astype(np.float16)
+            meta = _meta(i, captions[i], size, scores, levels, n_bins)
+            sink.write(TrainSample(meta, captions[i], buf.getvalue(), "png", txt_emb, latent))
+        sink.finish(
+            Manifest(
+                rewards=carried,
+                reward_versions=dict.fromkeys(carried, "1"),
+                edges_version=1,
+                n_levels=dict.fromkeys(carried, n_bins),
+                edges=edges,
+                shards=sink.shards,
+                where=None,
+                shuffle_seed=0,
+                hooks=HookModels(**(hooks or {})),
+                source=ManifestSource(shards="Shapes World (tests/train_fixtures.py)", db=""),
+                created="2026-01-01T00:00:00+00:00",
+            )
+        )
     return folder
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
 
 
 def tiny_spec(backbone: str = "unet", rewards: tuple[str, ...] = ("a", "b")) -> dict:
