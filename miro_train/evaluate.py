@@ -203,7 +203,8 @@ def _checkpoint_images(cfg: GenevalConfig) -> tuple[list[str], np.ndarray]:
     from miro_train.sample import load_bundle, provenance
 
     settings = cfg.sampler
-    bundle = load_bundle(cfg.checkpoint, settings.device, settings.weights)  # type: ignore[arg-type]
+    assert cfg.checkpoint is not None  # GenevalConfig takes a checkpoint or a manifest
+    bundle = load_bundle(cfg.checkpoint, settings.device, settings.weights)
     about = provenance(bundle, settings)
     cfg.out.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails before sampling
     prompts, images = geneval_images(
@@ -218,13 +219,15 @@ def geneval(cfg: GenevalConfig) -> GenevalResult:
 
     Inputs are read and checked before anything is written, so bad input leaves no folder.
     """
+    images: Sequence[np.ndarray]
     if cfg.manifest is not None:
         rows, images = read_manifest(cfg.manifest)
         prompts = [r["prompt"] for r in rows]
         result = score_geneval(prompts, images)
         cfg.out.mkdir(parents=True, exist_ok=True)
     else:
-        prompts, images = _checkpoint_images(cfg)  # type: ignore[assignment]
+        prompts, generated = _checkpoint_images(cfg)
+        images = list(generated)
         result = score_geneval(prompts, images)
     save_json(cfg.out / "results.json", {**result.to_dict(), "settings": cfg})
     with atomic_path(cfg.out / "results.md") as tmp:

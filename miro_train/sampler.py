@@ -124,7 +124,7 @@ def resolve_targets(
     kind, _, arg = preset.partition(":")
     if kind == "isolate":
         (name,) = parse_values(f"{arg}=0", rewards, "--preset isolate").keys()
-        neg = dict.fromkeys(rewards, 1.0) | {name: 0.0}
+        neg = {r: 0.0 if r == name else 1.0 for r in rewards}
     elif kind == "pair":
         names, _, t = arg.partition("@")
         pair = [n.strip() for n in names.split(",")]
@@ -133,7 +133,8 @@ def resolve_targets(
         a = parse_values(f"{pair[0]}={t}", rewards, "--preset pair")[pair[0]]
         assert a is not None
         parse_values(f"{pair[1]}={1 - a}", rewards, "--preset pair")
-        neg = dict.fromkeys(rewards, 1.0) | {pair[0]: a, pair[1]: 1.0 - a}
+        neg = {r: 1.0 for r in rewards}
+        neg[pair[0]], neg[pair[1]] = a, 1.0 - a
     elif kind != "high":
         raise MiroError(f"unknown preset {preset!r}; use high, isolate:REWARD or pair:A,B@t")
     return pos | parse_values(target, rewards), neg | parse_values(negative, rewards, "--negative")

@@ -86,7 +86,8 @@ def best_of_n(cfg: BestOfNConfig) -> dict[str, Any]:
     select = cfg.select_by or cfg.eval.rewards
     scorers = {r.name: r for r in metric_rewards(select)}
     ns = n_values(cfg.n_max)
-    curves, prompts = {}, []
+    curves: dict[str, dict] = {}
+    prompts: list[str] = []
     for name, ckpt in cfg.checkpoints.items():
         prompts, cand = _candidates(load_for(ckpt, cfg.eval), cfg)  # (S, N, H, W, 3)
         flat_prompts = [p for p in prompts for _ in range(cfg.n_max)]
