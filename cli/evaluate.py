@@ -45,12 +45,15 @@ def geneval_cmd(
 ) -> None:
     """The Shapes World GenEval: per-category pass rates and their mean."""
     from miro_train.evaluate import GenevalConfig, geneval
+    from miro_train.sampler import SamplerSettings
 
-    cfg = GenevalConfig(
-        out=out, checkpoint=checkpoint, manifest=manifest, prompts_per_category=prompts_per_category,
-        images_per_prompt=images_per_prompt, seed=seed, guidance=guidance, steps=steps, preset=preset,
-        target=target, negative=negative, weights=weights, device=device, batch_size=batch_size,
+    sampler = SamplerSettings(
+        steps=steps, guidance=guidance, preset=preset, target=target, negative=negative, seed=seed,
+        batch_size=batch_size, weights=weights, device=device,
     )  # fmt: skip
+    cfg = GenevalConfig(out=out, checkpoint=checkpoint, manifest=manifest, sampler=sampler,
+                        prompts_per_category=prompts_per_category,
+                        images_per_prompt=images_per_prompt)  # fmt: skip
     result = geneval(cfg)
     table = Table(title=f"Shapes World GenEval ({result.n_images} images)")
     table.add_column("category")

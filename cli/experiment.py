@@ -22,10 +22,13 @@ def _names(text: str | None) -> tuple[str, ...] | None:
 
 
 def _eval_settings(ppc: int, ipp: int, guidance: float, sampler_steps: int, seed: int, device: str):
-    from miro_train.experiments.common import EvalSettings
+    from dataclasses import replace
 
-    return EvalSettings(prompts_per_category=ppc, images_per_prompt=ipp, guidance=guidance,
-                        sampler_steps=sampler_steps, seed=seed, device=device)  # fmt: skip
+    from miro_train.experiments.common import EXPERIMENT_SAMPLER, EvalSettings
+
+    sampler = replace(EXPERIMENT_SAMPLER, guidance=guidance, steps=sampler_steps, seed=seed,
+                      device=device)  # fmt: skip
+    return EvalSettings(prompts_per_category=ppc, images_per_prompt=ipp, sampler=sampler)
 
 
 # Options shared by every experiment, declared once.

@@ -175,23 +175,12 @@ def sample_cmd(
 ) -> None:
     """Sample with multi-reward classifier-free guidance; writes PNGs, a grid and a JSONL manifest."""
     from miro_train.sample import SampleConfig, sample
+    from miro_train.sampler import SamplerSettings
 
-    cfg = SampleConfig(
-        checkpoint=checkpoint,
-        out=out,
-        prompts=_prompts(prompt, prompts_file),
-        n=n,
-        guidance=guidance,
-        steps=steps,
-        seed=seed,
-        preset=preset,
-        target=target,
-        negative=negative,
-        best_of=best_of,
-        select_by=select_by,
-        batch_size=batch_size,
-        device=device,
-        weights=weights,
-        overwrite=overwrite,
-    )
+    sampler = SamplerSettings(
+        steps=steps, guidance=guidance, preset=preset, target=target, negative=negative, seed=seed,
+        batch_size=batch_size, weights=weights, device=device,
+    )  # fmt: skip
+    cfg = SampleConfig(checkpoint=checkpoint, out=out, prompts=_prompts(prompt, prompts_file), n=n,
+                       sampler=sampler, best_of=best_of, select_by=select_by, overwrite=overwrite)  # fmt: skip
     typer.echo(str(sample(cfg)))

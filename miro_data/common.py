@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import errno
 import fcntl
 import functools
@@ -16,7 +17,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, TypeVar
 
 from rich.console import Console
@@ -204,19 +205,33 @@ def output_file(final: str | Path, what: str) -> Iterator[Path]:
 
 
 def json_safe(value: Any) -> Any:
-    """NaN and ±inf → None, recursively: JSON has no non-finite numbers."""
+    """Plain JSON types, recursively: NaN and ±inf → None (JSON has no non-finite numbers),
+    dataclasses → dicts, paths → text, numpy scalars and arrays → numbers and lists."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
         return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
+    if isinstance(value, PurePath):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return json_safe(dataclasses.asdict(value))
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        return json_safe(value.tolist())
     return value
 
 
 def dumps_json(value: Any, **kwargs: Any) -> str:
     """json.dumps that writes valid JSON: non-finite floats become null, never `NaN`."""
     return json.dumps(json_safe(value), allow_nan=False, **kwargs)
+
+
+def save_json(path: Path, value: Any) -> None:
+    """`value` (configs and results: dataclasses, paths, numpy numbers) as an indented JSON
+    file, written then renamed."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(dumps_json(value, indent=2))
 
 
 # ----------------------------------------------------------------------------

@@ -9,30 +9,33 @@ JSONL manifest with `prompt` and `file` fields, so images from any model can be 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
 
 from miro_data.common import (
     MiroError,
     atomic_path,
-    check_choice,
-    check_device,
-    check_finite,
     check_positive,
-    check_seed,
     dumps_json,
     owns_output,
+    save_json,
 )
-from miro_data.decode import DecodeError, decode_image
 from miro_data.detector import check
 from miro_data.shapes import CATEGORIES, caption_for, parse_caption, sample_prompt
+from miro_train.imagefolder import read_manifest, write_manifest
+from miro_train.sampler import SamplerSettings, draw_numbers
+
+if TYPE_CHECKING:  # torch is imported only when images are generated
+    from miro_train.sample import ModelBundle
+
+# `miro sample`'s settings in a larger batch: GenEval draws hundreds of images
+GENEVAL_SAMPLER = SamplerSettings(batch_size=64)
 
 log = logging.getLogger(__name__)
 
@@ -101,50 +104,8 @@ def score_geneval(prompts: Sequence[str], images: Sequence[np.ndarray]) -> Genev
 
 
 # ----------------------------------------------------------------------------
-# Manifests and pictures
+# Pictures
 # ----------------------------------------------------------------------------
-
-
-def read_manifest(path: Path) -> tuple[list[dict], list[np.ndarray]]:
-    """Rows of a JSONL manifest and their images (`file` is relative to the manifest)."""
-    if not path.exists():
-        raise MiroError(f"manifest not found: {path}")
-    rows, images = [], []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            file = path.parent / row["file"]
-            prompt = row["prompt"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise MiroError(
-                f"{path}:{n}: expected a JSON object with 'prompt' and 'file'"
-            ) from None
-        try:
-            images.append(decode_image(file.read_bytes()))
-        except (OSError, DecodeError) as err:
-            raise MiroError(f"{path}:{n}: cannot read image {file}: {err}") from None
-        rows.append({**row, "prompt": prompt})
-    if not rows:
-        raise MiroError(f"manifest {path} is empty")
-    return rows, images
-
-
-def write_manifest(
-    out: Path, prompts: Sequence[str], images: np.ndarray, extra: Sequence[dict]
-) -> Path:
-    """PNG per image under out/images/ and out/manifest.jsonl (write-then-rename)."""
-    rows = []
-    for i, (prompt, image, more) in enumerate(zip(prompts, images, extra, strict=True)):
-        name = f"images/{i:06d}.png"
-        with atomic_path(out / name) as tmp:
-            Image.fromarray(image).save(tmp, format="PNG")
-        rows.append({"file": name, "prompt": prompt, **more})
-    manifest = out / "manifest.jsonl"
-    with atomic_path(manifest) as tmp:
-        tmp.write_text("".join(dumps_json(r) + "\n" for r in rows))
-    return manifest
 
 
 def save_category_grids(
@@ -209,84 +170,74 @@ def save_category_grids(
 
 @dataclass(frozen=True)
 class GenevalConfig:
-    """Score a checkpoint (generating its images) or an existing manifest."""
+    """Score a checkpoint (generating its images) or an existing manifest.
+
+    `sampler.seed` fixes the prompt set as well as the noise.
+    """
 
     out: Path
     checkpoint: Path | None = None
     manifest: Path | None = None
     prompts_per_category: int = 16
     images_per_prompt: int = 4
-    seed: int = 0
-    guidance: float = 7.0
-    steps: int = 50
-    preset: str = "high"
-    target: str = ""
-    negative: str = ""
-    weights: str = "ema"
-    device: str = "auto"
-    batch_size: int = 64
+    sampler: SamplerSettings = GENEVAL_SAMPLER
 
     def __post_init__(self) -> None:
-        from miro_train.sample import WEIGHTS, check_targets
-
         if (self.checkpoint is None) == (self.manifest is None):
             raise MiroError("give a CHECKPOINT or --manifest (one of the two)")
-        for name in ("prompts_per_category", "images_per_prompt", "steps", "batch_size"):
-            check_positive(f"--{name.replace('_', '-')}", getattr(self, name))
-        check_seed("--seed", self.seed)
-        check_finite("--guidance", self.guidance, 0)
-        check_targets(self.preset, self.target, self.negative)
-        check_choice("--weights", self.weights, WEIGHTS)
-        check_device("--device", self.device)
+        check_positive("--prompts-per-category", self.prompts_per_category)
+        check_positive("--images-per-prompt", self.images_per_prompt)
 
 
-def _generate_for_geneval(cfg: GenevalConfig) -> tuple[list[str], np.ndarray]:
-    from miro_train.sample import generate, load_bundle, resolve_targets
+def geneval_images(
+    bundle: ModelBundle,
+    settings: SamplerSettings,
+    per_category: int,
+    per_prompt: int,
+    progress: bool = False,
+) -> tuple[list[str], np.ndarray]:
+    """The GenEval prompt set (fixed by the settings' seed), each prompt drawn `per_prompt`
+    times in a row: the one way `miro eval geneval` and the experiments make their images."""
+    from miro_train.sample import generate
 
-    bundle = load_bundle(cfg.checkpoint, cfg.device, cfg.weights)  # type: ignore[arg-type]
-    pos, neg = resolve_targets(bundle.rewards, cfg.preset, cfg.target, cfg.negative)
-    base = geneval_prompts(cfg.prompts_per_category, cfg.seed)
-    prompts = [p for p in base for _ in range(cfg.images_per_prompt)]
-    images = generate(
-        bundle,
-        prompts,
-        positive=pos,
-        negative=neg,
-        guidance=cfg.guidance,
-        steps=cfg.steps,
-        seeds=cfg.seed * 1_000_003,
-        batch_size=cfg.batch_size,
-        progress=True,
+    base = geneval_prompts(per_category, settings.seed)
+    prompts = [p for p in base for _ in range(per_prompt)]
+    return prompts, generate(bundle, prompts, settings, progress=progress)
+
+
+def _checkpoint_images(cfg: GenevalConfig) -> tuple[list[str], np.ndarray]:
+    """Generate, then keep the images and their manifest in the output folder."""
+    from miro_train.sample import load_bundle, provenance
+
+    settings = cfg.sampler
+    assert cfg.checkpoint is not None  # GenevalConfig takes a checkpoint or a manifest
+    bundle = load_bundle(cfg.checkpoint, settings.device, settings.weights)
+    about = provenance(bundle, settings)
+    cfg.out.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails before sampling
+    prompts, images = geneval_images(
+        bundle, settings, cfg.prompts_per_category, cfg.images_per_prompt, progress=True
     )
-    extra = [
-        {
-            "seed": cfg.seed * 1_000_003 + i,
-            "targets": pos,
-            "negatives": neg,
-            "guidance": cfg.guidance,
-            "steps": cfg.steps,
-            "checkpoint": str(bundle.checkpoint),
-            "step": bundle.step,
-        }
-        for i in range(len(prompts))
-    ]
-    write_manifest(cfg.out, prompts, images, extra)
+    write_manifest(cfg.out, prompts, images, [{"draw": k, **about} for k in draw_numbers(prompts)])
     return prompts, images
 
 
 @owns_output  # one process writes an output folder at a time
 def geneval(cfg: GenevalConfig) -> GenevalResult:
-    """GenEval of a checkpoint or manifest; writes results.json, results.md and category grids."""
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    """GenEval of a checkpoint or manifest; writes results.json, results.md and category grids.
+
+    Inputs are read and checked before anything is written, so bad input leaves no folder.
+    """
+    images: Sequence[np.ndarray]
     if cfg.manifest is not None:
         rows, images = read_manifest(cfg.manifest)
         prompts = [r["prompt"] for r in rows]
+        result = score_geneval(prompts, images)
+        cfg.out.mkdir(parents=True, exist_ok=True)
     else:
-        prompts, images = _generate_for_geneval(cfg)  # type: ignore[assignment]
-    result = score_geneval(prompts, images)
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
-    with atomic_path(cfg.out / "results.json") as tmp:
-        tmp.write_text(dumps_json({**result.to_dict(), "settings": settings}, indent=2))
+        prompts, generated = _checkpoint_images(cfg)
+        images = list(generated)
+        result = score_geneval(prompts, images)
+    save_json(cfg.out / "results.json", {**result.to_dict(), "settings": cfg})
     with atomic_path(cfg.out / "results.md") as tmp:
         tmp.write_text(
             f"# Shapes World GenEval\n\n{result.to_markdown()}\n\n{result.n_images} images.\n"

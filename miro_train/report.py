@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from miro_data.common import MiroError, atomic_path
+from miro_train.imagefolder import MANIFEST, read_rows
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +84,9 @@ def _run_section(folder: Path) -> list[str]:
 
 def _samples_section(folder: Path) -> list[str]:
     parts = ["<h2>Samples with multi-reward guidance</h2>"]
-    manifest = folder / "manifest.jsonl"
+    manifest = folder / MANIFEST
     if manifest.exists():
-        rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+        rows = read_rows(manifest)
         prompts = list(dict.fromkeys(r["prompt"] for r in rows))
         first = rows[0]
         parts.append(

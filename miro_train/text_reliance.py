@@ -25,9 +25,9 @@ from miro_data.common import (
     check_int,
     check_positive,
     check_seed,
+    save_json,
 )
 from miro_train.data import Shards, make_loader, next_batch, open_shards
-from miro_train.experiments.common import save_json
 from miro_train.flow import flow_loss
 from miro_train.prepare import batch_spec_for
 
@@ -49,7 +49,7 @@ class TextRelianceConfig:
     out: Path | None = None  # a JSON file for the results, when set
 
     def __post_init__(self) -> None:
-        from miro_train.sample import WEIGHTS
+        from miro_train.sampler import WEIGHTS
 
         if not self.checkpoints:
             raise MiroError("no checkpoints given")

@@ -11,13 +11,8 @@ from typer.testing import CliRunner
 from cli.main import app
 from miro_data.shapes import CATEGORIES, parse_caption
 from miro_data.synth import clean_sample
-from miro_train.evaluate import (
-    GenevalConfig,
-    geneval,
-    geneval_prompts,
-    score_geneval,
-    write_manifest,
-)
+from miro_train.evaluate import GenevalConfig, geneval, geneval_prompts, score_geneval
+from miro_train.imagefolder import write_manifest
 
 runner = CliRunner()
 
@@ -62,7 +57,7 @@ def test_geneval_of_a_manifest_writes_results_and_grids(tmp_path: Path) -> None:
     assert len(list((tmp_path / "eval").glob("grid_*.png"))) == 6
 
 
-def test_eval_cli_scores_a_manifest_and_refuses_bad_input(tmp_path: Path) -> None:
+def test_eval_cli_scores_a_manifest_and_refuses_bad_input(tmp_path: Path, monkeypatch) -> None:
     prompts = geneval_prompts(1, seed=0)
     manifest = write_manifest(tmp_path / "imgs", prompts, _clean_images(prompts), [{}] * 6)
     result = runner.invoke(
@@ -75,7 +70,9 @@ def test_eval_cli_scores_a_manifest_and_refuses_bad_input(tmp_path: Path) -> Non
     assert result.exit_code == 0
     rewards = json.loads((tmp_path / "imgs" / "rewards.json").read_text())
     assert rewards["shapes_alignment"]["mean"] == 1.0 and rewards["contrast"]["n"] == 6
+    monkeypatch.chdir(tmp_path / "imgs")  # the default --out, ./geneval, is relative
     bad = runner.invoke(app, ["eval", "geneval", "--manifest", str(tmp_path / "nope.jsonl")])
     assert bad.exit_code == 2 and "manifest not found" in bad.stderr
+    assert not (tmp_path / "imgs" / "geneval").exists()  # bad input writes nothing
     both = runner.invoke(app, ["eval", "geneval"])
     assert both.exit_code == 2 and "one of the two" in both.stderr

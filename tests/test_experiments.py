@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from miro_train.experiments.best_of_n import BestOfNConfig, best_of_n, n_values
-from miro_train.experiments.common import EvalSettings, TrainSettings
+from miro_train.experiments.common import EXPERIMENT_SAMPLER, EvalSettings, TrainSettings
 from miro_train.experiments.compare import CompareConfig, compare, speedups, steps_to_reach
 from miro_train.experiments.single_vs_multi import (
     SingleVsMultiConfig,
@@ -20,7 +20,9 @@ from miro_train.experiments.sweeps import GuidanceConfig, SweepConfig, guidance,
 
 TINY_TRAIN = TrainSettings(steps=2, batch_size=8, eval_every=1, warmup=1)
 TINY_EVAL = EvalSettings(
-    prompts_per_category=1, images_per_prompt=1, sampler_steps=2, batch_size=16
+    prompts_per_category=1,
+    images_per_prompt=1,
+    sampler=replace(EXPERIMENT_SAMPLER, steps=2, batch_size=16),
 )
 
 

@@ -13,6 +13,7 @@ from miro_data.common import MiroError
 from miro_data.encoders import FrozenTextEncoder, ImageAutoencoder
 from miro_train.checkpoint import read_meta
 from miro_train.sample import generate, load_bundle
+from miro_train.sampler import SamplerSettings
 from miro_train.train import TrainConfig, train
 
 WORDS = ["a", "photo", "of", "red", "blue", "circle", "square", "triangle", "and", "two"]
@@ -72,5 +73,5 @@ def test_training_in_latent_space_with_a_hf_text_encoder(models, tmp_path, preco
         spec["image"]["precomputed"] is precomputed and spec["text"]["precomputed"] is precomputed
     )
     assert len(spec["image"]["mean"]) == 4 and all(s > 0 for s in spec["image"]["std"])
-    images = generate(load_bundle(ckpt), ["a photo of a blue square"], steps=2)
+    images = generate(load_bundle(ckpt), ["a photo of a blue square"], SamplerSettings(steps=2))
     assert images.shape == (1, 32, 32, 3) and images.dtype == np.uint8

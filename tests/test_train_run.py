@@ -16,7 +16,8 @@ from cli.main import app
 from miro_data.common import MiroError
 from miro_train import train as train_module
 from miro_train.checkpoint import find_checkpoint, list_checkpoints, read_meta
-from miro_train.sample import generate, load_bundle, resolve_targets
+from miro_train.sample import generate, load_bundle
+from miro_train.sampler import SamplerSettings
 from miro_train.train import TrainConfig, train
 
 runner = CliRunner()
@@ -110,12 +111,11 @@ def test_smoke_train_20_steps_then_sample(world, monkeypatch):
     image = np.asarray(Image.open(out / rows[3]["file"]))
     assert image.shape == (16, 16, 3) and image.dtype == np.uint8
     assert Image.open(out / "grid.png").size == (2 * 18 + 2, 2 * 18 + 2)
-    # The Python API redraws an image from its manifest seed alone.
-    bundle = load_bundle(run)
-    pos, neg = resolve_targets(bundle.rewards, "isolate:sharpness", "noise=0.5")
-    again = generate(
-        bundle, [rows[3]["prompt"]], positive=pos, negative=neg, steps=4, seeds=[rows[3]["seed"]]
+    # The Python API redraws an image from its manifest row alone (prompt, seed, draw).
+    settings = SamplerSettings(
+        steps=4, preset="isolate:sharpness", target="noise=0.5", seed=rows[3]["seed"]
     )
+    again = generate(load_bundle(run), [rows[3]["prompt"]], settings, draws=[rows[3]["draw"]])
     np.testing.assert_array_equal(again[0], image)
 
 
@@ -150,7 +150,7 @@ def test_baseline_trains_without_rewards_and_samples_unguided(world):
     ckpt = train(_cfg(world, "baseline", baseline=True, steps=2, ckpt_every=2))
     bundle = load_bundle(ckpt)
     assert bundle.rewards == [] and bundle.model.conditioner.rewards is None
-    images = generate(bundle, ["a photo of a circle"], steps=2, guidance=7.0)
+    images = generate(bundle, ["a photo of a circle"], SamplerSettings(steps=2, guidance=7.0))
     assert images.shape == (1, 16, 16, 3)
 
 
@@ -271,21 +271,18 @@ def test_best_of_n_keeps_the_candidate_the_reward_scores_highest(trained, tmp_pa
         out=tmp_path / "best",
         prompts=("a photo of a circle",),
         n=2,
-        steps=2,
+        sampler=SamplerSettings(steps=2),
         best_of=3,
         select_by="contrast",
     )
     rows = [json.loads(x) for x in sample(cfg).read_text().splitlines()]
-    bundle = load_bundle(trained)
-    pos, neg = resolve_targets(bundle.rewards)
+    prompts = [rows[0]["prompt"]] * 6  # draws 0-2 are output 0's candidates, 3-5 output 1's
+    cands = generate(load_bundle(trained), prompts, SamplerSettings(steps=2))
+    scores = build_reward("contrast").score(list(cands), prompts)
     for i, row in enumerate(rows):
-        seeds = [i * 3 + j for j in range(3)]  # candidate seeds of output i
-        cands = generate(
-            bundle, [row["prompt"]] * 3, positive=pos, negative=neg, steps=2, seeds=seeds
-        )
-        scores = build_reward("contrast").score(list(cands), [row["prompt"]] * 3)
-        assert row["seed"] == seeds[int(np.argmax(scores))]
-        assert row["score"] == pytest.approx(float(scores.max()))
+        window = scores[3 * i : 3 * i + 3]
+        assert row["draw"] == 3 * i + int(np.argmax(window))
+        assert row["score"] == pytest.approx(float(window.max()))
 
 
 def test_tensorboard_is_optional(tmp_path):

@@ -15,10 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from miro_data.common import MiroError, check_names, check_positive, owns_output
+from miro_data.common import (
+    MiroError,
+    check_names,
+    check_positive,
+    owns_output,
+    save_json,
+)
 from miro_data.shapes import CATEGORIES, parse_caption
-from miro_train.evaluate import geneval_prompts, score_geneval
-from miro_train.experiments.common import EvalSettings, metric_rewards, save_json, write_report
+from miro_train.evaluate import geneval_images, score_geneval
+from miro_train.experiments.common import EvalSettings, load_for, metric_rewards, write_report
 from miro_train.experiments.plots import lines_plot
 
 log = logging.getLogger(__name__)
@@ -51,14 +57,13 @@ def n_values(n_max: int) -> list[int]:
     return [*ns, n_max]
 
 
-def _candidates(bundle, prompts: list[str], cfg: BestOfNConfig) -> np.ndarray:
-    """(slots, n_max, H, W, 3): candidate j of slot i has seed base + i·n_max + j."""
-    from miro_train.sample import generate
-
-    flat = [p for p in prompts for _ in range(cfg.n_max)]
-    images = generate(bundle, flat, guidance=cfg.eval.guidance if bundle.rewards else 0.0,
-                      steps=cfg.eval.sampler_steps, seeds=cfg.eval.seed * 100_003, batch_size=cfg.eval.batch_size)  # fmt: skip
-    return images.reshape(len(prompts), cfg.n_max, *images.shape[1:])
+def _candidates(bundle, cfg: BestOfNConfig) -> tuple[list[str], np.ndarray]:
+    """The prompt slots and their candidates (slots, n_max, H, W, 3): the GenEval set with
+    images_per_prompt × n_max draws of each prompt, candidate j of a slot its next draw."""
+    per_slot = cfg.eval.images_per_prompt
+    flat, images = geneval_images(bundle, cfg.eval.sampler, cfg.eval.prompts_per_category,
+                                  per_slot * cfg.n_max)  # fmt: skip
+    return flat[:: cfg.n_max], images.reshape(len(flat) // cfg.n_max, cfg.n_max, *images.shape[1:])
 
 
 def _curves(
@@ -85,17 +90,13 @@ def _curves(
 
 @owns_output  # one process writes an output folder at a time
 def best_of_n(cfg: BestOfNConfig) -> dict[str, Any]:
-    from miro_train.sample import load_bundle
-
     select = cfg.select_by or cfg.eval.rewards
     scorers = {r.name: r for r in metric_rewards(select)}
-    base = geneval_prompts(cfg.eval.prompts_per_category, cfg.eval.seed)
-    prompts = [p for p in base for _ in range(cfg.eval.images_per_prompt)]
     ns = n_values(cfg.n_max)
-    curves = {}
+    curves: dict[str, dict] = {}
+    prompts: list[str] = []
     for name, ckpt in cfg.checkpoints.items():
-        bundle = load_bundle(ckpt, cfg.eval.device)
-        cand = _candidates(bundle, prompts, cfg)  # (S, N, H, W, 3)
+        prompts, cand = _candidates(load_for(ckpt, cfg.eval), cfg)  # (S, N, H, W, 3)
         flat_prompts = [p for p in prompts for _ in range(cfg.n_max)]
         flat_images = list(cand.reshape(-1, *cand.shape[2:]))
         passed = np.array(score_geneval(flat_prompts, flat_images).passed).reshape(
@@ -119,7 +120,7 @@ def best_of_n(cfg: BestOfNConfig) -> dict[str, Any]:
     save_json(cfg.out / "results.json", results)
     write_report(cfg.out, "Best-of-N test-time scaling", [
         f"{len(prompts)} prompt slots × up to {cfg.n_max} candidates per model; selection by each reward; "
-        f"ω = {cfg.eval.guidance} for reward-conditioned models.",
+        f"ω = {cfg.eval.sampler.guidance} for reward-conditioned models.",
         *(_table(name, ns, c) for name, c in curves.items()),
         *(f"![{name}](best_of_n_{name}.png)" for name in curves),
     ])  # fmt: skip

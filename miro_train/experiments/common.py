@@ -12,9 +12,9 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -27,10 +27,11 @@ from miro_data.common import (
     check_nonempty_text,
     check_positive,
     check_seed,
-    dumps_json,
+    save_json,
 )
 from miro_data.rewards import Reward, build_reward
-from miro_train.evaluate import geneval_prompts, reward_summary, score_geneval
+from miro_train.evaluate import geneval_images, reward_summary, score_geneval
+from miro_train.sampler import SamplerSettings
 
 log = logging.getLogger(__name__)
 
@@ -45,28 +46,33 @@ METRIC_REWARDS = (
 )
 
 
+class ExperimentSampler(SamplerSettings):
+    """The experiments' sampler: `--steps` is their training budget, so Euler steps are
+    `--sampler-steps`, and error messages say so."""
+
+    OPTIONS: ClassVar = {"steps": "--sampler-steps", "batch_size": "sampler batch size"}
+
+
+# Experiments evaluate every checkpoint of a run, often under several settings, on a CPU
+# budget: fewer Euler steps than `miro sample`, and the ω the README's results use.
+EXPERIMENT_SAMPLER = ExperimentSampler(steps=25, guidance=3.0, batch_size=96)
+
+
 @dataclass(frozen=True)
 class EvalSettings:
-    """How a model is evaluated: the prompt set, the sampler, the reward metrics."""
+    """How a model is evaluated: the prompt set, the sampler, the reward metrics.
+
+    `sampler.seed` fixes the GenEval prompt set as well as the noise.
+    """
 
     prompts_per_category: int = 8
     images_per_prompt: int = 4
-    guidance: float = 3.0
-    sampler_steps: int = 25
-    seed: int = 0
+    sampler: SamplerSettings = EXPERIMENT_SAMPLER
     rewards: tuple[str, ...] = METRIC_REWARDS
-    batch_size: int = 96
-    device: str = "auto"
 
     def __post_init__(self) -> None:
-        for name, value in (("--prompts-per-category", self.prompts_per_category),
-                            ("--images-per-prompt", self.images_per_prompt),
-                            ("--sampler-steps", self.sampler_steps),
-                            ("batch_size", self.batch_size)):  # fmt: skip
-            check_positive(name, value)
-        check_finite("--guidance", self.guidance, 0)
-        check_seed("--seed", self.seed)
-        check_device("--device", self.device)
+        check_positive("--prompts-per-category", self.prompts_per_category)
+        check_positive("--images-per-prompt", self.images_per_prompt)
         if not self.rewards:
             raise MiroError("an evaluation needs at least one metric reward")
 
@@ -110,20 +116,14 @@ def evaluate(
     bundle: Any,
     settings: EvalSettings,
     *,
-    positive: dict | Sequence[dict] | None = None,
-    negative: dict | Sequence[dict] | None = None,
-    guidance: float | None = None,
+    sampler: SamplerSettings | None = None,
     rewards: Sequence[Reward] | None = None,
 ) -> tuple[dict[str, Any], list[str], np.ndarray]:
-    """GenEval and reward means of one model under one setting; also the prompts and images."""
-    from miro_train.sample import generate
-
-    base = geneval_prompts(settings.prompts_per_category, settings.seed)
-    prompts = [p for p in base for _ in range(settings.images_per_prompt)]
-    omega = settings.guidance if guidance is None else guidance
+    """GenEval and reward means of one model, sampled as `sampler` says (default: the
+    settings' own; sweeps vary targets or ω); also the prompts and images."""
     t0 = time.perf_counter()
-    images = generate(bundle, prompts, positive=positive, negative=negative, guidance=omega,
-                      steps=settings.sampler_steps, seeds=settings.seed * 100_003, batch_size=settings.batch_size)  # fmt: skip
+    prompts, images = geneval_images(bundle, sampler or settings.sampler,
+                                     settings.prompts_per_category, settings.images_per_prompt)  # fmt: skip
     gen = score_geneval(prompts, images)
     means = reward_summary(images, prompts, rewards or metric_rewards(settings.rewards))
     result = {
@@ -133,6 +133,13 @@ def evaluate(
         "seconds": round(time.perf_counter() - t0, 1),
     }
     return result, prompts, images
+
+
+def load_for(checkpoint: Path, settings: EvalSettings) -> Any:
+    """The model of a checkpoint or run, loaded as the settings' sampler says."""
+    from miro_train.sample import load_bundle
+
+    return load_bundle(checkpoint, settings.sampler.device, settings.sampler.weights)
 
 
 def train_arm(shards: Path, out: Path, train: TrainSettings, *, baseline: bool = False,
@@ -183,23 +190,6 @@ def checkpoints_by_step(run: Path) -> list[tuple[int, Path]]:
 # ----------------------------------------------------------------------------
 
 
-def save_json(path: Path, payload: Any) -> None:
-    with atomic_path(path) as tmp:
-        # through plain JSON types first, so NaN inside dataclasses becomes null too
-        plain = json.loads(json.dumps(payload, default=_jsonable))
-        tmp.write_text(dumps_json(plain, indent=2))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "__dataclass_fields__"):
-        return asdict(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot serialise {type(value).__name__}")
-
-
 def write_report(out: Path, title: str, sections: Sequence[str]) -> Path:
     path = out / "report.md"
     with atomic_path(path) as tmp:
@@ -238,7 +228,3 @@ def require_rewards(bundle: Any, what: str) -> None:
         raise MiroError(
             f"{what} needs a reward-conditioned checkpoint; {bundle.checkpoint} is a baseline"
         )
-
-
-def with_steps(settings: TrainSettings, steps: int) -> TrainSettings:
-    return replace(settings, steps=steps)

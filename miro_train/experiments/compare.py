@@ -14,16 +14,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from miro_data.common import check_names, owns_output
+from miro_data.common import (
+    check_names,
+    owns_output,
+    save_json,
+)
 from miro_train.experiments.common import (
     EvalSettings,
     TrainSettings,
     checkpoints_by_step,
     evaluate,
+    load_for,
     metric_rewards,
     metric_table,
     metrics_of,
-    save_json,
     train_arm,
     write_report,
 )
@@ -92,8 +96,6 @@ def speedups(curves: dict[str, dict[str, list[tuple[int, float]]]]) -> dict[str,
 @owns_output  # one process writes an output folder at a time
 def compare(cfg: CompareConfig) -> dict[str, Any]:
     """Train both arms (or reuse finished ones), evaluate every checkpoint, write the report."""
-    from miro_train.sample import load_bundle
-
     cfg.out.mkdir(parents=True, exist_ok=True)
     seconds = {
         arm: train_arm(
@@ -105,7 +107,7 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
     evals: dict[str, list[dict]] = {arm: [] for arm in ARMS}
     for arm in ARMS:
         for step, ckpt in checkpoints_by_step(cfg.out / arm):
-            bundle = load_bundle(ckpt, cfg.eval.device)
+            bundle = load_for(ckpt, cfg.eval)
             result, _, _ = evaluate(bundle, cfg.eval, rewards=rewards)
             evals[arm].append(result)
             log.info("%s step %d: GenEval %.1f", arm, step, 100 * result["geneval"]["overall"])
@@ -118,8 +120,8 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
     write_report(cfg.out, "Baseline vs MIRO", [
         f"Same shards, model (`{cfg.train.model}`), seed, batch {cfg.train.batch_size}, "
         f"lr {cfg.train.lr:g}, time shift {_shift(cfg.train)} and {cfg.train.steps} steps per arm; "
-        f"MIRO sampled at s⁺ = all high, ω = {cfg.eval.guidance}, "
-        f"{cfg.eval.sampler_steps} Euler steps; {finals['miro']['geneval']['n_images']} images per evaluation. "
+        f"MIRO sampled at s⁺ = all high, ω = {cfg.eval.sampler.guidance}, "
+        f"{cfg.eval.sampler.steps} Euler steps; {finals['miro']['geneval']['n_images']} images per evaluation. "
         f"Training took {seconds['baseline'] / 60:.1f} min (baseline) and {seconds['miro'] / 60:.1f} min (MIRO).",
         "## Final scores\n\n" + metric_table(finals),
         "## Speed-up (steps MIRO needs to reach the baseline's final score)\n\n" + _speedup_table(summary),

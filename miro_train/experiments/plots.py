@@ -86,19 +86,3 @@ def radar_plot(table: dict[str, dict[str, float]], path: Path) -> None:
     ax.set_yticks([0, 0.5, 1.0], ["min", "", "max"], fontsize=7)
     ax.legend(loc="upper right", bbox_to_anchor=(1.35, 1.1), fontsize=8)
     _save(fig, path)
-
-
-def image_grid(
-    images: np.ndarray, labels: Sequence[str], cols: int, path: Path, title: str = ""
-) -> None:
-    """A labelled grid of images (labels under each column's first row, or per image)."""
-    n = len(images)
-    fig, axes = _grid(n, cols=cols, size=(1.25, 1.35))
-    for ax, img, label in zip(axes, images, labels, strict=False):
-        ax.imshow(img, interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(label, fontsize=6)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    _save(fig, path)

@@ -13,16 +13,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from miro_data.common import MiroError, check_names, owns_output
+from miro_data.common import (
+    MiroError,
+    check_names,
+    owns_output,
+    save_json,
+)
 from miro_train.data import open_shards
 from miro_train.experiments.common import (
     EvalSettings,
     TrainSettings,
     evaluate,
+    load_for,
     metric_rewards,
     metric_table,
     metrics_of,
-    save_json,
     train_arm,
     write_report,
 )
@@ -51,8 +56,6 @@ class SingleVsMultiConfig:
 
 @owns_output  # one process writes an output folder at a time
 def single_vs_multi(cfg: SingleVsMultiConfig) -> dict[str, Any]:
-    from miro_train.sample import load_bundle
-
     rewards = cfg.rewards or tuple(open_shards(cfg.shards).rewards)
     if len(rewards) < 2:
         raise MiroError("single-vs-multi needs at least two rewards")
@@ -68,7 +71,7 @@ def single_vs_multi(cfg: SingleVsMultiConfig) -> dict[str, Any]:
             train_arm(cfg.shards, run, cfg.train, rewards=(name.removeprefix("only "),))
     scorers = metric_rewards(cfg.eval.rewards, also=rewards)
     results = {
-        name: evaluate(load_bundle(run, cfg.eval.device), cfg.eval, rewards=scorers)[0]
+        name: evaluate(load_for(run, cfg.eval), cfg.eval, rewards=scorers)[0]
         for name, run in runs.items()
     }
     table = {
@@ -80,7 +83,7 @@ def single_vs_multi(cfg: SingleVsMultiConfig) -> dict[str, Any]:
     radar_plot(table, cfg.out / "radar.png")
     write_report(cfg.out, "Single-reward models vs MIRO", [
         f"Each model trained with the same settings ({cfg.train.steps} steps, `{cfg.train.model}`) and "
-        f"sampled at its own all-high target, ω = {cfg.eval.guidance}.",
+        f"sampled at its own all-high target, ω = {cfg.eval.sampler.guidance}.",
         metric_table(results),
         "## Reward hacking\n\n" + "\n".join(f"- {line}" for line in verdict["lines"]),
         "![radar](radar.png)",

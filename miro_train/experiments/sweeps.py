@@ -5,22 +5,28 @@ aesthetic-weight sweep) and `guidance` (GenEval and rewards vs the guidance scal
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import stats as sps
 
-from miro_data.common import MiroError, check_finite, check_names, owns_output
+from miro_data.common import (
+    MiroError,
+    check_finite,
+    check_names,
+    owns_output,
+    save_json,
+)
 from miro_train.experiments.common import (
     EvalSettings,
     evaluate,
+    load_for,
     metric_rewards,
     metric_table,
     metrics_of,
     require_rewards,
-    save_json,
     write_report,
 )
 from miro_train.experiments.plots import lines_plot
@@ -49,9 +55,7 @@ class SweepConfig:
 @owns_output  # one process writes an output folder at a time
 def sweep(cfg: SweepConfig) -> dict[str, Any]:
     """For each swept reward R and value v: s⁺ = all 1 except R = v, s⁻ = all 0; evaluate."""
-    from miro_train.sample import load_bundle
-
-    bundle = load_bundle(cfg.checkpoint, cfg.eval.device)
+    bundle = load_for(cfg.checkpoint, cfg.eval)
     require_rewards(bundle, "sweep")
     swept = list(cfg.rewards or bundle.rewards)
     unknown = [r for r in swept if r not in bundle.rewards]
@@ -64,8 +68,10 @@ def sweep(cfg: SweepConfig) -> dict[str, Any]:
     for reward in swept:
         runs[reward] = []
         for value in cfg.values:
-            positive = dict.fromkeys(bundle.rewards, 1.0) | {reward: value}
-            result, _, _ = evaluate(bundle, cfg.eval, positive=positive, rewards=scorers)
+            # appended last, the swept value overrides any other target of this reward
+            target = ",".join(filter(None, (cfg.eval.sampler.target, f"{reward}={value!r}")))
+            sampler = replace(cfg.eval.sampler, target=target)
+            result, _, _ = evaluate(bundle, cfg.eval, sampler=sampler, rewards=scorers)
             runs[reward].append({"value": value, **result})
             log.info(
                 "sweep %s=%.2f: GenEval %.1f", reward, value, 100 * result["geneval"]["overall"]
@@ -85,7 +91,7 @@ def sweep(cfg: SweepConfig) -> dict[str, Any]:
     )
     sections = [
         f"Checkpoint `{bundle.checkpoint}` (step {bundle.step}); one reward's target swept over "
-        f"{list(cfg.values)}, the others at 1; s⁻ = all 0; ω = {cfg.eval.guidance}.",
+        f"{list(cfg.values)}, the others at 1; s⁻ = all 0; ω = {cfg.eval.sampler.guidance}.",
         "## Does each reward's own score rise with its target?\n\n" + _trend_table(trends),
         *(
             f"## Sweep of {r}\n\n" + metric_table({f"{r}={x['value']:g}": x for x in runs[r]})
@@ -145,14 +151,13 @@ class GuidanceConfig:
 
 @owns_output  # one process writes an output folder at a time
 def guidance(cfg: GuidanceConfig) -> dict[str, Any]:
-    from miro_train.sample import load_bundle
-
-    bundle = load_bundle(cfg.checkpoint, cfg.eval.device)
+    bundle = load_for(cfg.checkpoint, cfg.eval)
     require_rewards(bundle, "guidance")
     scorers = metric_rewards(cfg.eval.rewards, also=bundle.rewards)
     runs = []
     for omega in cfg.scales:
-        result, _, _ = evaluate(bundle, cfg.eval, guidance=omega, rewards=scorers)
+        sampler = replace(cfg.eval.sampler, guidance=omega)
+        result, _, _ = evaluate(bundle, cfg.eval, sampler=sampler, rewards=scorers)
         runs.append({"guidance": omega, **result})
         log.info("ω=%.1f: GenEval %.1f", omega, 100 * result["geneval"]["overall"])
     best = int(np.argmax([r["geneval"]["overall"] for r in runs]))
@@ -164,7 +169,7 @@ def guidance(cfg: GuidanceConfig) -> dict[str, Any]:
     )
     write_report(cfg.out, "Guidance scale", [
         f"Checkpoint `{bundle.checkpoint}` (step {bundle.step}); s⁺ = all 1, s⁻ = all 0; "
-        f"{cfg.eval.sampler_steps} Euler steps. Best GenEval at ω = {cfg.scales[best]:g}.",
+        f"{cfg.eval.sampler.steps} Euler steps. Best GenEval at ω = {cfg.scales[best]:g}.",
         metric_table({f"ω={r['guidance']:g}": r for r in runs}),
         "![guidance](guidance.png)",
     ])  # fmt: skip
