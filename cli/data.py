@@ -30,7 +30,7 @@ def synth_cmd(
         "(these are the defaults), or 'none'.",
     ),
 ) -> None:
-    """Generate the Shapes World corpus (../shared/SHAPES_WORLD.md)."""
+    """Generate the Shapes World corpus (docs/shapes-world.md)."""
     from miro_data.synth import Degradations, SynthConfig, synth
 
     cfg = SynthConfig(out=out, n=n, size=size, seed=seed, degradations=Degradations.parse(degrade))

@@ -1,4 +1,4 @@
-"""The Shapes World detector and GenEval-style checks (../shared/SHAPES_WORLD.md).
+"""The Shapes World detector and GenEval-style checks (docs/shapes-world.md).
 
 `detect` reads an image only — never the generator's records — and returns the objects it
 sees; `constraints` lists which of a prompt's requirements those objects satisfy. An image

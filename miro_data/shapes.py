@@ -1,4 +1,4 @@
-"""Shapes World: palette, scenes, rendering and the caption grammar (../shared/SHAPES_WORLD.md).
+"""Shapes World: palette, scenes, rendering and the caption grammar (docs/shapes-world.md).
 
 This module is the contract's code: `sample_scene` draws a scene for a caption category,
 `render` rasterises it, `caption_for` writes its caption and `parse_caption` reads a caption

@@ -1,6 +1,6 @@
 """Stage `miro eval`: the Shapes World GenEval, and reward metrics of generated images.
 
-GenEval here follows ../shared/SHAPES_WORLD.md: a prompt set balanced over the six categories
+GenEval here follows docs/shapes-world.md: a prompt set balanced over the six categories
 (fixed seed), several images per prompt, the detector's pass/fail per image; a category's
 score is its fraction of passed images and the overall score is the mean of the six.
 Images come from a checkpoint (generated with the given sampler settings) or from any
