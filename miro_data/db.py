@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
@@ -93,7 +94,7 @@ CREATE TABLE IF NOT EXISTS bin_edges (
 """
 
 # The columns of a part folder's three parquet files (the tables' columns, in polars types).
-PART_SCHEMAS = {
+PART_SCHEMAS: dict[str, dict[str, Any]] = {
     "samples": {
         "shard": pl.String, "key": pl.String, "caption": pl.String, "url": pl.String,
         "width": pl.Int32, "height": pl.Int32, "image_ext": pl.String, "status": pl.String,
@@ -167,7 +168,7 @@ def _open(
     if not path.exists() and not create:
         raise MiroError(f"database not found: {path} (run `miro data annotate` first)")
     try:
-        config = SANDBOX_CONFIG if sandbox else {}
+        config: dict[str, Any] = SANDBOX_CONFIG if sandbox else {}
         con = duckdb.connect(str(path), read_only=read_only, config=config)
     except duckdb.IOException as err:
         if "lock" in str(err).lower():

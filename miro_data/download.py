@@ -14,6 +14,7 @@ import logging
 import math
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from miro_data.serve import serve_directory
 
 log = logging.getLogger(__name__)
 
-_READERS = {
+_READERS: dict[str, Callable[[Path], pl.DataFrame]] = {
     ".parquet": pl.read_parquet,
     ".csv": pl.read_csv,
     ".tsv": lambda p: pl.read_csv(p, separator="\t"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,6 +41,7 @@ class FrozenTextEncoder:
     ) -> None:
         from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel, T5EncoderModel
 
+        model: Any  # one of transformers' encoder classes
         try:
             config = AutoConfig.from_pretrained(name)
             self.tokenizer = AutoTokenizer.from_pretrained(name)

@@ -43,8 +43,8 @@ class TextEmbeddingHook(Hook):
 
     def __call__(self, images: Sequence[np.ndarray], captions: Sequence[str]) -> list[np.ndarray]:
         emb, mask = self.encoder.encode(captions)
-        emb, mask = emb.float().cpu().numpy(), mask.cpu().numpy()
-        return [e[m].astype(np.float16) for e, m in zip(emb, mask, strict=True)]
+        tokens, keep = emb.float().cpu().numpy(), mask.cpu().numpy()
+        return [e[m].astype(np.float16) for e, m in zip(tokens, keep, strict=True)]
 
 
 class VaeLatentHook(Hook):

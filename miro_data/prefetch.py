@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -115,7 +115,8 @@ class _Slots:
         if sum(d.image.nbytes for d in chunk if d.image is not None) > self.size:
             return None  # one image larger than a slot: it travels pickled
         slot = _blocking(partial(self.free.get, timeout=1.0), parent)
-        layout, offset = [], slot * self.size
+        layout: list[tuple[tuple[int, ...], int] | None] = []
+        offset = slot * self.size
         for d in chunk:
             if d.image is None:
                 layout.append(None)
@@ -166,7 +167,7 @@ class Prefetcher:
         self.jobs, self.max_pixels, self.next = list(jobs), max_pixels, 0
         self.helpers: list[tuple[mp.process.BaseProcess, mp.Queue, _Slots | None]] = []
         fork = sys.platform == "linux"
-        ctx = mp.get_context("fork" if fork else "spawn")
+        ctx: Any = mp.get_context("fork" if fork else "spawn")
         n = min(workers, len(self.jobs))
         for h in range(n):
             q = ctx.Queue(maxsize=depth)  # depth chunks ahead, per helper
@@ -192,7 +193,10 @@ class Prefetcher:
             kind, payload = _get(process, q)
             if kind == "chunk":
                 chunk, placed = payload
-                yield chunk if placed is None else slots.take(chunk, *placed)
+                if placed is not None:  # pixels in shared memory: only helpers with slots do it
+                    assert slots is not None
+                    chunk = slots.take(chunk, *placed)
+                yield chunk
             elif kind == "end":
                 errors.extend(payload)
                 return
@@ -218,7 +222,7 @@ class Prefetcher:
         self.close()
 
 
-def _get(process: mp.process.BaseProcess, q: mp.Queue) -> tuple[str, object]:
+def _get(process: mp.process.BaseProcess, q: mp.Queue) -> tuple[str, Any]:
     """The helper's next message; a helper that died (killed for memory, say) is an error."""
     while True:
         try:

@@ -32,7 +32,7 @@ def serve_directory(root: str | Path) -> Iterator[str]:
     thread = threading.Thread(target=server.serve_forever, name="miro-http", daemon=True)
     thread.start()
     host, port = server.server_address[:2]
-    base = f"http://{host}:{port}/"
+    base = f"http://{host!s}:{port}/"
     log.info("serving %s at %s", root, base)
     try:
         yield base

@@ -155,10 +155,10 @@ def _members(path: Path, stream, stop) -> Iterator[tuple[str, str, bytes]]:
 
 
 def _groups(
-    members: Iterable[tuple[str, str, bytes | None]],
-) -> Iterator[tuple[str, dict[str, tuple[str, bytes | None]]]]:
+    members: Iterable[tuple[str, str, bytes]],
+) -> Iterator[tuple[str, dict[str, tuple[str, bytes]]]]:
     """Consecutive members with one key form a sample; a suffix seen twice starts a new one."""
-    key, group = "", {}
+    key, group = "", dict[str, tuple[str, bytes]]()
     for k, suffix, data in members:
         if group and (k != key or suffix.lower() in group):
             yield key, group

@@ -86,8 +86,10 @@ def stats(cfg: StatsConfig) -> StatsReport:
     con = db.connect(cfg.db, read_only=True)
     try:
         rewards = select_rewards(con, cfg.rewards)
-        has_bins = con.execute("SELECT count(*) FROM bin_versions").fetchone()[0] > 0
-        version, levels = (None, {})
+        (n_versions,) = con.execute("SELECT count(*) FROM bin_versions").fetchone() or (0,)
+        has_bins = n_versions > 0
+        version: int | None = None
+        levels: dict = {}
         if has_bins or cfg.version is not None:
             version, levels = load_levels(con, cfg.version)
         table = {}

@@ -106,7 +106,7 @@ def degrade_image(
 ) -> tuple[np.ndarray, list[dict]]:
     """Blur, low contrast, noise, JPEG — each independently, in that order."""
     size = img.shape[0]
-    out = img.astype(np.float32)
+    out: np.ndarray = img.astype(np.float32)  # float64 once a float64 term is added
     applied: list[dict] = []
     if rng.random() < rates.blur:
         sigma = float(rng.uniform(0.5, 1.5)) * size / 32

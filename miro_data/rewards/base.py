@@ -96,7 +96,7 @@ class RewardContext:
     device: str = "cpu"
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast on CUDA only)
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    cache: dict[str, Any] = field(default_factory=dict)
+    cache: dict[Any, Any] = field(default_factory=dict)
 
     def options_for(self, name: str) -> dict[str, Any]:
         return dict(self.options.get(name, {}))

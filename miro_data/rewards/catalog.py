@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 
 from miro_data.common import MiroError
-from miro_data.rewards.base import RewardContext, RewardSpec, WeightStatus, register
+from miro_data.rewards.base import Reward, RewardContext, RewardSpec, WeightStatus, register
 from miro_data.rewards.weights import Wanted, statuses
 
 OPENCLIP_SAFE, OPENCLIP_BIN = "open_clip_model.safetensors", "open_clip_pytorch_model.bin"
@@ -183,8 +183,8 @@ def imagereward_files(opts: dict) -> list[Wanted]:
 # ----------------------------------------------------------------------------
 
 
-def _lazy(module: str, cls: str) -> Callable[[RewardContext], object]:
-    def factory(ctx: RewardContext):
+def _lazy(module: str, cls: str) -> Callable[[RewardContext], Reward]:
+    def factory(ctx: RewardContext) -> Reward:
         return getattr(importlib.import_module(module), cls)(ctx)
 
     return factory

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -54,7 +55,7 @@ def text_config(med_config: dict, vision_width: int, path: object) -> TextConfig
     )
 
 
-def blip_tokenizer(folder: object) -> BertTokenizer:
+def blip_tokenizer(folder: str | Path) -> BertTokenizer:
     """bert-base-uncased with BLIP's two extra tokens, as ImageReward's init_tokenizer makes it."""
     tokenizer = BertTokenizer.from_pretrained(folder)
     tokenizer.add_special_tokens({"bos_token": "[DEC]"})

@@ -20,6 +20,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import open_clip
@@ -41,8 +42,8 @@ from miro_data.rewards.weights import load_state_dict, load_strict, resolve, sho
 class OpenClip:
     """An open_clip CLIP in eval mode on its device, with what it takes to feed it."""
 
-    model: nn.Module
-    tokenizer: object
+    model: Any  # an open_clip CLIP (encode_image / encode_text)
+    tokenizer: Any
     size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -57,7 +58,7 @@ class OpenClip:
     @classmethod
     def from_model(
         cls,
-        net: nn.Module,
+        net: Any,  # an open_clip CLIP
         arch: str,
         preprocess: dict,
         version: str,

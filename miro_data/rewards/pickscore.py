@@ -16,6 +16,7 @@ centre-cropped to 64:1 (the centre crop keeps less than that anyway).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,8 +36,8 @@ UNUSED_KEYS = ("text_model.embeddings.position_ids", "vision_model.embeddings.po
 @dataclass
 class PickScoreParts:
     model: CLIPModel
-    image_processor: object  # CLIPImageProcessor (torchvision backend)
-    tokenizer: object  # CLIPTokenizer
+    image_processor: Any  # CLIPImageProcessor (torchvision backend)
+    tokenizer: Any  # CLIPTokenizer
     version: str
 
 

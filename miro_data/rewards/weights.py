@@ -82,7 +82,7 @@ class Wanted:
         if self.folder:
             paths = [Path(self.folder).expanduser() / name for name in self.filenames]
             return [(str(p), p) for p in paths]
-        out = []
+        out: list[tuple[str, Path]] = []
         snaps = _snapshots(self.repo, hf_home, self.revision) if self.repo else []
         for name in self.filenames:
             pattern = repo_folder(self.repo or "", hf_home) / "snapshots" / "*" / name
