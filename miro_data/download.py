@@ -20,7 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from miro_data.common import MiroError, require_file
-from miro_data.serve import serve_directory
+from miro_data.localhttp import serve_directory
 
 log = logging.getLogger(__name__)
 
