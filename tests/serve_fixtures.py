@@ -18,12 +18,15 @@ def corpus_copy(pipeline, root: Path) -> Path:
 
 
 def tiny_run(pipeline, root: Path) -> Path:
-    """Two training steps of a micro UNet on the pipeline's training shards (all its rewards)."""
+    """Two training steps of a micro UNet on the pipeline's training shards (all its rewards).
+
+    No DataLoader process (workers=0): forking beside a running browser driver could hang.
+    """
     out = root / "run"
     train(
         TrainConfig(
             shards=pipeline.train, out=out, model=str(micro_config(root / "micro.json")),
-            steps=2, batch_size=8, log_every=1, ckpt_every=2, warmup=1, workers=1,
+            steps=2, batch_size=8, log_every=1, ckpt_every=2, warmup=1, workers=0,
         )
     )  # fmt: skip
     return out
