@@ -290,11 +290,14 @@ def _bind(host: str, port: int) -> socket.socket:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as err:
         raise MiroError(f"cannot resolve --host {host!r}: {err}") from None
-    family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    family, kind, proto, _, address = infos[0]
+    # The protocol must be IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets
+    # only then, and without it Nagle + delayed ACKs add 40 ms to every response.
+    sock = socket.socket(family, kind, proto or socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
+        sock.listen(2048)  # connections queue from here on, until uvicorn accepts them
     except OSError as err:
         sock.close()
         raise MiroError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
@@ -311,4 +314,7 @@ def run(cfg: ServeConfig) -> None:
     shown = f"[{host}]" if ":" in host else host
     log.info("miro serve: http://%s:%d/  (Ctrl-C stops)", shown, port)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-    uvicorn.Server(config).run(sockets=[sock])
+    # uvicorn re-raises the Ctrl-C it shut down on; for a server that is the normal end.
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run(sockets=[sock])
+    log.info("miro serve: stopped")

@@ -39,7 +39,7 @@ def base_url(pipeline, tmp_path_factory):
     root = tmp_path_factory.mktemp("serve-browser")
     cfg = ServeConfig(db=corpus_copy(pipeline, root), shards=str(pipeline.shards),
                       run=tiny_run(pipeline, root))  # fmt: skip
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(create_app(cfg), log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

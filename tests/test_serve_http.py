@@ -9,9 +9,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
 from dataclasses import replace
 from html import unescape
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import duckdb
@@ -28,6 +35,7 @@ from cli.main import app as cli_app
 from miro_data.bins import load_levels
 from miro_data.common import MiroError
 from miro_serve import ServeConfig, create_app
+from miro_serve.app import _bind
 
 
 @pytest.fixture(scope="module")
@@ -320,3 +328,40 @@ def test_without_run_and_bad_start(served, tmp_path):
     assert result.exit_code == 2 and "database not found" in result.output
     result = runner.invoke(cli_app, ["serve", str(cfg.db), "--port", "70000"])
     assert result.exit_code == 2 and "--port must be between" in result.output
+
+
+def test_cli_serves_until_interrupted(served):
+    """`miro serve` as a real process: it prints its URL, answers, and stops on Ctrl-C."""
+    _, cfg, pipeline = served
+    args = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "serve",
+        str(cfg.db),
+        "--shards",
+        str(pipeline.shards),
+    ]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.Popen(
+        [*args, "--port", "0"], stderr=subprocess.PIPE, text=True, env=env, cwd=root
+    )
+    try:
+        url = None
+        for line in proc.stderr:  # the URL line is the sync point: the socket listens before it
+            found = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
+            if found:
+                url = found.group(1)
+                break
+        assert url, "no URL printed"
+        with urllib.request.urlopen(url + "query") as response:  # queued until accepted
+            assert response.status == 200 and b"Example queries" in response.read()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    with _bind("127.0.0.1", 0) as sock:
+        assert sock.proto == socket.IPPROTO_TCP  # asyncio sets TCP_NODELAY only then
