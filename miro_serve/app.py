@@ -202,9 +202,10 @@ class Pages:
             raise NotFound("Generate needs a model: restart with `miro serve … --run RUN`")
         from miro_data.rewards import REGISTRY
 
-        return self.render(
-            "generate.html", request, info=self.generator.info(), scorers=sorted(REGISTRY)
-        )
+        # The model's own rewards first: weight-free ones work on any machine.
+        own = [r for r in self.generator.rewards if r in REGISTRY]
+        scorers = own + sorted(set(REGISTRY) - set(own))
+        return self.render("generate.html", request, info=self.generator.info(), scorers=scorers)
 
     def generate_api(self, request: Request) -> Response:
         from miro_serve.generate import data_url, parse_request
@@ -267,7 +268,8 @@ def build_app(cfg: ServeConfig) -> Starlette:
     ]
     # Only names that point at this machine: a web page elsewhere cannot reach the server
     # through DNS rebinding. Binding all interfaces is a deliberate choice: then any name.
-    hosts = ["*"] if cfg.host in ("0.0.0.0", "::") else ["127.0.0.1", "localhost", cfg.host]
+    local = ["127.0.0.1", "localhost", "::1", cfg.host]
+    hosts = ["*"] if cfg.host in ("0.0.0.0", "::") else local
     app = Starlette(
         routes=routes,
         middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts)],

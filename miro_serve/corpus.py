@@ -130,9 +130,15 @@ class Corpus:
         status = self._rows(
             "SELECT status, count(*) AS n FROM samples GROUP BY status ORDER BY n DESC"
         )
+        # Downloads that failed live in `samples` (img2dataset's status and message); reads,
+        # decodes and scores that failed, in `failures`.
         failures = self._rows(
-            """SELECT stage, coalesce(reward, '') AS reward, left(reason, 300), count(*) AS n
-            FROM failures GROUP BY ALL ORDER BY n DESC, stage, reward LIMIT 50"""
+            """SELECT stage, reward, left(reason, 300) AS reason, count(*) AS n FROM (
+                SELECT 'download' AS stage, '' AS reward, status || coalesce(': ' || error, '') AS reason
+                FROM samples WHERE status NOT IN ('ok', 'undecodable')
+                UNION ALL
+                SELECT stage, coalesce(reward, ''), reason FROM failures)
+            GROUP BY ALL ORDER BY n DESC, stage, reward, reason LIMIT 50"""
         )
         rewards = list(self.reward_versions)
         return {

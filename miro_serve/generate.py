@@ -130,8 +130,8 @@ class Generator:
             raise BadRequest("this checkpoint is a baseline (no reward conditioning): no targets")
         try:
             pos, neg = resolve_targets(self.rewards, req.preset, req.target, req.negative)
-        except MiroError as err:
-            raise BadRequest(str(err)) from None
+        except MiroError as err:  # the CLI's wording names options: --target → target
+            raise BadRequest(str(err).removeprefix("--")) from None
         scorer = self._scorer(req.select_by) if req.best_of > 1 else None
         seeds = [req.seed + j for j in range(req.best_of)]
         start = time.perf_counter()

@@ -95,6 +95,11 @@ def test_every_page_loads_without_errors(page, base_url, pipeline):
     ).fetchone()
     con.close()
     errors: list[str] = []
+    elsewhere: list[str] = []  # every script, style and image must come from the app itself
+    page.on(
+        "request",
+        lambda r: None if r.url.startswith((base_url, "data:")) else elsewhere.append(r.url),
+    )
     page.on("pageerror", lambda err: errors.append(str(err)))
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     for path, heading in [
@@ -107,7 +112,7 @@ def test_every_page_loads_without_errors(page, base_url, pipeline):
     assert page.locator("input.target").count() == 5
     page.goto(base_url + "/")
     assert page.locator("svg.hist").count() == 5 and page.locator("svg.hist line.edge").count() > 0
-    assert errors == []
+    assert errors == [] and elsewhere == []
 
 
 def test_query_shows_thumbnails(page, base_url):

@@ -82,7 +82,12 @@ def test_every_page_renders(served):
     rewards = ["colorfulness", "contrast", "noise", "shapes_alignment", "sharpness"]
     assert html.count('class="hist-card"') == len(rewards)
     assert f"Bin edges shown: version {pipeline.edges_version}" in html
-    assert "failed_to_download" in html and 'class="edge"' in html
+    assert 'class="edge"' in html
+    failures = html[
+        html.index('id="failures"') : html.index("</table>", html.index('id="failures"'))
+    ]
+    assert failures.count("<td>download</td>") == 2  # the 404 and the non-image in the URL list
+    assert "failed_to_download" in failures and "failed_to_resize" in failures
     assert all(f'data-reward="{r}"' in html for r in rewards)
     assert html.count("<td style=") == len(rewards) ** 2  # the correlation matrix
     for r in rewards:
