@@ -157,7 +157,7 @@ class Pages:
                 page = _int(request, "page", 1, 1, self.cfg.max_rows)
                 rows = _int(request, "rows", 50, 1, MAX_PAGE_ROWS)
                 result = sql.run_page(
-                    self.corpus.con, text, page=page, rows=rows,
+                    self.corpus.cursor, text, page=page, rows=rows,
                     max_rows=self.cfg.max_rows, seconds=self.cfg.query_seconds,
                 )  # fmt: skip
                 context |= {"result": result, "page": page, "rows": rows,
@@ -169,7 +169,7 @@ class Pages:
     def export(self, request: Request) -> Response:
         fmt = request.query_params.get("format", "parquet")
         data, n = sql.export(
-            self.corpus.con, _text(request, "sql"), fmt,
+            self.corpus.cursor, _text(request, "sql"), fmt,
             max_rows=self.cfg.max_rows, seconds=self.cfg.query_seconds,
         )  # fmt: skip
         media = "application/vnd.apache.parquet" if fmt == "parquet" else "text/csv"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,19 +71,26 @@ class Corpus:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.con = open_read_only(self.path)
+        self._lock = threading.Lock()
 
     def close(self) -> None:
-        self.con.close()
+        with self._lock:
+            self.con.close()
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A connection of this thread's own to the database (close it after use)."""
+        with self._lock:  # the parent connection is not thread-safe; its cursors are
+            return self.con.cursor()
 
     def _rows(self, sql: str, params: dict | None = None) -> list[tuple]:
-        with self.con.cursor() as cur:
+        with self.cursor() as cur:
             return cur.execute(sql, params or {}).fetchall()
 
     # -- versions and levels -------------------------------------------------
 
     @functools.cached_property
     def reward_versions(self) -> dict[str, str]:
-        with self.con.cursor() as cur:
+        with self.cursor() as cur:
             return db.current_versions(cur)
 
     @functools.cached_property
@@ -106,7 +114,7 @@ class Corpus:
         if version is not None and version not in {v for v, _, _ in self.bin_versions}:
             known = ", ".join(str(v) for v, _, _ in self.bin_versions) or "none"
             raise NotFound(f"no bin-edge version {version} (versions: {known})")
-        with self.con.cursor() as cur:
+        with self.cursor() as cur:
             return load_levels(cur, version)
 
     def current_levels(self, reward: str, version: int | None) -> Levels | None:
@@ -153,7 +161,7 @@ class Corpus:
 
     def _histogram(self, reward: str, version: int | None) -> Histogram:
         rv = self.reward_versions[reward]
-        with self.con.cursor() as cur:
+        with self.cursor() as cur:
             values = cur.execute(
                 "SELECT value FROM scores WHERE reward = $r AND version = $v",
                 {"r": reward, "v": rv},
@@ -176,7 +184,7 @@ class Corpus:
         if not rewards:
             return []
         columns = ", ".join(db.wide_columns(rewards))
-        with self.con.cursor() as cur:
+        with self.cursor() as cur:
             data = cur.execute(
                 f"""WITH k AS (SELECT shard, key FROM samples WHERE status = 'ok'
                                ORDER BY hash(shard, key) LIMIT {CORRELATION_SAMPLE})
@@ -230,7 +238,7 @@ class Corpus:
 
     def sample(self, shard: str, key: str, version: int | None) -> dict[str, Any]:
         """Everything known about one sample: record, scores with level and percentile, failures."""
-        with self.con.cursor() as cur:
+        with self.cursor() as cur:
             rel = cur.execute(
                 "SELECT * FROM samples WHERE shard = $s AND key = $k", {"s": shard, "k": key}
             )

@@ -86,10 +86,13 @@ def _first_line(err: BaseException) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
-def _run(con: duckdb.DuckDBPyConnection, sql: str, seconds: float, read: Callable) -> Any:
+Cursor = Callable[[], duckdb.DuckDBPyConnection]  # a new cursor of the read-only connection
+
+
+def _run(cursor: Cursor, sql: str, seconds: float, read: Callable) -> Any:
     """`read(relation)` on the query, interrupted after `seconds`; errors as BadRequest."""
     sql = check_sql(sql)
-    cur = con.cursor()
+    cur = cursor()
     timer = threading.Timer(seconds, cur.interrupt)
     timer.daemon = True
     try:
@@ -107,7 +110,7 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, seconds: float, read: Callabl
 
 
 def run_page(
-    con: duckdb.DuckDBPyConnection, sql: str, *, page: int, rows: int, max_rows: int, seconds: float
+    cursor: Cursor, sql: str, *, page: int, rows: int, max_rows: int, seconds: float
 ) -> Result:
     """Rows [offset, offset + rows) of the result, never past `max_rows`."""
     offset = (page - 1) * rows
@@ -123,16 +126,16 @@ def run_page(
             more and offset + take < max_rows, more and offset + take >= max_rows,
         )  # fmt: skip
 
-    return _run(con, sql, seconds, read)
+    return _run(cursor, sql, seconds, read)
 
 
 def export(
-    con: duckdb.DuckDBPyConnection, sql: str, fmt: str, *, max_rows: int, seconds: float
+    cursor: Cursor, sql: str, fmt: str, *, max_rows: int, seconds: float
 ) -> tuple[bytes, int]:
     """The first `max_rows` rows as parquet or CSV bytes (built in memory, nothing on disk)."""
     if fmt not in ("parquet", "csv"):
         raise BadRequest(f"export format must be parquet or csv, not {fmt!r}")
-    table: pa.Table = _run(con, sql, seconds, lambda rel: _arrow(rel.limit(max_rows)))
+    table: pa.Table = _run(cursor, sql, seconds, lambda rel: _arrow(rel.limit(max_rows)))
     buf = io.BytesIO()
     try:
         if fmt == "parquet":
