@@ -16,7 +16,7 @@ endif
 export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install reference demo demo-quick test lint format bench clean
+.PHONY: install reference chromium demo demo-quick test lint format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,13 +36,22 @@ $(REFERENCE): $(STAMP) tests/reference/requirements.txt
 
 reference: $(REFERENCE)
 
+# The browser the `miro serve` tests drive through Playwright (Debian's; never a download).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+$(CHROMIUM):
+	$(SUDO) apt-get update -q
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+
+chromium: $(CHROMIUM)
+
 demo: install
 	bash scripts/demo.sh demo
 
 demo-quick: install
 	QUICK=1 bash scripts/demo.sh demo-quick
 
-test: install $(REFERENCE)
+test: install $(REFERENCE) $(CHROMIUM)
 	$(BIN)/python -m pytest -q
 
 lint: install
@@ -54,6 +63,7 @@ format: install
 bench: install
 	$(BIN)/python benchmarks/bench_data.py
 	$(BIN)/python benchmarks/bench_malloc.py
+	$(BIN)/python benchmarks/bench_serve.py
 
 clean:
 	rm -rf demo demo-quick .pytest_cache

@@ -102,12 +102,13 @@ def _configure(
 
 
 def _register_groups() -> None:
-    from cli import data, evaluate, experiment, train
+    from cli import data, evaluate, experiment, serve, train
 
     data.register(app)
     train.register(app)
     evaluate.register(app)
     experiment.register(app)
+    serve.register(app)
 
 
 _register_groups()

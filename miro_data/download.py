@@ -29,7 +29,7 @@ from miro_data.common import (
     owns_output,
     require_file,
 )
-from miro_data.serve import serve_directory
+from miro_data.localhttp import serve_directory
 
 log = logging.getLogger(__name__)
 

@@ -59,3 +59,6 @@ step "11. report"
 $miro report "$out/report.html" --title "miro demo: MIRO on Shapes World" \
   --data "$out" --run "$out/run" --samples "$out/samples" --geneval "$out/geneval" \
   --note "$n Shapes World samples, $steps training steps of unet-tiny on this machine's CPU."
+
+step "12. explore it in a browser (Overview, Bins, Query, Sample, Generate)"
+echo "$miro serve $out/corpus.duckdb --shards $out/shards --run $out/run"
