@@ -23,6 +23,7 @@ from miro_data.common import keep_freed_memory
 from miro_data.rewards import build_reward
 from miro_data.synth import SynthConfig, generate_sample
 from miro_train.models import model_config
+from miro_train.spec import ModelSpec
 
 
 def time_scoring(images: list[np.ndarray], captions: list[str], rounds: int = 3) -> float:
@@ -46,11 +47,14 @@ def main() -> None:
     cfg = SynthConfig(out=Path("unused"), n=args.images, size=256, seed=0)
     samples = [generate_sample(i, cfg) for i in range(args.images)]
     images, captions = [img for img, _ in samples], [rec["caption"] for _, rec in samples]
-    spec = model_config("unet-tiny") | {
-        "rewards": list(TRAIN_REWARDS),
-        "text": {"kind": "word", "dim": 128, "max_len": 16, "vocab": ["<pad>", "<unk>", *"ab"]},
-        "image": {"space": "pixel", "resolution": 32, "channels": 3, "size": 32},
-    }
+    spec = ModelSpec.from_json(
+        model_config("unet-tiny")
+        | {
+            "rewards": list(TRAIN_REWARDS),
+            "text": {"kind": "word", "dim": 128, "max_len": 16, "vocab": ["<pad>", "<unk>", *"ab"]},
+            "image": {"space": "pixel", "resolution": 32, "channels": 3, "size": 32},
+        }
+    )
     results = {}
     for setting in ("default", "kept"):
         if setting == "kept":

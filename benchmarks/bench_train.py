@@ -34,10 +34,12 @@ from miro_data.trainshards import (
     ShardWriter,
     TrainSample,
 )
-from miro_train.checkpoint import find_checkpoint, read_meta
+from miro_train.checkpoint import find_checkpoint, read_spec
+from miro_train.conditioning import ConditioningInput
 from miro_train.flow import guided_velocity
 from miro_train.models import build_model, count_parameters, model_config
 from miro_train.optim import make_optimizer
+from miro_train.spec import ModelSpec
 from miro_train.train import TrainConfig, train, train_step
 
 REWARDS = ("noise", "contrast")
@@ -104,14 +106,14 @@ def time_train(shards: Path, out: Path, steps: int, batch: int, warmup: int) -> 
     return statistics.median(intervals)
 
 
-def time_bare(spec: dict, steps: int, batch: int, warmup: int) -> float:
+def time_bare(spec: ModelSpec, steps: int, batch: int, warmup: int) -> float:
     """Median time of forward + backward + optimizer step of the same model on fixed tensors."""
     torch.manual_seed(0)
     model = build_model(spec)
     optimizer = make_optimizer("adamw", model, 1e-3, 0.01, (0.9, 0.99))
     x = torch.randn(batch, 3, 32, 32)
-    ids = torch.randint(2, len(spec["text"]["vocab"]), (batch, spec["text"]["max_len"]))
-    cond = {"rewards": torch.rand(batch, len(REWARDS)), "text": ids, "text_mask": None}
+    ids = torch.randint(2, len(spec.text.vocab), (batch, spec.text.max_len))
+    cond = ConditioningInput(torch.rand(batch, len(REWARDS)), ids)
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
@@ -121,7 +123,7 @@ def time_bare(spec: dict, steps: int, batch: int, warmup: int) -> float:
     return statistics.median(times)
 
 
-def time_loading(shards: Path, spec: dict, batches: int, batch: int) -> float:
+def time_loading(shards: Path, spec: ModelSpec, batches: int, batch: int) -> float:
     """Median time to read, decode and collate one batch in this process (no overlap)."""
     from miro_train.data import BatchSpec, make_loader, open_shards
     from miro_train.text import WordVocab
@@ -129,7 +131,7 @@ def time_loading(shards: Path, spec: dict, batches: int, batch: int) -> float:
     bspec = BatchSpec(
         rewards=REWARDS,
         batch_size=batch,
-        vocab=WordVocab(tuple(spec["text"]["vocab"]), spec["text"]["max_len"]),
+        vocab=WordVocab(spec.text.vocab, spec.text.max_len),
     )
     it = iter(make_loader(open_shards(shards), bspec, workers=0))
     times = []
@@ -146,11 +148,11 @@ def time_loading(shards: Path, spec: dict, batches: int, batch: int) -> float:
 
 
 @torch.no_grad()
-def time_guidance(spec: dict, batch: int, repeats: int) -> tuple[float, float]:
+def time_guidance(spec: ModelSpec, batch: int, repeats: int) -> tuple[float, float]:
     model = build_model(spec).eval()
-    ids = torch.randint(2, len(spec["text"]["vocab"]), (batch, 12))
-    pos = model.condition(torch.ones(batch, len(REWARDS)), ids, None)
-    neg = model.condition(torch.zeros(batch, len(REWARDS)), ids, None)
+    ids = torch.randint(2, len(spec.text.vocab), (batch, 12))
+    pos = model.condition(ConditioningInput(torch.ones(batch, len(REWARDS)), ids))
+    neg = model.condition(ConditioningInput(torch.zeros(batch, len(REWARDS)), ids))
     guided = guided_velocity(model, pos, neg, 7.0)
     x, t = torch.randn(batch, 3, 32, 32), torch.full((batch,), 0.5)
     g_times, u_times = [], []
@@ -174,18 +176,28 @@ def time_guidance(spec: dict, batch: int, repeats: int) -> tuple[float, float]:
 def miro_360m_flops() -> dict[str, float]:
     from torch.utils.flop_counter import FlopCounterMode
 
-    spec = model_config("miro-360m")
-    spec |= {
-        "rewards": ["aesthetic", "clip", "pickscore", "hpsv2", "imagereward", "vqa", "sciscore"],
-        "text": {"kind": "hf", "name": "google/flan-t5-xl", "dim": 2048, "max_len": 128},
-        "image": {"space": "latent", "resolution": 256, "channels": 4, "size": 32},
-    }
+    config = model_config("miro-360m")
+    spec = ModelSpec.from_json(
+        config
+        | {
+            "rewards": [
+                "aesthetic",
+                "clip",
+                "pickscore",
+                "hpsv2",
+                "imagereward",
+                "vqa",
+                "sciscore",
+            ],
+            "image": config["image"] | {"channels": 4, "size": 32},
+        }
+    )
     with torch.device("meta"):
         model = build_model(spec)
         text, mask = torch.randn(1, 128, 2048), torch.ones(1, 128, dtype=torch.bool)
         x, t = torch.randn(1, 4, 32, 32), torch.rand(1)
         with FlopCounterMode(display=False) as cond_count:
-            cond = model.condition(torch.rand(1, 7), text, mask)
+            cond = model.condition(ConditioningInput(torch.rand(1, 7), text, mask))
         with FlopCounterMode(display=False) as step_count:
             model.velocity(x, t, cond, torch.randn(1, 256, 1024))
     return {
@@ -215,12 +227,12 @@ def main() -> None:
                 train_s = time_train(
                     shards, Path(tmp) / f"run{i}", args.steps, args.batch, warmup=5
                 )
-                spec = read_meta(find_checkpoint(Path(tmp) / f"run{i}"))["model"]
+                spec = read_spec(find_checkpoint(Path(tmp) / f"run{i}"))
                 bare_s = time_bare(spec, args.steps, args.batch, warmup=5)
                 runs.append((train_s, bare_s, psi, cpu_pressure()))
             load_s = time_loading(shards, spec, 20, args.batch)
             print(
-                f"\n1. training step, {spec['name']}, batch {args.batch}, 32 px, median of "
+                f"\n1. training step, {spec.name}, batch {args.batch}, 32 px, median of "
                 f"{args.steps} steps, 2 rounds (CPU pressure = time some task waited for a core)"
             )
             for i, (tr, ba, p0, p1) in enumerate(runs):
@@ -234,17 +246,19 @@ def main() -> None:
                 f"{load_s * 1e3:.1f} ms ({load_s / statistics.mean(r[1] for r in runs):.1%} of a bare step)"
             )
 
-    spec = model_config("unet-tiny")
-    spec |= {
-        "rewards": list(REWARDS),
-        "text": {
-            "kind": "word",
-            "dim": 128,
-            "max_len": 16,
-            "vocab": ["<pad>", "<unk>", *"abcdefghij"],
-        },
-        "image": {"space": "pixel", "resolution": 32, "channels": 3, "size": 32},
-    }
+    spec = ModelSpec.from_json(
+        model_config("unet-tiny")
+        | {
+            "rewards": list(REWARDS),
+            "text": {
+                "kind": "word",
+                "dim": 128,
+                "max_len": 16,
+                "vocab": ["<pad>", "<unk>", *"abcdefghij"],
+            },
+            "image": {"space": "pixel", "resolution": 32, "channels": 3, "size": 32},
+        }
+    )
     guided, unguided = time_guidance(spec, batch=32, repeats=15)
     print(
         f"\n2. sampling step, unet-tiny, batch 32: guided (one batched forward of 64) {guided * 1e3:.1f} ms"

@@ -1,16 +1,22 @@
-"""Checkpoints: a folder per step, written whole or not at all.
+"""The run folder, in one place: its layout, checkpoints written whole or not at all, the state
+they save and a resume restores, and the readers every other module uses.
 
-RUN/checkpoints/step_0001000/
-    model.safetensors   trained weights
-    ema.safetensors     EMA weights (what sampling uses by default)
-    optimizer.pt        optimizer (+ fp16 grad-scaler) state
-    checkpoint.json     format, step, resolved train config, model spec (reward names,
-                        bin-edge version, text vocabulary, image space), RNG states
+RUN/
+    log.csv             a row every --log-every steps (runlog.RunLog writes it; `read_log`)
+    loss.png            the loss curve, drawn at the end (`loss_plot`)
+    tensorboard/        with --tensorboard
+    checkpoints/step_0001000/
+        model.safetensors   trained weights
+        ema.safetensors     EMA weights (what sampling uses by default)
+        optimizer.pt        optimizer (+ fp16 grad-scaler) state
+        checkpoint.json     format, step, resolved train config, model spec (spec.ModelSpec's
+                            JSON), every rank's RNG state and loss window
 """
 
 from __future__ import annotations
 
 import base64
+import csv
 import json
 import logging
 import os
@@ -18,6 +24,8 @@ import pickle
 import random
 import re
 import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +35,61 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from miro_data.common import MiroError
+from miro_data import jsonfields as jf
+from miro_data.common import MiroError, user_os_error
+from miro_train import dist
+from miro_train.optim import Ema
+from miro_train.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "miro-checkpoint/1"
 META = "checkpoint.json"
+LOG_FIELDS = ("step", "loss", "lr", "steps_per_s", "elapsed_s")
+
+
+# ----------------------------------------------------------------------------
+# Layout and readers
+# ----------------------------------------------------------------------------
 
 
 def step_dir(run: Path, step: int) -> Path:
     return run / "checkpoints" / f"step_{step:07d}"
+
+
+def log_path(run: Path) -> Path:
+    return run / "log.csv"
+
+
+def loss_plot(run: Path) -> Path:
+    return run / "loss.png"
+
+
+def tensorboard_dir(run: Path) -> Path:
+    return run / "tensorboard"
+
+
+def read_log(run: Path) -> list[dict[str, str]]:
+    """The rows of RUN/log.csv written whole (a run killed mid-write can leave a cut line)."""
+    path = log_path(run)
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return [row for row in csv.DictReader(f) if _complete(row)]
+
+
+def _complete(row: dict) -> bool:
+    if None in row:  # more fields than the header: two rows run together
+        return False
+    try:
+        return all(isinstance(float(row[k]), float) for k in LOG_FIELDS)
+    except (TypeError, ValueError, KeyError):
+        return False
+
+
+def is_checkpoint(path: Path) -> bool:
+    """Whether `path` is one checkpoint's folder (rather than a run folder)."""
+    return (path / META).exists()
 
 
 def _tensors(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -47,14 +100,20 @@ def save_checkpoint(
     run: Path,
     step: int,
     *,
+    spec: ModelSpec,
     model: nn.Module,
     ema: nn.Module,
     optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler | None,
-    meta: dict[str, Any],
+    scaler: torch.amp.GradScaler | None = None,
+    config: Mapping[str, Any] | None = None,
+    resume: Mapping[str, Any] | None = None,
     keep: int | None = None,
 ) -> Path:
-    """Write step `step` into a hidden folder, then rename it into place; prune to `keep`."""
+    """Write step `step` into a hidden folder, then rename it into place; prune to `keep`.
+
+    `config` is the run's resolved TrainConfig as JSON, `resume` what `save_state` adds for
+    an exact resume (every rank's RNG state and loss window)."""
+    meta = {"config": dict(config or {}), "model": spec.to_json(), **(resume or {})}
     final = step_dir(run, step)
     tmp = final.with_name(f".{final.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -135,6 +194,18 @@ def read_meta(ckpt: Path) -> dict[str, Any]:
     return meta
 
 
+def read_spec(ckpt: Path) -> ModelSpec:
+    """The model spec a checkpoint was trained with (any layout a miro checkpoint has held)."""
+    try:
+        return ModelSpec.from_json(read_meta(ckpt)["model"])
+    except jf.FieldError as err:
+        raise MiroError(f"corrupt checkpoint {ckpt}: the model spec in {META}: {err}") from None
+
+
+def read_step(ckpt: Path) -> int:
+    return int(read_meta(ckpt)["step"])
+
+
 def load_weights(module: nn.Module, ckpt: Path, which: str = "ema") -> None:
     """Load `model` or `ema` weights into a module built from the checkpoint's spec."""
     path = ckpt / f"{which}.safetensors"
@@ -167,6 +238,97 @@ def load_optimizer(ckpt: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "optimizer" not in state:
         raise MiroError(f"corrupt checkpoint {ckpt}: optimizer.pt holds no optimizer state")
     return state
+
+
+# ----------------------------------------------------------------------------
+# The state of a run: saved with every checkpoint, restored on resume
+# ----------------------------------------------------------------------------
+
+
+@dataclass
+class RunState:
+    """Everything a training step reads besides the data: what a resumed run must get back
+    for its log and weights to equal those of an uninterrupted run."""
+
+    model: nn.Module
+    ema: Ema
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None  # fp16 only
+    generator: torch.Generator  # the loss's random stream: t, noise, self-conditioning
+    window: torch.Tensor  # this rank's loss summed since the last log row (on the device)
+    step: int = 0
+    step_log: int = 0  # the step of the last log row
+
+
+def save_state(
+    run: Path,
+    state: RunState,
+    *,
+    spec: ModelSpec,
+    config: Mapping[str, Any],
+    info: dist.DistInfo,
+    keep: int | None = None,
+) -> Path | None:
+    """Checkpoint `state.step` (every rank calls it; rank 0 writes, with every rank's RNG
+    state and loss window); returns the folder on rank 0. A full disk or an unwritable folder
+    is one line naming it."""
+    ranks = dist.gather((rng_state(state.generator), float(state.window)), info)
+    ckpt = None
+    if info.main:
+        resume = {
+            "rng": [rng for rng, _ in ranks],
+            "log_window": {"since": state.step_log, "sums": [w for _, w in ranks]},
+        }
+        try:
+            ckpt = save_checkpoint(run, state.step, spec=spec, model=state.model,
+                                   ema=state.ema.model, optimizer=state.optimizer,
+                                   scaler=state.scaler, config=config, resume=resume,
+                                   keep=keep)  # fmt: skip
+        except Exception as err:
+            mapped = user_os_error(err, step_dir(run, state.step), writing=True)
+            if mapped is None:
+                raise
+            raise MiroError(f"{mapped} (the checkpoints written before are intact)") from None
+    dist.barrier(info)
+    return ckpt
+
+
+def restore_state(ckpt: Path, state: RunState, info: dist.DistInfo) -> None:
+    """Load a checkpoint into `state`: weights, optimizer, step, and (when the run had as many
+    processes) this rank's RNG streams and loss window."""
+    meta = read_meta(ckpt)
+    load_weights(state.model, ckpt, "model")
+    load_weights(state.ema.model, ckpt, "ema")
+    saved = load_optimizer(ckpt)
+    try:
+        state.optimizer.load_state_dict(saved["optimizer"])
+        if state.scaler is not None and "scaler" in saved:
+            state.scaler.load_state_dict(saved["scaler"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise MiroError(
+            f"checkpoint {ckpt}: optimizer.pt does not fit the model ({first})"
+        ) from None
+    state.step = state.step_log = int(meta["step"])
+    window = meta.get("log_window")
+    if not _same_world(meta, info):
+        return
+    set_rng_state(meta["rng"][info.rank], state.generator)
+    if window is not None:  # (absent in checkpoints written before the window was saved)
+        state.window.fill_(float(window["sums"][info.rank]))
+        state.step_log = int(window["since"])
+
+
+def _same_world(meta: dict[str, Any], info: dist.DistInfo) -> bool:
+    """Whether the RNG streams of the checkpoint can be restored exactly on this many ranks."""
+    if len(meta.get("rng", [])) == info.world:
+        return True
+    log.warning(
+        "the run was trained on %d processes, now %d: the resume will not be exact",
+        len(meta.get("rng", [])),
+        info.world,
+    )
+    return False
 
 
 # ----------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""What the model reads and writes: the resolved model spec, captions → text tensors, images
-↔ the model's space (pixels in [-1, 1], or VAE latents normalised per channel) and back.
+"""What the model reads and writes: `resolve_spec` (registry config + data → `ModelSpec`),
+captions → text tensors, a batch → `ConditioningInput`, images ↔ the model's space (pixels in
+[-1, 1], or VAE latents normalised per channel) and back.
 
 The same `Codec` serves training (batches from the shards, where text embeddings and latents
 may be precomputed) and sampling (prompts in, uint8 images out).
@@ -16,8 +17,17 @@ import torch
 
 from miro_data.common import MiroError
 from miro_data.encoders import FrozenTextEncoder, ImageAutoencoder
+from miro_data.jsonfields import FieldError
+from miro_train.conditioning import ConditioningInput
 from miro_train.data import Shards
 from miro_train.models import model_config
+from miro_train.spec import (
+    BackboneSpec,
+    ConditioningSpec,
+    ImageSpec,
+    ModelSpec,
+    TextSpec,
+)
 from miro_train.text import WordVocab
 
 log = logging.getLogger(__name__)
@@ -33,62 +43,84 @@ def resolve_spec(
     vae: str | None = None,
     vae_subfolder: str | None = None,
     resolution: int | None = None,
-) -> dict[str, Any]:
-    """The registry config completed by the data: rewards, text encoder, image space."""
-    spec = model_config(model)
-    text = dict(spec.get("text", {"kind": "word", "dim": 128, "max_len": 16}))
+) -> ModelSpec:
+    """The registry config completed by the data: rewards, text side, image space. A latent
+    space still lacks its statistics (`prepare.latent_stats` measures them with this spec)."""
+    config = model_config(model)
+    try:
+        return ModelSpec(
+            name=config["name"],
+            backbone=BackboneSpec.of(config["backbone"], config.get("backbone_args", {})),
+            conditioning=ConditioningSpec(**config["conditioning"]),
+            text=_text_spec(config, shards, captions, text_encoder),
+            image=_image_spec(config, shards, vae, vae_subfolder, resolution),
+            rewards=tuple(rewards),
+            edges_version=shards.manifest.edges_version,
+            summary=config.get("summary"),
+        )
+    except FieldError as err:  # what the registry check leaves to the records (text.dim)
+        raise MiroError(f"model config {model}: {err}") from None
+
+
+def _text_spec(
+    config: dict[str, Any], shards: Shards, captions: Iterable[str], text_encoder: str | None
+) -> TextSpec:
+    text = dict(config.get("text", {"kind": "word", "dim": 128, "max_len": 16}))
     if text_encoder == "word" or (text_encoder is None and text.get("kind") == "word"):
-        dim = text.get("dim") if text.get("kind") == "word" else spec["conditioning"]["dim"]
+        dim: Any = text.get("dim") if text.get("kind") == "word" else config["conditioning"]["dim"]
         vocab = WordVocab.build(captions, max_len=text.get("max_len", 16))
-        text = {"kind": "word", "dim": dim, "max_len": vocab.max_len, "vocab": list(vocab.words)}
-    else:
-        name = text_encoder or text["name"]
-        dim = text.get("dim") if name == text.get("name") else None
-        if dim is None:  # another encoder than the config's: ask it its width
-            dim = FrozenTextEncoder(name).dim
-        text = {"kind": "hf", "name": name, "dim": int(dim), "max_len": text.get("max_len", 128)}
-        text["precomputed"] = shards.manifest.hooks.text == name
-    image = dict(spec.get("image", {}))
+        return TextSpec("word", dim, vocab.max_len, vocab=vocab.words)
+    name = text_encoder or text["name"]
+    dim = text.get("dim") if name == text.get("name") else None
+    if dim is None:  # another encoder than the config's: ask it its width
+        dim = FrozenTextEncoder(name).dim
+    return TextSpec("hf", int(dim), text.get("max_len", 128), name=name,
+                    precomputed=shards.manifest.hooks.text == name)  # fmt: skip
+
+
+def _image_spec(
+    config: dict[str, Any],
+    shards: Shards,
+    vae: str | None,
+    vae_subfolder: str | None,
+    resolution: int | None,
+) -> ImageSpec:
+    image = config.get("image", {})
     vae = vae if vae is not None else image.get("vae") if image.get("space") == "latent" else None
     size = resolution or image.get("resolution", 32)
     if vae in (None, "", "none"):
-        image = {"space": "pixel", "resolution": size, "channels": 3, "size": size}
-    else:
-        ae = ImageAutoencoder(vae, subfolder=vae_subfolder)
-        if size % ae.factor:
-            raise MiroError(f"resolution {size} is not a multiple of the VAE's factor {ae.factor}")
-        image = {"space": "latent", "resolution": size, "vae": vae, "vae_subfolder": vae_subfolder}
-        image |= {"channels": ae.channels, "size": size // ae.factor}
-        image["precomputed"] = shards.manifest.hooks.vae == vae
-    spec |= {"text": text, "image": image, "rewards": list(rewards)}
-    spec["edges_version"] = shards.manifest.edges_version
-    return spec
+        return ImageSpec("pixel", size, channels=3, size=size)
+    ae = ImageAutoencoder(vae, subfolder=vae_subfolder)
+    if size % ae.factor:
+        raise MiroError(f"resolution {size} is not a multiple of the VAE's factor {ae.factor}")
+    return ImageSpec("latent", size, ae.channels, size // ae.factor, vae=vae,
+                     vae_subfolder=vae_subfolder, precomputed=shards.manifest.hooks.vae == vae)  # fmt: skip
 
 
 class Codec:
     """Captions → text tensors; images ↔ model space. Loads frozen encoders only when needed."""
 
-    def __init__(self, spec: dict[str, Any], device: torch.device, *, need_vae: bool = True):
+    def __init__(self, spec: ModelSpec, device: torch.device, *, need_vae: bool = True):
         self.spec, self.device = spec, device
-        text, image = spec["text"], spec["image"]
-        self.vocab = (
-            WordVocab(tuple(text["vocab"]), text["max_len"]) if text["kind"] == "word" else None
-        )
-        self.text_encoder = None
+        text, image = spec.text, spec.image
+        self.vocab = WordVocab(text.vocab, text.max_len) if text.kind == "word" else None
+        self.text_encoder: FrozenTextEncoder | None = None
         self.vae = None
-        if image["space"] == "latent" and need_vae:
-            self.vae = ImageAutoencoder(image["vae"], image.get("vae_subfolder"), device=device)
+        if image.space == "latent" and need_vae:
+            assert image.vae is not None  # ImageSpec checks it
+            self.vae = ImageAutoencoder(image.vae, image.vae_subfolder, device=device)
         self.mean = self.std = None
-        if image.get("mean") is not None:
-            self.mean = torch.tensor(image["mean"], device=device).view(1, -1, 1, 1)
-            self.std = torch.tensor(image["std"], device=device).view(1, -1, 1, 1)
+        if image.stats is not None:
+            self.mean = torch.tensor(image.stats.mean, device=device).view(1, -1, 1, 1)
+            self.std = torch.tensor(image.stats.std, device=device).view(1, -1, 1, 1)
 
     # ---- text -------------------------------------------------------------
 
     def _encoder(self) -> FrozenTextEncoder:
         if self.text_encoder is None:
-            t = self.spec["text"]
-            self.text_encoder = FrozenTextEncoder(t["name"], self.device, max_length=t["max_len"])
+            t = self.spec.text
+            assert t.name is not None  # TextSpec checks it
+            self.text_encoder = FrozenTextEncoder(t.name, self.device, max_length=t.max_len)
         return self.text_encoder
 
     def text(
@@ -107,6 +139,12 @@ class Codec:
             return batch["text_emb"].to(self.device, non_blocking=True).float(), mask
         return self._encoder().encode(captions)
 
+    def inputs(self, batch: dict[str, Any]) -> ConditioningInput:
+        """A training batch's conditioning inputs on the device: captions and reward values."""
+        text, text_mask = self.text(batch["captions"], batch)
+        rewards = batch["rewards"].to(self.device, non_blocking=True)
+        return ConditioningInput(rewards, text, text_mask)
+
     # ---- images -----------------------------------------------------------
 
     def raw_latents(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -118,14 +156,14 @@ class Codec:
 
     def to_model(self, batch: dict[str, Any]) -> torch.Tensor:
         """A batch's images in model space: (B, C, size, size)."""
-        if self.spec["image"]["space"] == "pixel":
+        if self.spec.image.space == "pixel":
             return batch["image"].to(self.device, non_blocking=True).float() / 127.5 - 1.0
         z = self.raw_latents(batch)
         return (z - self.mean) / self.std if self.mean is not None else z
 
     def to_images(self, x: torch.Tensor) -> np.ndarray:
         """Model-space samples → (B, H, W, 3) uint8."""
-        if self.spec["image"]["space"] == "latent":
+        if self.spec.image.space == "latent":
             if self.vae is None:
                 raise MiroError("decoding latents needs the VAE")
             x = self.vae.decode(x * self.std + self.mean if self.mean is not None else x)
@@ -134,5 +172,5 @@ class Codec:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        image = self.spec["image"]
-        return image["channels"], image["size"], image["size"]
+        image = self.spec.image
+        return image.channels, image.size, image.size

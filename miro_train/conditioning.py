@@ -18,6 +18,23 @@ from torch import nn
 from miro_train.backbones.layers import SelfAttentionBlock
 
 
+@dataclass(frozen=True)
+class ConditioningInput:
+    """What a model is conditioned on, per sample: the input of `MiroModel.condition` and of
+    `flow.flow_loss`. Built by `Codec.inputs` from a training batch, by `sample.generate` from
+    prompts and reward targets."""
+
+    rewards: torch.Tensor | None  # (B, R) normalised bin values, NaN = missing; None: baseline
+    text: torch.Tensor  # word ids (B, L), or frozen-encoder embeddings (B, L, D)
+    text_mask: torch.Tensor | None = None  # (B, L) with embeddings; word ids make their own
+
+    def __getitem__(self, index: slice) -> ConditioningInput:
+        """Some samples of the batch, e.g. one rank's part of it."""
+        mask = None if self.text_mask is None else self.text_mask[index]
+        rewards = None if self.rewards is None else self.rewards[index]
+        return ConditioningInput(rewards, self.text[index], mask)
+
+
 @dataclass
 class Conditioning:
     """What the backbone reads: tokens (B, M, D), key mask (B, M), pooled summary (B, D) or None."""

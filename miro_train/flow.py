@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from miro_train.conditioning import Conditioning
+from miro_train.conditioning import Conditioning, ConditioningInput
 
 # velocity(x, t, state) → (v, state); `state` carries RIN's latent self-conditioning.
 Velocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], tuple]
@@ -38,15 +38,19 @@ def shift_at(step: int, total: int, start: float, end: float | None) -> float:
 def flow_loss(
     model: Callable[..., tuple[torch.Tensor, torch.Tensor | None]],
     x: torch.Tensor,
+    cond: ConditioningInput,
     *,
     generator: torch.Generator | None = None,
     t: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
     self_cond_rate: float = 0.0,
     time_shift: float = 1.0,
-    **cond: torch.Tensor | None,
 ) -> torch.Tensor:
-    """Mean squared error between the predicted and the true velocity ε − x."""
+    """Mean squared error between the predicted and the true velocity ε − x.
+
+    `model(x_t, t, cond, self_cond=…)` is a `MiroModel` (or its DDP wrapper); t and noise are
+    drawn from `generator` unless given (measurements that compare models at fixed t pass them).
+    """
     b = x.shape[0]
     t = logit_normal(b, x.device, generator, time_shift) if t is None else t
     noise = torch.randn(x.shape, device=x.device, generator=generator) if noise is None else noise
@@ -55,7 +59,7 @@ def flow_loss(
     keep = None
     if self_cond_rate > 0:
         keep = torch.rand(b, device=x.device, generator=generator) < self_cond_rate
-    v, _ = model(xt, t, self_cond=keep, **cond)
+    v, _ = model(xt, t, cond, self_cond=keep)
     return (v.float() - (noise - x).float()).pow(2).mean()
 
 

@@ -1,9 +1,8 @@
 """The MIRO model: text embedding, reward conditioner and backbone under one module, built
-from a size registry of JSON configs (open_clip style) and a resolved, JSON-serialisable spec.
+from a size registry of JSON configs (open_clip style) completed into a `spec.ModelSpec`.
 
-A spec is the registry config plus what the data decides: the reward names (empty for the
-baseline), the text encoder (word vocabulary or Hugging Face id), and the image space (pixels,
-or VAE latents with per-channel statistics). Checkpoints store the spec, so a model rebuilds
+The registry config says the architecture; the spec adds what the data decides (reward names,
+text side, image space, bin-edge version) and is what a checkpoint stores, so a model rebuilds
 from its checkpoint alone.
 """
 
@@ -26,7 +25,8 @@ from miro_data.common import (
     check_nonempty_text,
 )
 from miro_train.backbones import BACKBONES
-from miro_train.conditioning import Conditioner, Conditioning
+from miro_train.conditioning import Conditioner, Conditioning, ConditioningInput
+from miro_train.spec import ModelSpec
 from miro_train.text import WordEmbedder
 
 # ----------------------------------------------------------------------------
@@ -143,47 +143,44 @@ def check_model_config(name: str, config: Any) -> None:
 class MiroModel(nn.Module):
     """Velocity model v(x_t, t, caption, rewards) with the MIRO conditioning sequence."""
 
-    def __init__(self, spec: dict[str, Any]) -> None:
+    def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         self.spec = spec
-        cond, text, image = spec["conditioning"], spec["text"], spec["image"]
-        self.reward_names: list[str] = list(spec["rewards"])
+        cond, text, image = spec.conditioning, spec.text, spec.image
+        self.reward_names: list[str] = list(spec.rewards)
         self.words = (
-            WordEmbedder(len(text["vocab"]), text["dim"], text["max_len"])
-            if text["kind"] == "word"
-            else None
+            WordEmbedder(len(text.vocab), text.dim, text.max_len) if text.kind == "word" else None
         )
         self.conditioner = Conditioner(
             n_rewards=len(self.reward_names),
-            text_dim=text["dim"],
-            dim=cond["dim"],
-            fourier_dim=cond.get("fourier_dim", 256),
-            hidden=cond.get("hidden"),
-            registers=cond.get("registers", 16),
-            layers=cond.get("layers", 2),
-            heads=cond.get("heads", 8),
-            pool=cond.get("pool", False),
+            text_dim=text.dim,
+            dim=cond.dim,
+            fourier_dim=cond.fourier_dim,
+            hidden=cond.hidden,
+            registers=cond.registers,
+            layers=cond.layers,
+            heads=cond.heads,
+            pool=cond.pool,
         )
-        self.backbone = BACKBONES[spec["backbone"]](
-            in_channels=image["channels"],
-            input_size=image["size"],
-            cond_dim=cond["dim"],
-            pool_cond=cond.get("pool", False),
-            **spec.get("backbone_args", {}),
+        self.backbone = BACKBONES[spec.backbone.kind](
+            in_channels=image.channels,
+            input_size=image.size,
+            cond_dim=cond.dim,
+            pool_cond=cond.pool,
+            **spec.backbone.kwargs(),
         )
 
     @property
     def self_conditioning(self) -> bool:
         return bool(getattr(self.backbone, "self_conditioning", False))
 
-    def condition(
-        self, rewards: torch.Tensor | None, text: torch.Tensor, text_mask: torch.Tensor | None
-    ) -> Conditioning:
-        """Rewards (B, R) with NaN for missing; text as word ids (B, L) or embeddings (B, L, D)."""
+    def condition(self, inputs: ConditioningInput) -> Conditioning:
+        """The conditioning sequence of a batch (reward values with NaN for missing, caption)."""
+        text, text_mask = inputs.text, inputs.text_mask
         if self.words is not None:
             text, text_mask = self.words(text)
         assert text_mask is not None
-        return self.conditioner(rewards if self.reward_names else None, text, text_mask)
+        return self.conditioner(inputs.rewards if self.reward_names else None, text, text_mask)
 
     def velocity(
         self,
@@ -198,13 +195,11 @@ class MiroModel(nn.Module):
         self,
         x: torch.Tensor,
         t: torch.Tensor,
-        rewards: torch.Tensor | None,
-        text: torch.Tensor,
-        text_mask: torch.Tensor | None = None,
+        inputs: ConditioningInput,
         self_cond: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Training forward. `self_cond` (B,) bool: which samples get a self-conditioning pass."""
-        cond = self.condition(rewards, text, text_mask)
+        cond = self.condition(inputs)
         state = None
         if self_cond is not None and self.self_conditioning:
             with torch.no_grad():  # RIN: latents of a first pass, stop-gradient
@@ -213,11 +208,11 @@ class MiroModel(nn.Module):
         return self.velocity(x, t, cond, state)
 
 
-def build_model(spec: dict[str, Any]) -> MiroModel:
+def build_model(spec: ModelSpec) -> MiroModel:
     try:
         return MiroModel(spec)
     except (KeyError, TypeError, ValueError, AssertionError, RuntimeError) as err:
-        raise MiroError(f"model {spec.get('name')!r}: invalid configuration ({err})") from None
+        raise MiroError(f"model {spec.name!r}: invalid configuration ({err})") from None
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,6 +1,7 @@
-"""Before the loop: check the inputs, resolve the model spec from the shards (or the run being
-resumed), pick the precision, and measure latent statistics. Kept out of train.py so the
-loop reads top to bottom."""
+"""Before the loop: check the inputs, decide whether the run starts or resumes (and from which
+checkpoint, with the run's stored settings), resolve the model spec — complete, latent
+statistics included — from the shards or the checkpoint, and pick the precision. Kept out of
+train.py so the loop reads top to bottom; restoring the state is checkpoint.restore_state's."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from miro_data.common import MiroError, check_identifier
-from miro_train.checkpoint import list_checkpoints, read_meta, recover_checkpoints
+from miro_train.checkpoint import list_checkpoints, read_meta, read_spec, recover_checkpoints
 from miro_train.codec import Codec, resolve_spec
 from miro_train.data import (
     BatchSpec,
@@ -25,9 +26,10 @@ from miro_train.data import (
     peek,
 )
 from miro_train.dist import DistInfo, barrier
+from miro_train.spec import LatentStats, ModelSpec
 from miro_train.text import WordVocab
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # a type only: prepare.py does not import the loop's module
     from miro_train.train import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -49,10 +51,13 @@ RESUMABLE = (
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunSetup:
+    """What the loop needs: the run's settings, its complete spec, the data, and the
+    checkpoint to resume from (None: the run starts at step 0)."""
+
     cfg: TrainConfig
-    spec: dict[str, Any]
+    spec: ModelSpec
     shards: Shards
     batch_spec: BatchSpec
     resume: Path | None
@@ -87,13 +92,12 @@ def prepare_run(cfg: TrainConfig, info: DistInfo) -> RunSetup:
         log.warning("--resume: no checkpoint in %s yet, starting the run from step 0", cfg.out)
     if cfg.resume and existing:
         resume = existing[-1]
-        meta = read_meta(resume)
-        cfg = _stored_config(cfg, meta["config"])
-        spec = meta["model"]
-        check_rewards(shards, spec["rewards"])
-        if spec.get("edges_version") != shards.manifest.edges_version:
+        cfg = _stored_config(cfg, read_meta(resume)["config"])
+        spec = read_spec(resume)
+        check_rewards(shards, list(spec.rewards))
+        if spec.edges_version != shards.manifest.edges_version:
             raise MiroError(
-                f"the run was trained on bin edges version {spec.get('edges_version')}, "
+                f"the run was trained on bin edges version {spec.edges_version}, "
                 f"the shards in {shards.root} have {shards.manifest.edges_version}"
             )
     else:
@@ -122,37 +126,28 @@ def prepare_run(cfg: TrainConfig, info: DistInfo) -> RunSetup:
     batch_spec = batch_spec_for(spec, cfg.batch_size // info.world, cfg.seed, cfg.shuffle_buffer)
     peek(shards, batch_spec)  # a bad first sample fails here, in this process, in one line
     cfg.out.mkdir(parents=True, exist_ok=True)
+    if resume is None and not spec.complete:  # new latent run: statistics before the build
+        stats = latent_stats(shards, spec, batch_spec, info.device)
+        spec = replace(spec, image=replace(spec.image, stats=stats))
     return RunSetup(cfg, spec, shards, batch_spec, resume)
 
 
 def batch_spec_for(
-    spec: dict[str, Any], batch_size: int, seed: int = 0, shuffle_buffer: int = 1000
+    spec: ModelSpec, batch_size: int, seed: int = 0, shuffle_buffer: int = 1000
 ) -> BatchSpec:
     """What a model with this resolved spec reads from each training sample."""
-    text, image = spec["text"], spec["image"]
+    text, image = spec.text, spec.image
     return BatchSpec(
-        rewards=tuple(spec["rewards"]),
+        rewards=spec.rewards,
         batch_size=batch_size,
-        resolution=image["resolution"],
-        latents=bool(image["space"] == "latent" and image.get("precomputed")),
-        vocab=WordVocab(tuple(text["vocab"]), text["max_len"]) if text["kind"] == "word" else None,
-        text_emb=bool(text["kind"] == "hf" and text.get("precomputed")),
-        text_len=text["max_len"],
+        resolution=image.resolution,
+        latents=image.space == "latent" and image.precomputed,
+        vocab=WordVocab(text.vocab, text.max_len) if text.kind == "word" else None,
+        text_emb=text.kind == "hf" and text.precomputed,
+        text_len=text.max_len,
         seed=seed,
         shuffle_buffer=shuffle_buffer,
     )
-
-
-def check_world(meta: dict[str, Any], info: DistInfo) -> bool:
-    """Whether the RNG streams of the checkpoint can be restored exactly on this many ranks."""
-    if len(meta.get("rng", [])) == info.world:
-        return True
-    log.warning(
-        "the run was trained on %d processes, now %d: the resume will not be exact",
-        len(meta.get("rng", [])),
-        info.world,
-    )
-    return False
 
 
 def amp_context(precision: str, device: torch.device):
@@ -173,13 +168,13 @@ def amp_context(precision: str, device: torch.device):
 @torch.no_grad()
 def latent_stats(
     shards: Shards,
-    spec: dict[str, Any],
+    spec: ModelSpec,
     batch_spec: BatchSpec,
     device: torch.device,
     samples: int = 1024,
-) -> dict[str, list[float]]:
+) -> LatentStats:
     """Per-channel mean and std of the unscaled VAE latents over the first samples."""
-    codec = Codec(spec, device, need_vae=not spec["image"].get("precomputed"))
+    codec = Codec(spec, device, need_vae=not spec.image.precomputed)
     loader = iter(make_loader(shards, batch_spec, workers=0))
     chunks, seen = [], 0
     while seen < min(samples, shards.total):
@@ -189,4 +184,4 @@ def latent_stats(
     flat = torch.cat(chunks, dim=1)
     mean, std = flat.mean(1), flat.std(1).clamp_min(1e-6)
     log.info("latent mean %s, std %s", mean.tolist(), std.tolist())
-    return {"mean": mean.tolist(), "std": std.tolist()}
+    return LatentStats(tuple(mean.tolist()), tuple(std.tolist()))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from miro_data.common import MiroError, atomic_path
+from miro_train.checkpoint import list_checkpoints, loss_plot, read_meta, read_spec, read_step
 from miro_train.imagefolder import MANIFEST, read_rows
 
 log = logging.getLogger(__name__)
@@ -68,17 +69,16 @@ def _data_section(folder: Path) -> list[str]:
 
 def _run_section(folder: Path) -> list[str]:
     parts = ["<h2>Training</h2>"]
-    ckpts = sorted((folder / "checkpoints").glob("step_*/checkpoint.json"))
+    ckpts = list_checkpoints(folder)
     if ckpts:
-        meta = json.loads(ckpts[-1].read_text())
-        spec, cfg = meta.get("model", {}), meta.get("config", {})
-        rewards = spec.get("rewards") or []
+        spec, cfg = read_spec(ckpts[-1]), read_meta(ckpts[-1])["config"]
+        conditioned = ", ".join(spec.rewards) or "nothing (baseline)"
         parts.append(
-            f"<p>{html.escape(str(spec.get('name', '?')))}, {meta.get('step')} steps, batch "
-            f"{cfg.get('batch_size')}, conditioned on: {html.escape(', '.join(rewards) or 'nothing (baseline)')}.</p>"
+            f"<p>{html.escape(spec.name)}, {read_step(ckpts[-1])} steps, batch "
+            f"{cfg.get('batch_size')}, conditioned on: {html.escape(conditioned)}.</p>"
         )
-    if (folder / "loss.png").exists():
-        parts.append(_img(folder / "loss.png", "loss curve"))
+    if loss_plot(folder).exists():
+        parts.append(_img(loss_plot(folder), "loss curve"))
     return parts
 
 

@@ -28,8 +28,9 @@ from miro_data.common import (
     owns_output,
     progress_bar,
 )
-from miro_train.checkpoint import find_checkpoint, load_weights, read_meta
+from miro_train.checkpoint import find_checkpoint, load_weights, read_spec, read_step
 from miro_train.codec import Codec
+from miro_train.conditioning import ConditioningInput
 from miro_train.dist import pick_device
 from miro_train.flow import euler, guided_velocity
 from miro_train.imagefolder import MANIFEST, write_manifest
@@ -63,12 +64,12 @@ def load_bundle(checkpoint: str | Path, device: str = "auto", weights: str = "em
     """Load a miro checkpoint (a checkpoint folder, or a run folder → its latest)."""
     check_choice("--weights", weights, WEIGHTS)
     ckpt = find_checkpoint(checkpoint)
-    meta = read_meta(ckpt)
+    spec = read_spec(ckpt)
     dev = pick_device(device)
-    model = build_model(meta["model"])
+    model = build_model(spec)
     load_weights(model, ckpt, weights)
     model = model.to(dev).eval()
-    return ModelBundle(model, Codec(meta["model"], dev), ckpt, int(meta["step"]), weights)
+    return ModelBundle(model, Codec(spec, dev), ckpt, read_step(ckpt), weights)
 
 
 # ----------------------------------------------------------------------------
@@ -119,8 +120,12 @@ def generate(
             chunk = list(prompts[part])
             noise = _noise(seeds[part], codec.shape).to(codec.device)
             text, mask = codec.text(chunk)
-            cond_pos = model.condition(pos[part].to(codec.device), text, mask)
-            cond_neg = model.condition(neg[part].to(codec.device), text, mask) if contrast else None
+            cond_pos = model.condition(ConditioningInput(pos[part].to(codec.device), text, mask))
+            cond_neg = (
+                model.condition(ConditioningInput(neg[part].to(codec.device), text, mask))
+                if contrast
+                else None
+            )
             velocity = guided_velocity(model, cond_pos, cond_neg, settings.guidance)
             images.append(codec.to_images(euler(velocity, noise, settings.steps)))
             bar.advance(task, len(chunk))

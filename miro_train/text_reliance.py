@@ -12,7 +12,7 @@ text sooner, where GenEval needs hundreds of sampled images for a figure a few p
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from miro_data.common import (
     check_seed,
     save_json,
 )
+from miro_train.conditioning import ConditioningInput
 from miro_train.data import Shards, make_loader, next_batch, open_shards
 from miro_train.flow import flow_loss
 from miro_train.prepare import batch_spec_for
@@ -64,11 +65,11 @@ class TextRelianceConfig:
         check_choice("--weights", self.weights, WEIGHTS)
 
 
-def shift_captions(
-    text: torch.Tensor, mask: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Each sample gets the caption of the one before it (ids (B, L) or embeddings (B, L, D))."""
-    return text.roll(1, dims=0), None if mask is None else mask.roll(1, dims=0)
+def shift_captions(cond: ConditioningInput) -> ConditioningInput:
+    """Each sample gets the caption of the one before it (ids (B, L) or embeddings (B, L, D));
+    the rewards stay."""
+    mask = None if cond.text_mask is None else cond.text_mask.roll(1, dims=0)
+    return replace(cond, text=cond.text.roll(1, dims=0), text_mask=mask)
 
 
 def text_reliance(cfg: TextRelianceConfig) -> list[dict[str, Any]]:
@@ -97,16 +98,12 @@ def _measure(checkpoint: Path, shards: Shards, cfg: TextRelianceConfig) -> dict[
     while seen < total:
         batch = next_batch(batches)
         b = min(len(batch["captions"]), total - seen)
-        x = codec.to_model(batch)[:b]
-        text, mask = codec.text(batch["captions"], batch)
-        text, mask = text[:b], None if mask is None else mask[:b]
-        rewards = batch["rewards"][:b].to(codec.device) if model.reward_names else None
+        x, cond = codec.to_model(batch)[:b], codec.inputs(batch)[:b]
         for t in cfg.times:
             noise = torch.randn(x.shape, generator=generator).to(x.device)
             times = torch.full((b,), t, device=x.device)
-            for k, (txt, msk) in enumerate(((text, mask), shift_captions(text, mask))):
-                loss = flow_loss(model, x, t=times, noise=noise, rewards=rewards, text=txt,
-                                 text_mask=msk)  # fmt: skip
+            for k, inputs in enumerate((cond, shift_captions(cond))):
+                loss = flow_loss(model, x, inputs, t=times, noise=noise)
                 sums[t][k] += float(loss) * b
         seen += b
     rows = [

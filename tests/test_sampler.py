@@ -37,16 +37,16 @@ runner = CliRunner()
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained micro UNet over two rewards whose zero-initialised layers are made random,
     so its images depend on the noise, the caption and the targets."""
-    spec = tiny_spec("unet", rewards=("a", "b"))
-    spec["text"]["vocab"] = list(WordVocab.build(geneval_prompts(4), max_len=8).words)
+    vocab = WordVocab.build(geneval_prompts(4), max_len=8).words
+    spec = tiny_spec("unet", rewards=("a", "b"), vocab=vocab)
     torch.manual_seed(0)
     model = build_model(spec)
     for p in model.parameters():
         if p.abs().sum() == 0:
             torch.nn.init.normal_(p, std=0.2)
     run = tmp_path_factory.mktemp("sampler") / "run"
-    return save_checkpoint(run, 1, model=model, ema=model, optimizer=torch.optim.AdamW(model.parameters()),
-                           scaler=None, meta={"model": spec, "config": {}})  # fmt: skip
+    optimizer = torch.optim.AdamW(model.parameters())
+    return save_checkpoint(run, 1, spec=spec, model=model, ema=model, optimizer=optimizer)
 
 
 def _images_by_draw(manifest: Path) -> dict[tuple[str, int], np.ndarray]:

@@ -30,10 +30,10 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _checkpoint(run: Path, shards: Path, *, reads_text: bool) -> Path:
     """An untrained micro UNet whose zero-initialised layers are made random, so its output
     depends on the image and t; with `reads_text`, on the conditioning tokens too."""
-    spec = tiny_spec("unet", rewards=REWARDS)
     captions = iter_captions(open_shards(shards), 1000)
-    spec["text"]["vocab"] = list(WordVocab.build(captions, max_len=8).words)
-    spec["conditioning"]["pool"] = False  # the backbone then reads text by attention only
+    vocab = WordVocab.build(captions, max_len=8).words
+    # without pooling, the backbone reads the text by attention only
+    spec = tiny_spec("unet", rewards=REWARDS, vocab=vocab, pool=False)
     torch.manual_seed(0)
     model = build_model(spec)
     for name, p in model.backbone.named_parameters():
@@ -41,8 +41,7 @@ def _checkpoint(run: Path, shards: Path, *, reads_text: bool) -> Path:
         if (p.abs().sum() == 0 and not is_attention_out) or (is_attention_out and reads_text):
             torch.nn.init.normal_(p, std=0.2)
     optimizer = torch.optim.AdamW(model.parameters())
-    return save_checkpoint(run, 10, model=model, ema=model, optimizer=optimizer, scaler=None,
-                           meta={"model": spec, "config": {}})  # fmt: skip
+    return save_checkpoint(run, 10, spec=spec, model=model, ema=model, optimizer=optimizer)
 
 
 def test_blind_model_scores_zero_and_reading_model_rises(shards: Path, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from train_fixtures import micro_config, tiny_spec, write_shards
 
 from miro_train import dist
 from miro_train.checkpoint import find_checkpoint, read_meta
+from miro_train.conditioning import ConditioningInput
 from miro_train.flow import flow_loss
 from miro_train.models import build_model
 from miro_train.optim import make_optimizer
@@ -31,26 +32,26 @@ from miro_train.train import TrainConfig, train, train_step
 GLOBAL_BATCH = 8
 
 
-def _global_batch() -> tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor]:
+def _global_batch() -> tuple[torch.Tensor, ConditioningInput, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(42)
     x = torch.randn(GLOBAL_BATCH, 3, 16, 16, generator=g)
-    cond = {
-        "rewards": torch.rand(GLOBAL_BATCH, 2, generator=g),
-        "text": torch.randint(2, 10, (GLOBAL_BATCH, 8), generator=g),
-        "text_mask": None,
-    }
+    cond = ConditioningInput(
+        rewards=torch.rand(GLOBAL_BATCH, 2, generator=g),
+        text=torch.randint(2, 10, (GLOBAL_BATCH, 8), generator=g),
+    )
     t = torch.rand(GLOBAL_BATCH, generator=g)
     noise = torch.randn(GLOBAL_BATCH, 3, 16, 16, generator=g)
     return x, cond, t, noise
 
 
-def _shard(rank: int, world: int) -> tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor]:
+def _shard(
+    rank: int, world: int
+) -> tuple[torch.Tensor, ConditioningInput, torch.Tensor, torch.Tensor]:
     """This rank's equal part of the global batch."""
     x, cond, t, noise = _global_batch()
     per = GLOBAL_BATCH // world
     part = slice(rank * per, (rank + 1) * per)
-    cond = {k: v[part] if v is not None else None for k, v in cond.items()}
-    return x[part], cond, t[part], noise[part]
+    return x[part], cond[part], t[part], noise[part]
 
 
 def _model() -> torch.nn.Module:
@@ -70,7 +71,7 @@ def _gradients(rank: int, world: int) -> dict[str, torch.Tensor]:
     model = _model()
     net = DistributedDataParallel(model) if world > 1 else model
     x, cond, t, noise = _shard(rank, world)
-    flow_loss(net, x, t=t, noise=noise, **cond).backward()  # DDP averages over ranks here
+    flow_loss(net, x, cond, t=t, noise=noise).backward()  # DDP averages over ranks here
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 
 

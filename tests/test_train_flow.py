@@ -8,6 +8,7 @@ import pytest
 import torch
 from train_fixtures import tiny_spec
 
+from miro_train.conditioning import ConditioningInput
 from miro_train.flow import euler, flow_loss, guided_velocity, logit_normal, shift_at
 from miro_train.models import build_model
 
@@ -19,16 +20,18 @@ class Oracle(torch.nn.Module):
         super().__init__()
         self.x = x
 
-    def forward(self, xt, t, self_cond=None, **cond):
+    def forward(self, xt, t, cond, self_cond=None):
         return (xt - self.x) / t.view(-1, 1, 1, 1), None
 
 
 def test_loss_is_zero_for_the_true_velocity():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(16, 3, 8, 8, generator=gen)
-    assert flow_loss(Oracle(x), x, generator=gen) < 1e-8
+    cond = ConditioningInput(None, torch.zeros(16, 1, dtype=torch.long))  # the oracle reads none
+    assert flow_loss(Oracle(x), x, cond, generator=gen) < 1e-8
     # …and clearly positive for a model that is off by a constant.
-    off = flow_loss(lambda xt, t, **_: (Oracle(x)(xt, t)[0] + 0.1, None), x, generator=gen)
+    off = flow_loss(lambda xt, t, c, **_: (Oracle(x)(xt, t, c)[0] + 0.1, None), x, cond,
+                    generator=gen)  # fmt: skip
     assert off == pytest.approx(0.01, rel=1e-3)
 
 
@@ -80,8 +83,8 @@ def model_and_conds(request):
     for p in model.parameters():  # zero-initialised outputs would make every test trivial
         p.data.add_(torch.randn_like(p) * 0.05)
     ids = torch.tensor([[2, 3, 4, 5, 6, 0, 0, 0], [2, 3, 4, 8, 9, 0, 0, 0]])
-    pos = model.condition(torch.ones(2, 2), ids, None)
-    neg = model.condition(torch.tensor([[0.0, 0.0], [0.0, float("nan")]]), ids, None)
+    pos = model.condition(ConditioningInput(torch.ones(2, 2), ids))
+    neg = model.condition(ConditioningInput(torch.tensor([[0.0, 0.0], [0.0, float("nan")]]), ids))
     return model, pos, neg
 
 

@@ -7,7 +7,9 @@ import torch
 from train_fixtures import tiny_spec
 
 from miro_data.common import MiroError
+from miro_train.conditioning import ConditioningInput
 from miro_train.models import build_model, count_parameters, list_models, model_config
+from miro_train.spec import ModelSpec
 
 
 @pytest.mark.parametrize("backbone", ["unet", "dit", "rin"])
@@ -17,7 +19,8 @@ def test_backbones_map_noise_to_a_velocity_of_the_same_shape_and_learn(backbone)
     x, t = torch.randn(4, 3, 16, 16), torch.rand(4)
     ids, rewards = torch.randint(2, 10, (4, 8)), torch.rand(4, 2)
     rewards[0, 1] = float("nan")  # one missing value, so the missing embeddings train too
-    v, state = model(x, t, rewards, ids, self_cond=torch.ones(4, dtype=torch.bool))
+    cond = ConditioningInput(rewards, ids)
+    v, state = model(x, t, cond, self_cond=torch.ones(4, dtype=torch.bool))
     assert v.shape == x.shape
     assert (state is not None) == (backbone == "rin")
     # Three SGD steps: the zero-initialised layers (outputs, adaLN, res-block convs) open up
@@ -25,7 +28,7 @@ def test_backbones_map_noise_to_a_velocity_of_the_same_shape_and_learn(backbone)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     for _ in range(3):
         opt.zero_grad()
-        v, _ = model(x, t, rewards, ids, self_cond=torch.ones(4, dtype=torch.bool))
+        v, _ = model(x, t, cond, self_cond=torch.ones(4, dtype=torch.bool))
         (v - x).pow(2).mean().backward()
         opt.step()
     dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
@@ -46,8 +49,8 @@ def test_baseline_has_no_reward_tokens():
     miro, base = build_model(tiny_spec("unet")), build_model(tiny_spec("unet", rewards=()))
     ids = torch.randint(2, 10, (3, 8))
     assert base.conditioner.rewards is None
-    cond_miro = miro.condition(torch.rand(3, 2), ids, None)
-    cond_base = base.condition(None, ids, None)
+    cond_miro = miro.condition(ConditioningInput(torch.rand(3, 2), ids))
+    cond_base = base.condition(ConditioningInput(None, ids))
     assert cond_miro.tokens.shape[1] == cond_base.tokens.shape[1] + 2  # 2 reward tokens
     assert count_parameters(base) < count_parameters(miro)
 
@@ -62,12 +65,10 @@ def test_registry_lists_the_shipped_configs_and_rejects_unknown_names():
 
 
 def test_miro_360m_matches_the_paper_size():
-    spec = model_config("miro-360m")
-    spec |= {
-        "rewards": ["aesthetic", "clip", "pickscore", "hpsv2", "imagereward", "vqa", "sciscore"],
-        "text": {"kind": "hf", "name": "google/flan-t5-xl", "dim": 2048, "max_len": 128},
-        "image": {"space": "latent", "resolution": 256, "channels": 4, "size": 32},
-    }
+    config = model_config("miro-360m")
+    rewards = ["aesthetic", "clip", "pickscore", "hpsv2", "imagereward", "vqa", "sciscore"]
+    image = config["image"] | {"channels": 4, "size": 32}  # SDXL's VAE: 4 × 256/8
+    spec = ModelSpec.from_json(config | {"rewards": rewards, "image": image})
     with torch.device("meta"):
         model = build_model(spec)
     assert 330e6 < count_parameters(model) < 400e6

@@ -24,6 +24,7 @@ from miro_data.trainshards import (
     ShardWriter,
     TrainSample,
 )
+from miro_train.spec import BackboneSpec, ConditioningSpec, ImageSpec, ModelSpec, TextSpec
 
 
 def bin_index(scores: np.ndarray, n_bins: int) -> tuple[np.ndarray, list[float]]:
@@ -111,7 +112,13 @@ def write_shards(
     return folder
 
 
-def tiny_spec(backbone: str = "unet", rewards: tuple[str, ...] = ("a", "b")) -> dict:
+def tiny_spec(
+    backbone: str = "unet",
+    rewards: tuple[str, ...] = ("a", "b"),
+    *,
+    vocab: tuple[str, ...] | None = None,
+    pool: bool = True,
+) -> ModelSpec:
     """A resolved model spec small enough to run in milliseconds (word text, 16 px pixels)."""
     args = {
         "unet": {"channels": [16, 32], "blocks": 1, "attn_levels": [1], "heads": 2, "groups": 8},
@@ -128,30 +135,23 @@ def tiny_spec(backbone: str = "unet", rewards: tuple[str, ...] = ("a", "b")) -> 
             "self_conditioning": True,
         },
     }[backbone]
-    vocab = ["<pad>", "<unk>", "a", "photo", "of", "red", "circle", "square", "two", "squares"]
-    return {
-        "name": f"{backbone}-micro",
-        "backbone": backbone,
-        "backbone_args": args,
-        "conditioning": {
-            "dim": 32,
-            "fourier_dim": 16,
-            "hidden": 32,
-            "registers": 2,
-            "layers": 2,
-            "heads": 2,
-            "pool": True,
-        },
-        "text": {"kind": "word", "dim": 32, "max_len": 8, "vocab": vocab},
-        "image": {"space": "pixel", "resolution": 16, "channels": 3, "size": 16},
-        "rewards": list(rewards),
-        "edges_version": 1,
-    }
+    words = ("<pad>", "<unk>", "a", "photo", "of", "red", "circle", "square", "two", "squares")
+    return ModelSpec(
+        name=f"{backbone}-micro",
+        backbone=BackboneSpec.of(backbone, args),
+        conditioning=ConditioningSpec(
+            dim=32, fourier_dim=16, hidden=32, registers=2, layers=2, heads=2, pool=pool
+        ),
+        text=TextSpec("word", dim=32, max_len=8, vocab=vocab or words),
+        image=ImageSpec("pixel", resolution=16, channels=3, size=16),
+        rewards=rewards,
+        edges_version=1,
+    )
 
 
 def micro_config(path: Path) -> Path:
     """A registry-style JSON config of a very small UNet, for fast end-to-end tests."""
-    spec = tiny_spec("unet")
+    spec = tiny_spec("unet").to_json()
     config = {k: spec[k] for k in ("backbone", "backbone_args", "conditioning")}
     config |= {
         "text": {"kind": "word", "dim": 32, "max_len": 16},

@@ -148,15 +148,15 @@ def train_arm(shards: Path, out: Path, train: TrainSettings, *, baseline: bool =
 
     `out` may also be one checkpoint folder of an earlier run: it is then evaluated as it is.
     """
-    from miro_train.checkpoint import list_checkpoints, read_meta
+    from miro_train.checkpoint import is_checkpoint, list_checkpoints, read_step
     from miro_train.train import TrainConfig
     from miro_train.train import train as run_training
 
-    if (out / "checkpoint.json").exists():  # one checkpoint of a longer run, used as it is
-        log.info("using checkpoint %s as it is (step %d)", out, read_meta(out)["step"])
+    if is_checkpoint(out):  # one checkpoint of a longer run, used as it is
+        log.info("using checkpoint %s as it is (step %d)", out, read_step(out))
         return 0.0
-    done = list_checkpoints(out) if out.exists() else []
-    if done and int(read_meta(done[-1])["step"]) >= train.steps:
+    done = list_checkpoints(out)
+    if done and read_step(done[-1]) >= train.steps:
         log.info("%s is already trained to step %d", out, train.steps)
         return (
             float(json.loads((out / "arm.json").read_text())["seconds"])
@@ -180,9 +180,9 @@ def train_arm(shards: Path, out: Path, train: TrainSettings, *, baseline: bool =
 
 
 def checkpoints_by_step(run: Path) -> list[tuple[int, Path]]:
-    from miro_train.checkpoint import list_checkpoints, read_meta
+    from miro_train.checkpoint import list_checkpoints, read_step
 
-    return [(int(read_meta(c)["step"]), c) for c in list_checkpoints(run)]
+    return [(read_step(c), c) for c in list_checkpoints(run)]
 
 
 # ----------------------------------------------------------------------------
