@@ -34,16 +34,11 @@ HISTOGRAM_BINS = 60
 
 
 def open_read_only(path: Path) -> duckdb.DuckDBPyConnection:
-    """The database, read-only, with SQL's access to files, network and extensions off."""
+    """The database, read-only, on the sandboxed connection all user SQL runs on
+    (db.SANDBOX_CONFIG: no files, network or extensions; settings locked)."""
     if not Path(path).is_file():
         raise MiroError(f"database not found: {path}")
-    config = {"enable_external_access": False, "lock_configuration": True}
-    try:
-        con = duckdb.connect(str(path), read_only=True, config=config)
-    except duckdb.Error as err:
-        if "lock" in str(err).lower():
-            raise MiroError(f"database {path} is in use by a writer (annotate, bins?)") from None
-        raise MiroError(f"cannot open database {path}: {str(err).splitlines()[0]}") from None
+    con = db.connect(Path(path), read_only=True, sandbox=True)
     present = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     missing = [t for t in TABLES if t not in present]
     if missing:

@@ -1,6 +1,6 @@
 """The Generate page's model: one image per request from a loaded checkpoint.
 
-Wraps `miro_train.sample`: `load_bundle` once at start, `resolve_targets` for the presets and
+Wraps `miro_train.sample`: `load_bundle` once at start, `SamplerSettings` for the presets and
 per-reward targets (the same parser and checks as `miro sample`), `generate` for the image,
 and best-of-N with a reward from the registry. Requests are served one at a time (a lock):
 the model is shared and a CPU runs one generation at a full speed better than two at half.
@@ -108,8 +108,8 @@ class Generator:
             "step": self.bundle.step,
             "weights": self.bundle.weights,
             "rewards": self.rewards,
-            "model": spec.get("name", ""),
-            "resolution": spec["image"].get("resolution"),
+            "model": spec.name,
+            "resolution": spec.image.resolution,
         }
 
     def _scorer(self, name: str) -> Any:
@@ -124,43 +124,35 @@ class Generator:
 
     def make(self, req: Request) -> tuple[bytes, dict[str, Any]]:
         """(PNG bytes, manifest row) of one image, best of `req.best_of` candidates."""
-        from miro_train.sample import generate, resolve_targets
+        from miro_train.sample import generate, provenance
+        from miro_train.sampler import SamplerSettings
 
-        if not self.rewards and (req.target or req.negative or req.preset != "high"):
-            raise BadRequest("this checkpoint is a baseline (no reward conditioning): no targets")
         try:
-            pos, neg = resolve_targets(self.rewards, req.preset, req.target, req.negative)
+            settings = SamplerSettings(
+                steps=req.steps, guidance=req.guidance, preset=req.preset, target=req.target,
+                negative=req.negative, seed=req.seed, batch_size=req.best_of,
+                weights=self.bundle.weights,
+            )  # fmt: skip
+            row = {"prompt": req.prompt, "preset": req.preset, **provenance(self.bundle, settings)}
         except MiroError as err:  # the CLI's wording names options: --target → target
             raise BadRequest(str(err).removeprefix("--")) from None
         scorer = self._scorer(req.select_by) if req.best_of > 1 else None
-        seeds = [req.seed + j for j in range(req.best_of)]
+        prompts = [req.prompt] * req.best_of  # draws 0 … N-1 of the prompt, as `miro sample`'s
         start = time.perf_counter()
         with self._lock:
-            images = generate(
-                self.bundle, [req.prompt] * req.best_of, positive=pos, negative=neg,
-                guidance=req.guidance, steps=req.steps, seeds=seeds,
-            )  # fmt: skip
+            images = generate(self.bundle, prompts, settings)
             score, pick = math.nan, 0
             if scorer is not None:
-                scores = np.asarray(scorer.score(list(images), [req.prompt] * req.best_of), float)
+                scores = np.asarray(scorer.score(list(images), prompts), float)
                 if not np.isnan(scores).all():
                     pick = int(np.nanargmax(scores))
                     score = float(scores[pick])
-        row = self._row(req, seeds[pick], pos, neg, score, time.perf_counter() - start)
-        return _png(images[pick]), row
-
-    def _row(self, req: Request, seed: int, pos, neg, score: float, seconds: float) -> dict:
-        """The image's manifest row, with the fields `miro sample` writes."""
-        row = {
-            "prompt": req.prompt, "seed": seed, "preset": req.preset, "targets": pos,
-            "negatives": neg, "guidance": req.guidance, "steps": req.steps,
-            "checkpoint": str(self.bundle.checkpoint), "step": self.bundle.step,
-            "weights": self.bundle.weights,
-        }  # fmt: skip
+        row["draw"] = pick
         if req.best_of > 1:
             row |= {"best_of": req.best_of, "select_by": req.select_by,
                     "score": None if math.isnan(score) else score}  # fmt: skip
-        return row | {"seconds": round(seconds, 3)}
+        row["seconds"] = round(time.perf_counter() - start, 3)
+        return _png(images[pick]), row
 
 
 def _png(image: np.ndarray) -> bytes:

@@ -126,12 +126,12 @@ def _open(data: bytes, shard: str, key: str) -> Image.Image:
 
 
 def _thumbnail(data: bytes, ext: str, side: int) -> tuple[bytes, str]:
-    image = Image.open(io.BytesIO(data))
-    if max(image.size) <= side and ext in MEDIA_TYPES:
-        image.verify()  # a damaged small image is an error here too, not a broken <img>
+    source = Image.open(io.BytesIO(data))
+    if max(source.size) <= side and ext in MEDIA_TYPES:
+        source.verify()  # a damaged small image is an error here too, not a broken <img>
         return data, MEDIA_TYPES[ext]
-    image.draft("RGB", (side, side))  # JPEG: decode at a reduced scale
-    image = image.convert("RGB")
+    source.draft("RGB", (side, side))  # JPEG: decode at a reduced scale
+    image = source.convert("RGB")
     image.thumbnail((side, side), Image.Resampling.BILINEAR)
     return _encode(image, "JPEG"), "image/jpeg"
 

@@ -276,7 +276,8 @@ def test_generate_api_images_and_manifest_rows(served):
     pair = _generate(client, preset="pair:noise,sharpness@0.25", steps=2)["manifest"]
     assert pair["negatives"]["noise"] == 0.25 and pair["negatives"]["sharpness"] == 0.75
     best = _generate(client, best_of=3, select_by="colorfulness", seed=5, steps=2)["manifest"]
-    assert best["best_of"] == 3 and best["seed"] in (5, 6, 7) and best["score"] is not None
+    assert best["best_of"] == 3 and best["seed"] == 5 and best["draw"] in (0, 1, 2)
+    assert best["score"] is not None
 
 
 @pytest.mark.parametrize(
