@@ -28,7 +28,7 @@ from miro_train.dist import DistInfo, barrier
 from miro_train.text import WordVocab
 
 if TYPE_CHECKING:
-    from miro_train.train import TrainConfig
+    from miro_train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ RESUMABLE = (
     "tensorboard",
     "resume",
 )
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
