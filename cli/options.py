@@ -198,11 +198,10 @@ def _evaluated(annotation: Any, function: Callable[..., Any]) -> Any:
 
 def config_callback(config: type, run: Callable[..., Any], overrides: Overrides) -> Callable:
     """A Typer callback whose parameters are the config's options and the command's own."""
-    offered = [
-        s for s in slots(config)
-        if s.path not in overrides.hide and s.path not in overrides.same
-        and s.path not in overrides.fixed
-    ]  # fmt: skip
+    every = list(slots(config))
+    _check(config.__name__, every, overrides)
+    skipped = {*overrides.hide, *overrides.same, *overrides.fixed}
+    offered = [s for s in every if s.path not in skipped]
     positional = sorted(
         (s for s in offered if s.path in overrides.args), key=lambda s: overrides.args.index(s.path)
     )
@@ -211,8 +210,6 @@ def config_callback(config: type, run: Callable[..., Any], overrides: Overrides)
     inputs = _own_parameters(overrides.inputs) if overrides.inputs else []
     own = _own_parameters(run, skip=1)
     params += inputs + own
-    _check_unique(config.__name__, [f for s in offered if s.path not in overrides.args
-                                    for f in flags_of(s, overrides)])  # fmt: skip
 
     def callback(**given: Any) -> Any:
         values = {s.path: field_value(s, given[s.name], overrides) for s in offered}
@@ -228,13 +225,23 @@ def config_callback(config: type, run: Callable[..., Any], overrides: Overrides)
     return callback
 
 
-def _check_unique(command: str, flags: Sequence[str]) -> None:
-    """Two options with one flag would shadow each other: a mistake in a declaration."""
+def _check(command: str, every: Sequence[Slot], overrides: Overrides) -> None:
+    """Overrides name fields that have options, and no two options share a flag: mistakes in a
+    declaration, found when the command is built (tests/test_cli_options.py builds them all)."""
+    paths = {s.path for s in every}
+    named = [*overrides.args, *overrides.flags, *overrides.hide, *overrides.fixed,
+             *overrides.same, *overrides.same.values()]  # fmt: skip
+    unknown = [p for p in named if p not in paths]
+    if unknown:
+        raise TypeError(f"{command}: no option declares {', '.join(unknown)}")
+    skipped = {*overrides.hide, *overrides.same, *overrides.fixed, *overrides.args}
     seen: set[str] = set()
-    for flag in (f for decl in flags for f in decl.split("/")):
-        if flag in seen:
-            raise TypeError(f"{command}: the flag {flag} is declared twice")
-        seen.add(flag)
+    for slot in every:
+        flags = flags_of(slot, overrides) if slot.path not in skipped else ()
+        for flag in (f for decl in flags for f in decl.split("/")):
+            if flag in seen:
+                raise TypeError(f"{command}: the flag {flag} is declared twice")
+            seen.add(flag)
 
 
 def load(target: str) -> type:
@@ -249,6 +256,7 @@ class Commands:
     def __init__(self) -> None:
         self.builders: dict[str, Build] = {}
         self.docs: dict[str, str] = {}
+        self.configs: dict[str, tuple[str, Overrides]] = {}  # what each config command builds
 
     def config(self, name: str, config: str, **overrides: Any) -> Callable:
         """Register `run(cfg, …own parameters)` as the command `name` of the config `config`
@@ -257,6 +265,7 @@ class Commands:
 
         def register(run: Callable[..., Any]) -> Callable[..., Any]:
             self._add(name, run, lambda: config_callback(load(config), run, spec))
+            self.configs[name] = (config, spec)
             return run
 
         return register
@@ -273,6 +282,7 @@ class Commands:
     def include(self, other: Commands) -> None:
         self.builders |= other.builders
         self.docs |= other.docs
+        self.configs |= other.configs
 
     def _add(self, name: str, run: Callable[..., Any], build: Build) -> None:
         self.builders[name] = build
