@@ -299,7 +299,7 @@ class LazyGroup(TyperGroup):
 
     registry: ClassVar[Commands]
 
-    def list_commands(self, ctx: typer.Context) -> list[str]:
+    def list_commands(self, ctx: Any) -> list[str]:
         names = super().list_commands(ctx)
         return names + [n for n in self.registry.builders if n not in names]
 
@@ -310,14 +310,14 @@ class LazyGroup(TyperGroup):
             self.commands[name] = self._from_info(info)
         return self.commands.get(name)
 
-    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
         """For listings: a built command, or a stand-in carrying the docstring."""
         if cmd_name in self.commands or cmd_name not in self.registry.builders:
             return super().get_command(ctx, cmd_name)
         info = CommandInfo(name=cmd_name, callback=_nothing, help=self.registry.docs[cmd_name])
         return self._from_info(info)
 
-    def resolve_command(self, ctx: typer.Context, args: list[str]) -> Any:
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         if args:
             self.command(args[0])  # the command about to run (or show its help) is real
         return super().resolve_command(ctx, args)
