@@ -2,6 +2,7 @@
 
 Each command lives in the module of its group (cli/data.py, cli/train.py, …) and does only
 two things: build the stage's frozen config from the options, and call the stage function.
+The options are declared on the config's fields; cli/options.py makes them Typer parameters.
 Errors a user can fix (MiroError) print as one line on stderr with exit status 2.
 """
 
@@ -15,8 +16,8 @@ from typing import NoReturn
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from typer.core import TyperGroup
 
+from cli.options import Commands, LazyGroup
 from miro_data.common import MiroError, user_os_error
 
 err_console = Console(stderr=True)
@@ -35,7 +36,7 @@ def _fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code) from None
 
 
-class MiroGroup(TyperGroup):
+class MiroGroup(LazyGroup):
     """Turns user errors raised anywhere below into one clean line and a non-zero exit.
 
     Usage errors (a wrong type, a missing argument, an unknown option or choice: Click's
@@ -74,8 +75,9 @@ class MiroGroup(TyperGroup):
         raise typer.Exit(1) from None
 
 
+top_commands = Commands()  # train, sample, report: registered by their modules below
 app = typer.Typer(
-    cls=MiroGroup,
+    cls=top_commands.group(MiroGroup),
     help="MIRO: multi-reward conditioned pretraining of text-to-image models.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -104,11 +106,8 @@ def _configure(
 def _register_groups() -> None:
     from cli import data, evaluate, experiment, serve, train
 
-    data.register(app)
-    train.register(app)
-    evaluate.register(app)
-    experiment.register(app)
-    serve.register(app)
+    for module in (data, train, evaluate, experiment, serve):
+        module.register(app, top_commands)
 
 
 _register_groups()

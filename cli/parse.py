@@ -1,13 +1,28 @@
-"""Option values the commands share the parsing of."""
+"""Command inputs that set a config field from more than one option, shared by commands.
+
+The text of single options (names, numbers, KEY=VALUE lists) is read by the parsers in
+miro_data/options.py, declared on the config fields; these read files and combine options.
+"""
 
 from __future__ import annotations
 
-from miro_data.common import MiroError
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+RewardsConfig = Annotated[
+    Path | None, typer.Option("--rewards-config", help="TOML/JSON file of per-reward options.")
+]
+RewardOption = Annotated[
+    list[str] | None, typer.Option("--reward-option", help="REWARD.KEY=VALUE, repeatable.")
+]
 
 
-def floats(text: str, option: str) -> tuple[float, ...]:
-    """'0,0.5,1' → (0.0, 0.5, 1.0); anything else is one line naming the option."""
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise MiroError(f"{option}: expected comma-separated numbers, got {text!r}") from None
+def reward_options(
+    rewards_config: RewardsConfig = None, reward_option: RewardOption = None
+) -> dict[str, Any]:
+    """--rewards-config FILE and --reward-option REWARD.KEY=VALUE → the config's reward_options."""
+    from miro_data.rewards import load_reward_options
+
+    return {"reward_options": load_reward_options(rewards_config, reward_option or ())}

@@ -24,7 +24,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -39,6 +39,7 @@ from miro_data.common import (
     progress_bar,
 )
 from miro_data.decode import DEFAULT_MAX_PIXELS, PIL_MAX_PIXELS
+from miro_data.options import NAMES, opt
 from miro_data.prefetch import Decoded, Prefetcher, ShardJob
 from miro_data.rewards import (
     REGISTRY,
@@ -53,7 +54,8 @@ from miro_data.shards import Shard, download_failures, img2dataset_successes, li
 log = logging.getLogger(__name__)
 
 DEVICES = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # rewards.torch_reward.autocast_dtype
+Precision = Literal["auto", "fp32", "bf16", "fp16"]  # rewards.torch_reward.autocast_dtype
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 # How long opening the database waits for a reader (`miro data query` / `stats` inspecting
 # progress) to let go: annotate holds it only while it ingests a part.
 DB_WAIT = 60.0
@@ -63,17 +65,30 @@ DB_WAIT = 60.0
 class AnnotateConfig:
     """What to score, where to store it, and how to spread the work; checked when built."""
 
-    shards: str
-    db: Path
-    rewards: tuple[str, ...]
-    workers: int = 1
-    batch_size: int = 256  # images decoded per batch; each reward splits by its own batch_size
-    decode_workers: int = 1  # processes reading + decoding ahead, per worker; 0: in the worker
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"
+    shards: str = field(metadata=opt(help="Shard folder, one .tar, or a glob."))
+    db: Path = field(metadata=opt(help="DuckDB file (created if missing)."))
+    rewards: tuple[str, ...] = field(
+        metadata=opt("--rewards", "-r", parser=NAMES,
+                     help="Comma-separated reward names or module:Class.")
+    )  # fmt: skip
+    workers: int = field(
+        default=1, metadata=opt(help="Worker processes (one per GPU, or N CPU workers).")
+    )
+    # each reward splits a batch by its own batch_size
+    batch_size: int = field(default=256, metadata=opt(help="Images decoded per batch."))
+    decode_workers: int = field(default=1, metadata=opt(
+        help="Decoding processes per worker, ahead of the scorer (0: decode in the worker)."
+    ))  # fmt: skip
+    device: str = field(default="auto", metadata=opt(help="auto | cpu | cuda | cuda:N"))
+    precision: Precision = field(default="auto", metadata=opt(help="Autocast dtype on CUDA."))
     reward_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    retry_failed: bool = False
-    max_pixels: int = DEFAULT_MAX_PIXELS  # decoding budget per image (decode.py)
+    retry_failed: bool = field(
+        default=False, metadata=opt(help="Redo only the samples that failed.")
+    )
+    max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata=opt(
+        help="Largest image decoded, in pixels (a JPEG above it is decoded at 1/2, 1/4 or 1/8 "
+        "scale when that fits); larger images are recorded as decode failures."
+    ))  # fmt: skip
 
     def __post_init__(self) -> None:
         if isinstance(self.rewards, list):

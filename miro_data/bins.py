@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -33,6 +33,7 @@ from miro_data.common import (
     dumps_json,
     output_file,
 )
+from miro_data.options import NAMES, opt
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +45,19 @@ STAT_COLUMNS = ("count", "nan_count", "mean", "std", "min", *(f"p{p}" for p in P
 class BinsConfig:
     """How many bins, over which rewards, estimated from how large a sample."""
 
-    db: Path
-    n_bins: int = 64
-    rewards: tuple[str, ...] | None = None  # None: every annotated reward
-    sample: int = 100_000
-    seed: int = 0
-    export: Path | None = None
+    db: Path = field(metadata=opt(help="DuckDB file written by annotate."))
+    n_bins: int = field(default=64, metadata=opt(help="Quantile bins per reward (B)."))
+    rewards: tuple[str, ...] | None = field(  # None: every annotated reward
+        default=None,
+        metadata=opt("--rewards", "-r", parser=NAMES, help="Comma-separated; default all."),
+    )
+    sample: int = field(
+        default=100_000, metadata=opt(help="Scores per reward used to estimate the edges.")
+    )
+    seed: int = field(default=0, metadata=opt())
+    export: Path | None = field(
+        default=None, metadata=opt(help="Also write the edges and statistics as JSON.")
+    )
 
     def __post_init__(self) -> None:
         check_int("--n-bins", self.n_bins, 2)

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import polars as pl
 
@@ -30,6 +31,7 @@ from miro_data.common import (
     require_file,
 )
 from miro_data.localhttp import serve_directory
+from miro_data.options import opt
 
 log = logging.getLogger(__name__)
 
@@ -42,32 +44,45 @@ _READERS: dict[str, Callable[[Path], pl.DataFrame]] = {
 }
 _DEFAULT_QUALITY = {"jpg": 95, "webp": 95, "png": 9}
 _MAX_QUALITY = {"jpg": 100, "webp": 100, "png": 9}  # png: the zlib compression level
-RESIZE_MODES = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
-DISTRIBUTORS = ("multiprocessing", "pyspark", "ray")
-INCREMENTAL = ("incremental", "overwrite", "extend")
+ResizeMode = Literal["no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"]
+EncodeFormat = Literal["jpg", "png", "webp"]
+Distributor = Literal["multiprocessing", "pyspark", "ray"]
+Incremental = Literal["incremental", "overwrite", "extend"]
+RESIZE_MODES: tuple[ResizeMode, ...] = get_args(ResizeMode)
+DISTRIBUTORS: tuple[Distributor, ...] = get_args(Distributor)
+INCREMENTAL: tuple[Incremental, ...] = get_args(Incremental)
 
 
 @dataclass(frozen=True)
 class DownloadConfig:
     """img2dataset's options that matter, with defaults for a laptop or one node."""
 
-    url_list: Path
-    out: Path
-    image_size: int = 256
-    resize_mode: str = "border"  # no | border | keep_ratio | keep_ratio_largest | center_crop
-    resize_only_if_bigger: bool = False
-    encode_format: str = "jpg"  # jpg | png | webp
-    encode_quality: int | None = None  # None: 95 for jpg/webp, 9 (compression) for png
-    processes: int = field(default_factory=lambda: os.cpu_count() or 1)
-    threads: int = 32
-    shard_size: int = 10_000
-    distributor: str = "multiprocessing"  # multiprocessing | pyspark | ray
-    incremental: str = "incremental"  # incremental (resume) | overwrite | extend
-    timeout: int = 10
-    retries: int = 0
-    url_col: str = "url"
-    caption_col: str = "caption"
-    min_image_size: int = 0
+    url_list: Path = field(metadata=opt(help="parquet/csv/tsv/json/jsonl with url and caption."))
+    out: Path = field(metadata=opt(help="Folder for the WebDataset shards."))
+    image_size: int = field(default=256, metadata=opt(help="Target side for resizing."))
+    resize_mode: ResizeMode = field(
+        default="border", metadata=opt(help="How images are fitted to --image-size.")
+    )
+    resize_only_if_bigger: bool = field(default=False, metadata=opt())
+    encode_format: EncodeFormat = field(default="jpg", metadata=opt())
+    encode_quality: int | None = field(
+        default=None, metadata=opt(help="Default: 95 (jpg/webp), 9 (png).")
+    )
+    processes: int = field(
+        default_factory=lambda: os.cpu_count() or 1, metadata=opt(help="Download processes.")
+    )
+    threads: int = field(default=32, metadata=opt(help="Threads per process."))
+    shard_size: int = field(default=10_000, metadata=opt(help="Samples per shard."))
+    distributor: Distributor = field(default="multiprocessing", metadata=opt())
+    incremental: Incremental = field(
+        default="incremental",
+        metadata=opt(help="incremental resumes, overwrite starts again, extend adds shards."),
+    )
+    timeout: int = field(default=10, metadata=opt(help="Seconds per request."))
+    retries: int = field(default=0, metadata=opt())
+    url_col: str = field(default="url", metadata=opt())
+    caption_col: str = field(default="caption", metadata=opt())
+    min_image_size: int = field(default=0, metadata=opt())
     max_aspect_ratio: float = math.inf
 
     def __post_init__(self) -> None:

@@ -13,7 +13,7 @@ be exactly one statement of an allowed type, so a refusal names the reason.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -21,6 +21,7 @@ import polars as pl
 
 from miro_data import db
 from miro_data.common import MiroError, check_output, output_file
+from miro_data.options import opt
 
 WRITERS = {
     ".parquet": lambda df, p: df.write_parquet(p),
@@ -54,10 +55,15 @@ REFUSED_TYPES = {
 class QueryConfig:
     """One SQL statement against one database."""
 
-    db: Path
-    sql: str
-    out: Path | None = None
-    write: bool = False  # open read-write (for CREATE VIEW and the like)
+    db: Path = field(metadata=opt(help="DuckDB file."))
+    sql: str = field(
+        metadata=opt(help="One SQL statement, e.g. 'SELECT * FROM scores_wide LIMIT 5'.")
+    )
+    out: Path | None = field(
+        default=None, metadata=opt(help="Also write the result (.parquet, .csv, .json, .jsonl).")
+    )
+    # read-write for CREATE VIEW and the like
+    write: bool = field(default=False, metadata=opt(help="Open the database read-write."))
 
     def __post_init__(self) -> None:
         if not isinstance(self.sql, str) or not self.sql.strip().strip(";").strip():

@@ -17,7 +17,7 @@ import os
 import shutil
 import tarfile
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -44,6 +44,7 @@ from miro_data.common import (
 )
 from miro_data.decode import decode_image
 from miro_data.hooks import Hook, build_hooks, parse_hooks
+from miro_data.options import NAMES, opt
 from miro_data.shards import list_shards
 from miro_data.trainshards import (
     HookModels,
@@ -63,18 +64,30 @@ log = logging.getLogger(__name__)
 class ReshardConfig:
     """Which samples, which bin edges, how to cut and shuffle, what to precompute."""
 
-    shards: str
-    db: Path
-    out: Path
-    where: str | None = None  # SQL predicate over shard, key, caption, url and reward columns
-    shard_size: int = 10_000
-    shuffle_seed: int = 0
-    edges_version: int | None = None  # None: the latest
-    rewards: tuple[str, ...] | None = None  # subset and conditioning order; None: all, by name
-    hooks: tuple[str, ...] = ()  # "text=MODEL", "vae=MODEL"
+    shards: str = field(metadata=opt(help="The source shards (as given to annotate)."))
+    db: Path = field(metadata=opt(help="DuckDB file with scores and bin edges."))
+    out: Path = field(metadata=opt(help="New folder for the training shards."))
+    # over shard, key, caption, url and the reward columns
+    where: str | None = field(default=None, metadata=opt(
+        help="SQL predicate, e.g. \"aesthetic > 5 AND caption LIKE '%dog%'\"."
+    ))  # fmt: skip
+    shard_size: int = field(default=10_000, metadata=opt(help="Samples per output shard."))
+    shuffle_seed: int = field(default=0, metadata=opt())
+    edges_version: int | None = field(
+        default=None, metadata=opt(help="Bin-edge version (default: the latest).")
+    )
+    # subset and conditioning order; None: all, by name
+    rewards: tuple[str, ...] | None = field(default=None, metadata=opt(
+        "--rewards", "-r", parser=NAMES, help="Subset and order; default all."
+    ))  # fmt: skip
+    hooks: tuple[str, ...] = field(default=(), metadata=opt(
+        "--hook", help="text=MODEL or vae=MODEL: precompute into samples."
+    ))  # fmt: skip
     hook_batch_size: int = 64
-    device: str = "cpu"
-    overwrite: bool = False
+    device: str = field(default="cpu", metadata=opt(help="Device for the hooks' models."))
+    overwrite: bool = field(default=False, metadata=opt(
+        help="Replace OUT if it exists (only once the new one is complete)."
+    ))  # fmt: skip
 
     def __post_init__(self) -> None:
         check_positive("--shard-size", self.shard_size)

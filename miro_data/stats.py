@@ -9,7 +9,7 @@ rewards measure the same thing and which pull against each other.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from miro_data.common import (
     check_output,
     output_file,
 )
+from miro_data.options import NAMES, opt
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,17 @@ PLOT_SAMPLE = 200_000
 class StatsConfig:
     """Which database, which bin-edge version, and where to draw."""
 
-    db: Path
-    plot: Path | None = None
-    version: int | None = None
-    rewards: tuple[str, ...] | None = None
+    db: Path = field(metadata=opt(help="DuckDB file."))
+    plot: Path | None = field(
+        default=None, metadata=opt(help="Write histograms and a correlation heat map (.png).")
+    )
+    version: int | None = field(
+        default=None, metadata=opt(help="Bin-edge version (default: the latest).")
+    )
+    rewards: tuple[str, ...] | None = field(
+        default=None,
+        metadata=opt("--rewards", "-r", parser=NAMES, help="Comma-separated; default all."),
+    )
 
     def __post_init__(self) -> None:
         if self.plot is not None and self.plot.suffix.lower() != ".png":

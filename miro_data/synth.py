@@ -31,6 +31,7 @@ from miro_data.common import (
     progress_bar,
 )
 from miro_data.detector import check
+from miro_data.options import Parser, format_key_values, key_values, opt
 from miro_data.shapes import (
     CATEGORIES,
     COLORS,
@@ -62,33 +63,44 @@ class Degradations:
             check_finite(f"degradation {name}", getattr(self, name), 0, 1)
 
     @classmethod
-    def parse(cls, text: str) -> Degradations:
-        """'blur=0.5,jpeg=0' → Degradations; 'none' turns every corruption off."""
+    def parse(cls, text: str, option: str = "--degrade") -> Degradations:
+        """'blur=0.5,jpeg=0' → Degradations (others at their defaults); 'none' turns every
+        corruption off. The ranges are checked by the dataclass."""
         if text.strip().lower() == "none":
             return cls(0, 0, 0, 0, 0)
-        values = {}
-        for item in filter(None, (p.strip() for p in text.split(","))):
-            name, _, value = item.partition("=")
+
+        def check_name(name: str) -> None:
             if name not in cls.__dataclass_fields__:
-                raise MiroError(
-                    f"unknown degradation {name!r}; known: {', '.join(cls.__dataclass_fields__)}"
-                )
-            try:
-                values[name] = float(value)  # the range is checked by __post_init__
-            except ValueError:
-                raise MiroError(f"degradation {name}: {value!r} is not a probability") from None
-        return cls(**values)
+                known = ", ".join(cls.__dataclass_fields__)
+                raise MiroError(f"{option}: unknown degradation {name!r}; known: {known}")
+
+        rates = key_values(text, option, check_key=check_name)
+        return cls(**{name: rate for name, rate in rates.items() if rate is not None})
+
+    def format(self) -> str:
+        """The text `parse` reads back: '' for the defaults, else every rate."""
+        if self == Degradations():
+            return ""
+        return format_key_values(asdict(self))
+
+
+DEGRADATIONS = Parser(Degradations.parse, Degradations.format)
 
 
 @dataclass(frozen=True)
 class SynthConfig:
     """What `miro data synth` generates."""
 
-    out: Path
-    n: int = 20_000
-    size: int = 32
-    seed: int = 0
-    degradations: Degradations = field(default_factory=Degradations)
+    out: Path = field(metadata=opt(help="Folder for images/ and urls.parquet."))
+    n: int = field(default=20_000, metadata=opt(help="Number of samples."))
+    size: int = field(default=32, metadata=opt(help="Image side in pixels."))
+    seed: int = field(default=0, metadata=opt())
+    degradations: Degradations = field(
+        default_factory=Degradations,
+        metadata=opt("--degrade", parser=DEGRADATIONS, help="Corruption rates, e.g. "
+                     "'blur=0.3,noise=0.3,contrast=0.2,jpeg=0.2,caption=0.3' (these are the "
+                     "defaults), or 'none'."),
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         check_positive("--n", self.n)

@@ -2,27 +2,56 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from miro_data.common import MiroError
+from miro_data.common import (
+    MiroError,
+    check_choice,
+    check_device,
+    check_finite,
+    check_int,
+    check_positive,
+)
+from miro_data.options import opt
 
 
 @dataclass(frozen=True)
 class ServeConfig:
     """Which corpus and run to show, where to listen, and the limits of the Query page."""
 
-    db: Path
-    shards: str | None = None  # the source shards (folder, .tar or glob); no images without
-    run: Path | None = None  # a checkpoint or run folder: enables Generate
-    host: str = "127.0.0.1"
-    port: int = 8000
-    device: str = "cpu"  # for Generate
+    db: Path = field(metadata=opt(help="The annotated DuckDB database (opened read-only)."))
+    shards: str | None = field(
+        default=None, metadata=opt(help="Source shards (folder, .tar or glob) for the images.")
+    )
+    run: Path | None = field(
+        default=None, metadata=opt(help="A checkpoint or run folder: enables the Generate page.")
+    )
+    host: str = field(default="127.0.0.1", metadata=opt(help="Interface to listen on."))
+    port: int = field(default=8000, metadata=opt(help="Port (0: any free port)."))
+    device: str = field(
+        default="cpu", metadata=opt(help="Device for Generate: cpu | cuda | cuda:N | auto.")
+    )
     weights: str = "ema"
-    max_rows: int = 100_000  # rows a query can page through or export
-    query_seconds: float = 10.0  # a query running longer is interrupted
+    max_rows: int = field(
+        default=100_000, metadata=opt(help="Rows a query can page through or export.")
+    )
+    query_seconds: float = field(
+        default=10.0, metadata=opt(help="A query running longer is stopped.")
+    )
     thumb_side: int = 128  # thumbnails fit in this square
     thumb_cache_mb: int = 64
+
+    def __post_init__(self) -> None:
+        check_int("--port", self.port, 0)
+        if self.port > 65535:
+            raise MiroError(f"--port must be at most 65535, not {self.port}")
+        check_device("--device", self.device)
+        check_choice("weights", self.weights, ("ema", "model"))
+        check_positive("--max-rows", self.max_rows)
+        check_finite("--query-seconds", self.query_seconds, 0, open_low=True)
+        check_positive("thumb_side", self.thumb_side)
+        check_positive("thumb_cache_mb", self.thumb_cache_mb)
 
 
 class BadRequest(MiroError):

@@ -27,6 +27,8 @@ from miro_data.common import (
     save_json,
 )
 from miro_data.detector import check
+from miro_data.options import NAMES, opt
+from miro_data.rewards import check_reward_names
 from miro_data.shapes import CATEGORIES, caption_for, parse_caption, sample_prompt
 from miro_train.imagefolder import read_manifest, write_manifest
 from miro_train.sampler import SamplerSettings, draw_numbers
@@ -175,11 +177,20 @@ class GenevalConfig:
     `sampler.seed` fixes the prompt set as well as the noise.
     """
 
-    out: Path
-    checkpoint: Path | None = None
-    manifest: Path | None = None
-    prompts_per_category: int = 16
-    images_per_prompt: int = 4
+    out: Path = field(
+        default=Path("geneval"),
+        metadata=opt("--out", "-o", help="Folder for images, results and grids."),
+    )
+    checkpoint: Path | None = field(
+        default=None, metadata=opt(help="Checkpoint or run folder (omit with --manifest).")
+    )
+    manifest: Path | None = field(
+        default=None, metadata=opt(help="Score the images of this JSONL manifest instead.")
+    )
+    prompts_per_category: int = field(
+        default=16, metadata=opt(help="Distinct prompts per category.")
+    )
+    images_per_prompt: int = field(default=4, metadata=opt())
     sampler: SamplerSettings = GENEVAL_SAMPLER
 
     def __post_init__(self) -> None:
@@ -252,14 +263,17 @@ def geneval(cfg: GenevalConfig) -> GenevalResult:
 class RewardEvalConfig:
     """Reward metrics over the images of a manifest."""
 
-    manifest: Path
-    rewards: tuple[str, ...]
-    out: Path | None = None
+    manifest: Path = field(metadata=opt(help="JSONL manifest with prompt and file fields."))
+    rewards: tuple[str, ...] = field(
+        metadata=opt("--rewards", "-r", parser=NAMES, help="Comma-separated reward names.")
+    )
+    out: Path | None = field(default=None, metadata=opt(
+        help="Folder for rewards.json and rewards.png (default: beside the manifest)."
+    ))  # fmt: skip
     reward_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.rewards:
-            raise MiroError("--rewards names no reward")
+        check_reward_names(self.rewards)  # none, unknown and twice-named rewards
 
 
 def reward_summary(

@@ -30,7 +30,7 @@ from miro_train.spec import LatentStats, ModelSpec
 from miro_train.text import WordVocab
 
 if TYPE_CHECKING:  # a type only: prepare.py does not import the loop's module
-    from miro_train.train import TrainConfig
+    from miro_train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,6 @@ RESUMABLE = (
     "tensorboard",
     "resume",
 )
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)

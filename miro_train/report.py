@@ -10,10 +10,11 @@ import base64
 import html
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from miro_data.common import MiroError, atomic_path
+from miro_data.options import opt
 from miro_train.checkpoint import list_checkpoints, loss_plot, read_meta, read_spec, read_step
 from miro_train.imagefolder import MANIFEST, read_rows
 
@@ -32,13 +33,23 @@ th:first-child, td:first-child { text-align: left; } img { max-width: 100%; imag
 class ReportConfig:
     """Where the run's artefacts are, and where the page goes."""
 
-    out: Path
-    title: str = "miro run"
-    data: Path | None = None  # folder with stats.png / edges.json (the data stages)
-    run: Path | None = None  # training run: log.csv, loss.png, checkpoints/
-    samples: Path | None = None  # `miro sample` output: grid.png, manifest.jsonl
-    geneval: Path | None = None  # `miro eval geneval` output: results.json, grid_*.png
-    notes: tuple[str, ...] = ()
+    out: Path = field(metadata=opt(help="The HTML page to write."))
+    title: str = field(default="miro run", metadata=opt())
+    data: Path | None = field(  # the data stages' folder
+        default=None, metadata=opt(help="Folder with stats.png / edges.json.")
+    )
+    run: Path | None = field(  # log.csv, loss.png, checkpoints/
+        default=None, metadata=opt(help="Training run folder.")
+    )
+    samples: Path | None = field(  # grid.png, manifest.jsonl
+        default=None, metadata=opt(help="`miro sample` output folder.")
+    )
+    geneval: Path | None = field(  # results.json, grid_*.png
+        default=None, metadata=opt(help="`miro eval geneval` output folder.")
+    )
+    notes: tuple[str, ...] = field(
+        default=(), metadata=opt("--note", help="A paragraph at the top, repeatable.")
+    )
 
 
 def _img(path: Path, alt: str) -> str:

@@ -28,6 +28,7 @@ from miro_data.common import (
     owns_output,
     progress_bar,
 )
+from miro_data.options import opt
 from miro_train.checkpoint import find_checkpoint, load_weights, read_spec, read_step
 from miro_train.codec import Codec
 from miro_train.conditioning import ConditioningInput
@@ -156,14 +157,22 @@ def provenance(bundle: ModelBundle, settings: SamplerSettings) -> dict:
 class SampleConfig:
     """What `miro sample` draws and where it writes; every option checked before any work."""
 
-    checkpoint: Path
-    out: Path
-    prompts: tuple[str, ...]
-    n: int = 1  # images per prompt
+    checkpoint: Path = field(
+        metadata=opt(help="A checkpoint folder, or a run folder (its latest).")
+    )
+    out: Path = field(
+        metadata=opt("--out", "-o", help="Folder for images/, grid.png, manifest.jsonl.")
+    )
+    prompts: tuple[str, ...]  # the CLI reads them from --prompt and --prompts FILE
+    n: int = field(default=1, metadata=opt(help="Images per prompt."))
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
-    best_of: int = 1
-    select_by: str | None = None
-    overwrite: bool = False
+    best_of: int = field(default=1, metadata=opt(help="Draw N per image and keep the best."))
+    select_by: str | None = field(default=None, metadata=opt(
+        help="Reward (registry name or module:Class) for --best-of."
+    ))  # fmt: skip
+    overwrite: bool = field(
+        default=False, metadata=opt("--overwrite", help="Replace samples already in --out.")
+    )
 
     def __post_init__(self) -> None:
         if not self.prompts:

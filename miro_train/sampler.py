@@ -20,8 +20,8 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Literal, get_args
 
 from miro_data.common import (
     MiroError,
@@ -31,13 +31,16 @@ from miro_data.common import (
     check_positive,
     check_seed,
 )
+from miro_data.options import key_values, opt
 
 if TYPE_CHECKING:  # the record stays importable without torch (configs, the CLI)
     from miro_train.sample import ModelBundle
 
 Targets = dict[str, float | None]  # reward → value in [0, 1], None = missing
 PRESETS = ("high", "isolate", "pair")
-WEIGHTS = ("ema", "model")
+Weights = Literal["ema", "model"]
+WEIGHTS: tuple[Weights, ...] = get_args(Weights)
+MISSING = ("none", "missing", "null")  # a target value asking for the "missing" embedding
 
 
 @dataclass(frozen=True)
@@ -49,15 +52,20 @@ class SamplerSettings:
     selection among draws, made by `miro sample --best-of` and the best-of-n experiment.
     """
 
-    steps: int = 50  # Euler steps
-    guidance: float = 7.0  # ω
-    preset: str = "high"
-    target: str = ""  # REWARD=VALUE,… overriding s⁺
-    negative: str = ""  # REWARD=VALUE,… overriding s⁻
-    seed: int = 0
-    batch_size: int = 32  # only speed and memory: an image depends on its noise, not its batch
-    weights: str = "ema"
-    device: str = "auto"
+    steps: int = field(default=50, metadata=opt(help="Euler steps."))
+    guidance: float = field(default=7.0, metadata=opt(help="CFG scale ω."))
+    preset: str = field(default="high", metadata=opt(help="high, isolate:REWARD or pair:A,B@t."))
+    target: str = field(
+        default="", metadata=opt(help="s⁺ overrides, e.g. aesthetic=0.625,pickscore=1 (others 1).")
+    )
+    negative: str = field(
+        default="", metadata=opt(help="s⁻ overrides (others 0, or the preset's).")
+    )
+    seed: int = field(default=0, metadata=opt(help="Fixes the noise (and GenEval's prompt set)."))
+    # only speed and memory: an image depends on its noise, not its batch
+    batch_size: int = field(default=32, metadata=opt(help="Images per model call."))
+    weights: Weights = field(default="ema", metadata=opt(help="The EMA or the trained weights."))
+    device: str = field(default="auto", metadata=opt(help="auto, cpu, cuda or cuda:N."))
 
     # The option each field is set by, for error messages; a command that spells one
     # differently (the experiments' --sampler-steps) subclasses with its own names.
@@ -94,25 +102,14 @@ def parse_values(text: str, rewards: Sequence[str] | None, what: str = "--target
 
     With `rewards` None only the syntax and the values are checked (before a checkpoint is read).
     """
-    out: Targets = {}
-    for item in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, raw = (s.strip() for s in item.partition("="))
-        if not sep:
-            raise MiroError(f"{what}: {item!r} is not REWARD=VALUE")
+
+    def check_reward(name: str) -> None:
         if rewards is not None and name not in rewards:
             known = ", ".join(rewards) or "none (a baseline checkpoint)"
             raise MiroError(f"{what}: the checkpoint knows no reward {name!r}; it knows: {known}")
-        if raw.lower() in ("none", "missing", "null"):
-            out[name] = None
-            continue
-        try:
-            value = float(raw)
-        except ValueError:
-            raise MiroError(f"{what}: {name}={raw!r} is not a number") from None
-        if not 0.0 <= value <= 1.0:  # NaN too
-            raise MiroError(f"{what}: {name}={value} is outside [0, 1]")
-        out[name] = value
-    return out
+
+    return key_values(text, what, key="REWARD", check_key=check_reward, missing=MISSING,
+                      bounds=(0.0, 1.0))  # fmt: skip
 
 
 def resolve_targets(

@@ -12,7 +12,7 @@ text sooner, where GenEval needs hundreds of sampled images for a figure a few p
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,12 @@ from miro_data.common import (
     check_seed,
     save_json,
 )
+from miro_data.options import NUMBERS, opt
 from miro_train.conditioning import ConditioningInput
 from miro_train.data import Shards, make_loader, next_batch, open_shards
 from miro_train.flow import flow_loss
 from miro_train.prepare import batch_spec_for
+from miro_train.sampler import WEIGHTS, Weights
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +41,21 @@ log = logging.getLogger(__name__)
 class TextRelianceConfig:
     """Which checkpoints, on which shards, at which times."""
 
-    checkpoints: tuple[Path, ...]
-    shards: Path
-    samples: int = 1024
-    times: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)
-    batch_size: int = 256
-    seed: int = 0
-    device: str = "auto"
-    weights: str = "ema"
-    out: Path | None = None  # a JSON file for the results, when set
+    checkpoints: tuple[Path, ...] = field(metadata=opt(help="Checkpoint or run folders."))
+    shards: Path = field(metadata=opt("--shards", help="Training-shard folder to measure on."))
+    samples: int = field(default=1024, metadata=opt(help="Samples to average over."))
+    times: tuple[float, ...] = field(default=(0.3, 0.5, 0.7, 0.9), metadata=opt(
+        parser=NUMBERS, help="Noise levels t, comma-separated."
+    ))  # fmt: skip
+    batch_size: int = field(default=256, metadata=opt())
+    seed: int = field(default=0, metadata=opt(help="Fixes the samples' order and the noise."))
+    device: str = field(default="auto", metadata=opt())
+    weights: Weights = field(default="ema", metadata=opt())
+    out: Path | None = field(default=None, metadata=opt(  # a JSON file for the results, when set
+        "--out", "-o", help="A JSON file for the results."
+    ))  # fmt: skip
 
     def __post_init__(self) -> None:
-        from miro_train.sampler import WEIGHTS
-
         if not self.checkpoints:
             raise MiroError("no checkpoints given")
         check_positive("--samples", self.samples)

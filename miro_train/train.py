@@ -24,15 +24,6 @@ from torch.utils.data import DataLoader
 
 from miro_data.common import (
     MiroError,
-    check_choice,
-    check_device,
-    check_finite,
-    check_identifier,
-    check_int,
-    check_nonempty_text,
-    check_optional_positive,
-    check_positive,
-    check_seed,
     fault_point,
     keep_freed_memory,
     output_lock,
@@ -42,94 +33,16 @@ from miro_train import dist
 from miro_train.checkpoint import RunState, find_checkpoint, restore_state, save_state
 from miro_train.codec import Codec
 from miro_train.conditioning import ConditioningInput
+from miro_train.config import TrainConfig  # its home; imported from here too
 from miro_train.data import make_loader, next_batch
 from miro_train.flow import flow_loss, shift_at
 from miro_train.models import MiroModel, build_model, count_parameters
 from miro_train.optim import Ema, lr_at, make_optimizer
-from miro_train.prepare import PRECISIONS, RunSetup, amp_context, prepare_run
+from miro_train.prepare import RunSetup, amp_context, prepare_run
 from miro_train.runlog import RunLog
 from miro_train.spec import ModelSpec
 
 log = logging.getLogger(__name__)
-
-OPTIMIZERS = ("adamw", "lamb")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything `miro train` needs; stored, resolved, in every checkpoint."""
-
-    shards: Path
-    out: Path
-    model: str = "unet-tiny"
-    rewards: tuple[str, ...] | None = None  # None: every reward in the manifest
-    baseline: bool = False  # no reward conditioning: the control of every comparison
-    text_encoder: str | None = None  # "word", a Hugging Face id or folder; None: the config's
-    vae: str | None = None  # AutoencoderKL id or folder, "none" for pixels; None: the config's
-    vae_subfolder: str | None = None
-    resolution: int | None = None
-    steps: int = 2000
-    batch_size: int = 64  # global, over all processes
-    lr: float = 1e-3
-    optimizer: str = "adamw"  # adamw | lamb
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.99)
-    warmup: int = 100
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 2.0
-    ema: float = 0.999
-    self_cond_rate: float = 0.9  # backbones with latent self-conditioning (RIN) only
-    time_shift: float = 1.0  # > 1 trains more at high noise (SD3's shift)
-    time_shift_end: float | None = None  # shift at the last step (linear); None: constant
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast on CUDA only)
-    compile: bool = False
-    device: str = "auto"
-    seed: int = 0
-    workers: int | None = None  # decoding processes per rank; None: 1 on CPU, 6 on GPU
-    shuffle_buffer: int = 1000
-    log_every: int = 50
-    ckpt_every: int = 500
-    keep: int | None = None  # keep the newest N checkpoints; None keeps all
-    resume: bool = False
-    tensorboard: bool = False
-    vocab_samples: int = 100_000
-
-    def __post_init__(self) -> None:
-        """Every option checked here, before anything is read or written."""
-        for name in ("steps", "batch_size", "log_every", "ckpt_every", "shuffle_buffer",
-                     "vocab_samples"):  # fmt: skip
-            check_positive(f"--{name.replace('_', '-')}", getattr(self, name))
-        for name in ("resolution", "keep"):
-            check_optional_positive(f"--{name}", getattr(self, name))
-        check_int("--warmup", self.warmup, 0)
-        check_seed("--seed", self.seed)
-        if self.workers is not None:
-            check_int("--workers", self.workers, 0)
-        check_finite("--lr", self.lr, 0, open_low=True)
-        check_finite("--weight-decay", self.weight_decay, 0)
-        check_finite("--grad-clip", self.grad_clip, 0, open_low=True)
-        check_finite("--ema", self.ema, 0, 1, open_high=True)
-        check_finite("--time-shift", self.time_shift, 0, open_low=True)
-        if self.time_shift_end is not None:
-            check_finite("--time-shift-end", self.time_shift_end, 0, open_low=True)
-        check_finite("min_lr_ratio", self.min_lr_ratio, 0, 1)
-        check_finite("self_cond_rate", self.self_cond_rate, 0, 1)
-        if len(self.betas) != 2:
-            raise MiroError(f"betas must be two numbers, not {self.betas!r}")
-        for beta in self.betas:
-            check_finite("betas", beta, 0, 1, open_high=True)
-        check_choice("--optimizer", self.optimizer, OPTIMIZERS)
-        check_choice("--precision", self.precision, PRECISIONS)
-        check_device("--device", self.device)
-        check_nonempty_text("--model", self.model)
-        for name in ("text_encoder", "vae", "vae_subfolder"):
-            if getattr(self, name) is not None:
-                check_nonempty_text(f"--{name.replace('_', '-')}", getattr(self, name))
-        if self.rewards is not None:
-            if not self.rewards:
-                raise MiroError("--rewards names no reward")
-            for reward in self.rewards:
-                check_identifier(reward, "reward name")
 
 
 @dataclass

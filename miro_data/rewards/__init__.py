@@ -17,7 +17,6 @@ from miro_data.rewards.base import (
     build_reward,
     check_reward_names,
     load_reward_options,
-    parse_reward_names,
     register,
     score_all,
 )
@@ -31,7 +30,6 @@ __all__ = [
     "build_reward",
     "check_reward_names",
     "load_reward_options",
-    "parse_reward_names",
     "register",
     "score_all",
 ]

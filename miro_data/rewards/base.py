@@ -178,13 +178,6 @@ def check_reward_names(names: Sequence[str]) -> None:
         raise MiroError(f"a reward is named twice in {', '.join(names)}")
 
 
-def parse_reward_names(text: str) -> list[str]:
-    """'a, b,c' → ['a', 'b', 'c'], refusing duplicates and empty lists."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    check_reward_names(names)
-    return names
-
-
 def load_reward_options(
     config: str | Path | None = None, overrides: Sequence[str] = ()
 ) -> dict[str, dict[str, Any]]:

@@ -22,6 +22,7 @@ from miro_data.common import (
     owns_output,
     save_json,
 )
+from miro_data.options import NAMES, opt
 from miro_data.shapes import CATEGORIES, parse_caption
 from miro_train.evaluate import geneval_images, score_geneval
 from miro_train.experiments.common import EvalSettings, load_for, metric_rewards, write_report
@@ -34,10 +35,12 @@ log = logging.getLogger(__name__)
 class BestOfNConfig:
     """Models to compare, the largest N, and the rewards to select by."""
 
-    out: Path
+    out: Path = field(metadata=opt())
     checkpoints: dict[str, Path]  # name → checkpoint (e.g. baseline, miro)
-    n_max: int = 32
-    select_by: tuple[str, ...] | None = None  # None: every metric reward
+    n_max: int = field(default=32, metadata=opt(help="Largest N."))
+    select_by: tuple[str, ...] | None = field(default=None, metadata=opt(  # None: every metric reward
+        parser=NAMES, help="Rewards to select by (default: all metric rewards)."
+    ))  # fmt: skip
     eval: EvalSettings = field(
         default_factory=lambda: EvalSettings(prompts_per_category=4, images_per_prompt=2)
     )

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,6 +29,7 @@ from miro_data.common import (
     check_seed,
     save_json,
 )
+from miro_data.options import opt
 from miro_data.rewards import Reward, build_reward
 from miro_train.evaluate import geneval_images, reward_summary, score_geneval
 from miro_train.sampler import SamplerSettings
@@ -65,8 +66,8 @@ class EvalSettings:
     `sampler.seed` fixes the GenEval prompt set as well as the noise.
     """
 
-    prompts_per_category: int = 8
-    images_per_prompt: int = 4
+    prompts_per_category: int = field(default=8, metadata=opt(help="GenEval prompts per category."))
+    images_per_prompt: int = field(default=4, metadata=opt())
     sampler: SamplerSettings = EXPERIMENT_SAMPLER
     rewards: tuple[str, ...] = METRIC_REWARDS
 
@@ -81,17 +82,23 @@ class EvalSettings:
 class TrainSettings:
     """How each arm of an experiment is trained (same for every arm: only conditioning differs)."""
 
-    model: str = "unet-tiny"
-    steps: int = 3000
-    batch_size: int = 64
-    lr: float = 1e-3
+    model: str = field(default="unet-tiny", metadata=opt())
+    steps: int = field(default=3000, metadata=opt(help="Training steps per model."))
+    batch_size: int = field(default=64, metadata=opt())
+    lr: float = field(default=1e-3, metadata=opt())
     warmup: int = 100
     ema: float = 0.999
-    time_shift: float = 1.0
-    time_shift_end: float | None = None
-    seed: int = 0
-    eval_every: int = 500
-    device: str = "auto"
+    time_shift: float = field(
+        default=1.0, metadata=opt(help="Train more at high noise (see miro train).")
+    )
+    time_shift_end: float | None = field(
+        default=None, metadata=opt(help="Shift at the last step (linear).")
+    )
+    seed: int = field(default=0, metadata=opt())
+    eval_every: int = field(
+        default=500, metadata=opt(help="Checkpoint (and evaluate) every N steps.")
+    )
+    device: str = field(default="auto", metadata=opt())
 
     def __post_init__(self) -> None:
         check_nonempty_text("--model", self.model)
@@ -149,7 +156,7 @@ def train_arm(shards: Path, out: Path, train: TrainSettings, *, baseline: bool =
     `out` may also be one checkpoint folder of an earlier run: it is then evaluated as it is.
     """
     from miro_train.checkpoint import is_checkpoint, list_checkpoints, read_step
-    from miro_train.train import TrainConfig
+    from miro_train.config import TrainConfig
     from miro_train.train import train as run_training
 
     if is_checkpoint(out):  # one checkpoint of a longer run, used as it is

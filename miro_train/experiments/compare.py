@@ -19,6 +19,7 @@ from miro_data.common import (
     owns_output,
     save_json,
 )
+from miro_data.options import NAMES, opt
 from miro_train.experiments.common import (
     EvalSettings,
     TrainSettings,
@@ -42,11 +43,13 @@ ARMS = ("baseline", "miro")
 class CompareConfig:
     """Two arms, one budget."""
 
-    shards: Path
-    out: Path
+    shards: Path = field(metadata=opt(help="Training shards from `miro data reshard`."))
+    out: Path = field(metadata=opt(help="Experiment folder (finished arms in it are reused)."))
     train: TrainSettings = field(default_factory=TrainSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
-    rewards: tuple[str, ...] | None = None  # MIRO's conditioning; None: all in the manifest
+    rewards: tuple[str, ...] | None = field(  # MIRO's conditioning; None: all in the manifest
+        default=None, metadata=opt(parser=NAMES, help="MIRO's rewards (default: all).")
+    )
 
     def __post_init__(self) -> None:
         check_names("--rewards", self.rewards)

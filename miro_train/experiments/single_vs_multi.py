@@ -19,6 +19,7 @@ from miro_data.common import (
     owns_output,
     save_json,
 )
+from miro_data.options import NAMES, opt
 from miro_train.data import open_shards
 from miro_train.experiments.common import (
     EvalSettings,
@@ -40,13 +41,19 @@ log = logging.getLogger(__name__)
 class SingleVsMultiConfig:
     """Which rewards get a model of their own; optionally reuse finished runs."""
 
-    shards: Path
-    out: Path
-    rewards: tuple[str, ...] | None = None  # None: every reward in the manifest
+    shards: Path = field(metadata=opt())
+    out: Path = field(metadata=opt())
+    rewards: tuple[str, ...] | None = field(  # None: every reward in the manifest
+        default=None, metadata=opt(parser=NAMES, help="Rewards (default: all in the manifest).")
+    )
     train: TrainSettings = field(default_factory=TrainSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
-    multi: Path | None = None  # an existing multi-reward run (else trained here)
-    baseline: Path | None = None  # an existing baseline run (else trained here)
+    multi: Path | None = field(  # else trained here
+        default=None, metadata=opt(help="Reuse this multi-reward (MIRO) run.")
+    )
+    baseline: Path | None = field(  # else trained here
+        default=None, metadata=opt(help="Reuse this baseline run.")
+    )
 
     def __post_init__(self) -> None:
         check_names("--rewards", self.rewards)

@@ -19,6 +19,7 @@ from miro_data.common import (
     owns_output,
     save_json,
 )
+from miro_data.options import NAMES, NUMBERS, opt
 from miro_train.experiments.common import (
     EvalSettings,
     evaluate,
@@ -38,10 +39,16 @@ log = logging.getLogger(__name__)
 class SweepConfig:
     """Sweep one reward's target (others at 1) at fixed guidance."""
 
-    checkpoint: Path
-    out: Path
-    rewards: tuple[str, ...] | None = None  # None: every reward of the checkpoint, one sweep each
-    values: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    checkpoint: Path = field(metadata=opt(help="A MIRO checkpoint or run folder."))
+    out: Path = field(metadata=opt())
+    rewards: tuple[str, ...] | None = field(  # None: every reward of the checkpoint
+        default=None,
+        metadata=opt(parser=NAMES, help="Rewards to sweep, one at a time (default: all)."),
+    )
+    values: tuple[float, ...] = field(
+        default=(0.0, 0.25, 0.5, 0.75, 1.0),
+        metadata=opt(parser=NUMBERS, help="Targets of the swept reward."),
+    )
     eval: EvalSettings = field(default_factory=EvalSettings)
 
     def __post_init__(self) -> None:
@@ -137,9 +144,12 @@ def _trend_table(trends: dict[str, dict[str, Any]]) -> str:
 class GuidanceConfig:
     """GenEval and rewards vs ω for the default s⁺ / s⁻ contrast."""
 
-    checkpoint: Path
-    out: Path
-    scales: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 5.0, 7.0)
+    checkpoint: Path = field(metadata=opt(help="A MIRO checkpoint or run folder."))
+    out: Path = field(metadata=opt())
+    scales: tuple[float, ...] = field(
+        default=(0.0, 1.0, 2.0, 3.0, 5.0, 7.0),
+        metadata=opt(parser=NUMBERS, help="Guidance scales ω."),
+    )
     eval: EvalSettings = field(default_factory=EvalSettings)
 
     def __post_init__(self) -> None:
