@@ -286,8 +286,6 @@ def build_app(cfg: ServeConfig) -> Starlette:
 
 def _bind(host: str, port: int) -> socket.socket:
     """The listening socket, bound here so that a port in use is a one-line error."""
-    if not 0 <= port <= 65535:
-        raise MiroError(f"--port must be between 0 and 65535, not {port}")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as err:

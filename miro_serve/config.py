@@ -10,7 +10,6 @@ from miro_data.common import (
     check_choice,
     check_device,
     check_finite,
-    check_int,
     check_positive,
 )
 from miro_data.options import opt
@@ -43,9 +42,8 @@ class ServeConfig:
     thumb_cache_mb: int = 64
 
     def __post_init__(self) -> None:
-        check_int("--port", self.port, 0)
-        if self.port > 65535:
-            raise MiroError(f"--port must be at most 65535, not {self.port}")
+        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise MiroError(f"--port must be between 0 and 65535, not {self.port}")
         check_device("--device", self.device)
         check_choice("weights", self.weights, ("ema", "model"))
         check_positive("--max-rows", self.max_rows)

@@ -223,6 +223,16 @@ PINNED = {
         ("--seed", 0, "int", ""),
         ("--values", "0,0.25,0.5,0.75,1", "str", ""),
     ],
+    "serve": [
+        ("DB", None, "Path", "required"),
+        ("--device", "cpu", "str", ""),
+        ("--host", "127.0.0.1", "str", ""),
+        ("--max-rows", 100000, "int", ""),
+        ("--port", 8000, "int", ""),
+        ("--query-seconds", 10.0, "float", ""),
+        ("--run", None, "Path", ""),
+        ("--shards", None, "str", ""),
+    ],
     "report": [
         ("OUT", None, "Path", "required"),
         ("--data", None, "Path", ""),
