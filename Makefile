@@ -16,7 +16,7 @@ endif
 export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install reference chromium demo demo-quick test lint format bench clean
+.PHONY: install reference chromium demo demo-quick check test lint format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -51,7 +51,13 @@ demo: install
 demo-quick: install
 	QUICK=1 bash scripts/demo.sh demo-quick
 
-test: install $(REFERENCE) $(CHROMIUM)
+# What CI enforces before the tests: lint, formatting and types.
+check: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: check $(REFERENCE) $(CHROMIUM)
 	$(BIN)/python -m pytest -q
 
 lint: install

@@ -16,13 +16,16 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from PIL import Image
 
 from miro_data.common import MiroError
 from miro_serve.config import BadRequest
+
+if TYPE_CHECKING:
+    from miro_train.sampler import Weights
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +134,7 @@ class Generator:
             settings = SamplerSettings(
                 steps=req.steps, guidance=req.guidance, preset=req.preset, target=req.target,
                 negative=req.negative, seed=req.seed, batch_size=req.best_of,
-                weights=self.bundle.weights,
+                weights=cast("Weights", self.bundle.weights),
             )  # fmt: skip
             row = {"prompt": req.prompt, "preset": req.preset, **provenance(self.bundle, settings)}
         except MiroError as err:  # the CLI's wording names options: --target → target

@@ -346,7 +346,7 @@ def _unb64(s: str) -> torch.Tensor:
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
     """Every random stream a training step reads: the loss generator, torch, numpy, python."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()  # (name, keys, pos, has_gauss, cached)
     state = {
         "generator": _b64(generator.get_state()),
         "torch": _b64(torch.get_rng_state()),

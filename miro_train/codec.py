@@ -109,7 +109,8 @@ class Codec:
         if image.space == "latent" and need_vae:
             assert image.vae is not None  # ImageSpec checks it
             self.vae = ImageAutoencoder(image.vae, image.vae_subfolder, device=device)
-        self.mean = self.std = None
+        self.mean: torch.Tensor | None = None
+        self.std: torch.Tensor | None = None
         if image.stats is not None:
             self.mean = torch.tensor(image.stats.mean, device=device).view(1, -1, 1, 1)
             self.std = torch.tensor(image.stats.std, device=device).view(1, -1, 1, 1)
@@ -159,14 +160,18 @@ class Codec:
         if self.spec.image.space == "pixel":
             return batch["image"].to(self.device, non_blocking=True).float() / 127.5 - 1.0
         z = self.raw_latents(batch)
-        return (z - self.mean) / self.std if self.mean is not None else z
+        if self.mean is None or self.std is None:
+            return z
+        return (z - self.mean) / self.std
 
     def to_images(self, x: torch.Tensor) -> np.ndarray:
         """Model-space samples → (B, H, W, 3) uint8."""
         if self.spec.image.space == "latent":
             if self.vae is None:
                 raise MiroError("decoding latents needs the VAE")
-            x = self.vae.decode(x * self.std + self.mean if self.mean is not None else x)
+            if self.mean is not None and self.std is not None:
+                x = x * self.std + self.mean
+            x = self.vae.decode(x)
         x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return x.permute(0, 2, 3, 1).cpu().numpy()
 

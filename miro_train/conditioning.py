@@ -59,6 +59,7 @@ class FourierFeatures(nn.Module):
 
     def __init__(self, dim: int, sigma: float = 16.0) -> None:
         super().__init__()
+        self.freqs: torch.Tensor
         self.register_buffer("freqs", torch.randn(dim // 2) * sigma)
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:

@@ -122,7 +122,9 @@ def fit_image(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> n
     if img.size != (size, size):
         w, h = img.size
         scale = size / min(w, h)
-        img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+        img = img.resize(
+            (max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC
+        )
         left, top = (img.width - size) // 2, (img.height - size) // 2
         img = img.crop((left, top, left + size, top + size))
     return np.asarray(img)

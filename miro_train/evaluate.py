@@ -88,9 +88,12 @@ class GenevalResult:
         return "\n".join([head, rule, row])
 
 
-def score_geneval(prompts: Sequence[str], images: Sequence[np.ndarray]) -> GenevalResult:
+def score_geneval(
+    prompts: Sequence[str], images: Sequence[np.ndarray] | np.ndarray
+) -> GenevalResult:
     """Detector checks of each image against its prompt, aggregated per category."""
-    passed, by_category = [], {c: [] for c in CATEGORIES}
+    passed: list[bool] = []
+    by_category: dict[str, list[bool]] = {c: [] for c in CATEGORIES}
     for text, image in zip(prompts, images, strict=True):
         prompt = parse_caption(text)
         if prompt is None:
@@ -277,7 +280,7 @@ class RewardEvalConfig:
 
 
 def reward_summary(
-    images: Sequence[np.ndarray], prompts: Sequence[str], rewards: Sequence
+    images: Sequence[np.ndarray] | np.ndarray, prompts: Sequence[str], rewards: Sequence
 ) -> dict[str, dict]:
     """Mean, std and count (NaN excluded) of each reward over the images."""
     out = {}

@@ -11,6 +11,7 @@ one batched forward.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 
@@ -75,8 +76,16 @@ def euler(velocity: Velocity, noise: torch.Tensor, steps: int = 50) -> torch.Ten
     return x
 
 
+class VelocityModel(Protocol):
+    """What the sampler needs of a model (MiroModel): one backbone call on built conditioning."""
+
+    def velocity(
+        self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning, state: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+
+
 def guided_velocity(
-    model: torch.nn.Module, positive: Conditioning, negative: Conditioning | None, omega: float
+    model: VelocityModel, positive: Conditioning, negative: Conditioning | None, omega: float
 ) -> Velocity:
     """v(s⁺) + ω (v(s⁺) − v(s⁻)), with s⁺ and s⁻ stacked into one forward of twice the batch.
 

@@ -203,8 +203,9 @@ class MiroModel(nn.Module):
         state = None
         if self_cond is not None and self.self_conditioning:
             with torch.no_grad():  # RIN: latents of a first pass, stop-gradient
-                _, state = self.velocity(x, t, cond.detach())
-            state = state * self_cond.to(state.dtype)[:, None, None]  # type: ignore[union-attr]
+                _, first = self.velocity(x, t, cond.detach())
+            assert first is not None  # a self-conditioning backbone returns its latents
+            state = first * self_cond.to(first.dtype)[:, None, None]
         return self.velocity(x, t, cond, state)
 
 

@@ -13,7 +13,8 @@ from miro_data.common import MiroError
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on matrices and embeddings; none on biases and norm gains (MIRO's recipe)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)
@@ -95,6 +96,6 @@ class Ema:
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         decay = min(self.decay, (1 + step) / (10 + step))
-        ema = [p for p in self.model.parameters()]
+        ema: list[torch.Tensor] = list(self.model.parameters())
         src = [p.detach() for p in model.parameters()]
         torch._foreach_lerp_(ema, src, 1 - decay)

@@ -70,7 +70,7 @@ def _check_numbers(cfg: TrainConfig, info: DistInfo) -> None:
 
 def _stored_config(cfg: TrainConfig, stored: dict[str, Any]) -> TrainConfig:
     """The resumed run's own settings, with only the RESUMABLE fields taken from `cfg`."""
-    kept = {}
+    kept: dict[str, Any] = {}
     for f in fields(cfg):
         if f.name in RESUMABLE or f.name not in stored:
             continue

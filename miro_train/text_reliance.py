@@ -114,7 +114,7 @@ def _measure(checkpoint: Path, shards: Shards, cfg: TextRelianceConfig) -> dict[
         {"t": t, "loss": own / seen, "loss_shifted": other / seen, "rise": other / own - 1.0}
         for t, (own, other) in sums.items()
     ]
-    result = {
+    result: dict[str, Any] = {
         "checkpoint": str(bundle.checkpoint),
         "step": bundle.step,
         "samples": seen,

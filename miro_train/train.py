@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -123,8 +123,8 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, callback: Callable | None) -> 
     assert isinstance(model, MiroModel)  # (RunState holds any module)
     if info.main:
         log.info("%s: %s parameters on %s", spec.name, f"{count_parameters(model):,}", device)
-    net = DistributedDataParallel(model) if info.world > 1 else model
-    net = torch.compile(net) if cfg.compile else net
+    net: Any = DistributedDataParallel(model) if info.world > 1 else model
+    net = torch.compile(net) if cfg.compile else net  # a module or its compiled form
     batches = iter(_loader(run, state.step, info, cfg.workers))
     resumed_at = state.step if run.resume else None
     runlog = RunLog(cfg.out, resumed_at, cfg.tensorboard) if info.main else None
@@ -157,7 +157,8 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, callback: Callable | None) -> 
                                   keep=cfg.keep)  # fmt: skip
                 last_ckpt = ckpt or last_ckpt
             if callback is not None:
-                callback(StepInfo(state.step, float(loss), lr, model, state.ema.model, ckpt))
+                ema = cast(MiroModel, state.ema.model)
+                callback(StepInfo(state.step, float(loss), lr, model, ema, ckpt))
             fault_point("train.step")
 
     if runlog is not None:

@@ -19,9 +19,10 @@ class DiTBlock(nn.Module):
         self.attn = Attention(width, heads)
         self.cross = Attention(width, heads, cond_dim)
         self.mlp = Mlp(width, mlp_ratio)
-        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
-        nn.init.zeros_(self.ada[1].weight)
-        nn.init.zeros_(self.ada[1].bias)
+        ada = nn.Linear(width, 6 * width)
+        nn.init.zeros_(ada.weight)  # adaLN-zero: every block starts as the identity
+        nn.init.zeros_(ada.bias)
+        self.ada = nn.Sequential(nn.SiLU(), ada)
 
     def forward(
         self, x: torch.Tensor, emb: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor
@@ -61,9 +62,10 @@ class DiT(nn.Module):
             DiTBlock(width, heads, cond_dim, mlp_ratio) for _ in range(depth)
         )
         self.final_norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
-        self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+        final_ada = nn.Linear(width, 2 * width)
+        self.final_ada = nn.Sequential(nn.SiLU(), final_ada)
         self.final = nn.Linear(width, patch * patch * in_channels)
-        for layer in (self.final_ada[1], self.final):
+        for layer in (final_ada, self.final):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 

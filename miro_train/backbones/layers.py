@@ -26,7 +26,8 @@ class TimestepEmbedder(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(timestep_embedding(t, self.freq_dim).to(self.mlp[0].weight.dtype))
+        first: nn.Linear = self.mlp[0]  # type: ignore[assignment]  # Sequential indexes to Module
+        return self.mlp(timestep_embedding(t, self.freq_dim).to(first.weight.dtype))
 
 
 def sincos_2d(dim: int, grid: int) -> torch.Tensor:

@@ -32,7 +32,7 @@ class ResBlock(nn.Module):
         self.emb = nn.Linear(emb_dim, 2 * cout)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
         nn.init.zeros_(self.conv2.weight)
-        nn.init.zeros_(self.conv2.bias)
+        nn.init.zeros_(self.conv2.bias)  # type: ignore[arg-type]  # Conv2d has a bias here
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
@@ -127,7 +127,7 @@ class UNet(nn.Module):
         self.out_norm = _norm(cin, groups)
         self.out = nn.Conv2d(cin, in_channels * unshuffle**2, 3, padding=1)
         nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        nn.init.zeros_(self.out.bias)  # type: ignore[arg-type]  # Conv2d has a bias here
         self.blocks, self.levels = blocks, len(channels)
 
     def forward(

@@ -74,10 +74,12 @@ def _curves(
 ) -> dict:
     """For each selection reward: metric → list over N (GenEval overall and reward means)."""
     cats = np.array([parse_caption(p).category for p in prompts])  # type: ignore[union-attr]
-    out = {}
+    out: dict[str, dict[str, list[float]]] = {}
     for select, by in scores.items():
         key = np.where(np.isnan(by), -np.inf, by)
-        curve: dict[str, list[float]] = {"geneval": []} | {f"reward/{r}": [] for r in scores}
+        curve: dict[str, list[float]] = {
+            m: [] for m in ["geneval", *(f"reward/{r}" for r in scores)]
+        }
         for n in ns:
             pick = key[:, :n].argmax(1)
             rows = np.arange(len(prompts))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,7 @@ def convergence_plot(curves: dict[str, dict[str, list[tuple[int, float]]]], path
 
 
 def lines_plot(
-    x: Sequence[float], series: dict[str, dict[str, Sequence[float]]], xlabel: str, path: Path
+    x: Sequence[float], series: Mapping[str, Mapping[str, Sequence[float]]], xlabel: str, path: Path
 ) -> None:
     """One panel per metric; each series (e.g. a model or selection reward) is a line over x."""
     metrics = list(next(iter(series.values())))
