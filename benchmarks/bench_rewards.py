@@ -76,7 +76,7 @@ def pickscore_parts(device: torch.device, work: Path) -> PickScoreParts:
     model = CLIPModel(config).eval().requires_grad_(False).to(device)
     vocab, merges = rf.clip_bpe_vocab(work / "bpe")
     tokenizer = CLIPTokenizer(
-        vocab_file=str(vocab), merges_file=str(merges), pad_token="<|endoftext|>"
+        vocab=str(vocab), merges=str(merges), pad_token="<|endoftext|>"
     )
     processor_cfg = {
         k: v for k, v in rf.LAION_PREPROCESSOR.items() if k != "feature_extractor_type"

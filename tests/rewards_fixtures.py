@@ -180,7 +180,9 @@ def clip_processor_files(folder: Path) -> dict[str, Path]:
     from transformers import CLIPTokenizer
 
     vocab, merges = clip_bpe_vocab(folder / "bpe")
-    tok = CLIPTokenizer(vocab_file=str(vocab), merges_file=str(merges), pad_token="<|endoftext|>")
+    tok = CLIPTokenizer(vocab=str(vocab), merges=str(merges), pad_token="<|endoftext|>")
+    # transformers 5 takes `vocab`/`merges`; given `vocab_file` it silently builds an empty BPE
+    assert len(tok) == 49408 and tok("a cat")["input_ids"] == [49406, 320, 2368, 49407]
     tok.model_max_length = 77
     out = folder / "processor"
     tok.save_pretrained(out)

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +21,7 @@ import torch
 
 from miro_data.common import MiroError
 from miro_data.rewards import REGISTRY, RewardContext, build_reward
+from miro_data.rewards.catalog import PICKSCORE_PROCESSOR
 
 LEARNED = ("aesthetic", "clip", "pickscore", "hpsv2", "imagereward")
 
@@ -267,3 +271,93 @@ def test_med_config_variants_are_refused(tiny, tmp_path):
     path.write_text(json.dumps({**med, "position_embedding_type": "relative_key"}))
     with pytest.raises(MiroError, match="absolute position embeddings"):
         build_reward("imagereward", context(tiny, imagereward={"med_config": str(path)}))
+
+
+# ----------------------------------------------------------------------------
+# The version covers every input the scores depend on, not only the weights
+# ----------------------------------------------------------------------------
+
+
+def copy_snapshot(tiny: rf.TinyRewards, repo: str, dest: Path) -> Path:
+    """A plain folder with real, editable copies of the files of `repo`'s snapshot."""
+    folder = tiny.hf_home / "hub" / ("models--" + repo.replace("/", "--"))
+    dest.mkdir(parents=True)
+    for p in next(folder.glob("snapshots/*")).iterdir():
+        shutil.copyfile(p, dest / p.name)
+    return dest
+
+
+def edit_json(path: Path, change: Callable[[dict], None]) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def swap_tokens(vocab: dict, a: str = "a</w>", b: str = "the</w>") -> None:
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+
+
+# (reward, input) → (repo copied, option naming the copy, file edited, the edit)
+EDITS: dict[tuple[str, str], tuple[str, str, str, Callable[[Path], None]]] = {
+    ("clip", "preprocess_cfg"): (
+        "miro-test/tiny-clip", "hf_home", "open_clip_config.json",
+        lambda p: edit_json(p, lambda c: c["preprocess_cfg"].update(mean=[0.5, 0.5, 0.5])),
+    ),
+    ("pickscore", "processor"): (
+        PICKSCORE_PROCESSOR, "processor_dir", "preprocessor_config.json",
+        lambda p: edit_json(p, lambda c: c.update(resample=2)),  # bilinear
+    ),
+    ("pickscore", "tokenizer"): (
+        PICKSCORE_PROCESSOR, "processor_dir", "tokenizer.json",
+        lambda p: edit_json(p, lambda c: swap_tokens(c["model"]["vocab"])),
+    ),
+    ("imagereward", "vocab"): (
+        "bert-base-uncased", "tokenizer_dir", "vocab.txt",
+        lambda p: p.write_text(  # "cat" and "dog" trade ids
+            p.read_text().replace("\ncat\n", "\n@\n").replace("\ndog\n", "\ncat\n").replace("\n@\n", "\ndog\n")
+        ),
+    ),
+    ("imagereward", "tokenizer_config"): (
+        "bert-base-uncased", "tokenizer_dir", "tokenizer_config.json",
+        lambda p: edit_json(p, lambda c: c.update(do_lower_case=False)),
+    ),
+    ("imagereward", "med_config"): (
+        "THUDM/ImageReward", "med_config", "med_config.json",
+        lambda p: edit_json(p, lambda c: c.update(layer_norm_eps=0.5)),
+    ),
+}  # fmt: skip
+
+
+def same_and_edited(tiny, tmp_path, name: str, what: str) -> list[RewardContext]:
+    """Contexts with the reward's inputs copied elsewhere unchanged, then with one edited."""
+    if what == "quick_gelu":
+        # TINY_H14's config has no QuickGELU of its own (TINY_L14's would override the option)
+        base = {"model": rf.TINY_H14, "checkpoint": str(tiny.clip_bin), "quick_gelu": True}
+        return [context(tiny, clip=base), context(tiny, clip={**base, "quick_gelu": False})]
+    repo, option, file, edit = EDITS[name, what]
+    contexts = []
+    for label in ("same", "edit"):
+        folder = copy_snapshot(tiny, repo, tmp_path / label / "files")
+        if label == "edit":
+            edit(folder / file)
+        if option == "hf_home":
+            rf.put_in_hub(tmp_path / label, repo, {p.name: p for p in folder.iterdir()})
+            value = str(tmp_path / label)
+        else:
+            value = str(folder / file) if option == "med_config" else str(folder)
+        contexts.append(context(tiny, **{name: {option: value}}))
+    return contexts
+
+
+@pytest.mark.parametrize(("name", "what"), [("clip", "quick_gelu"), *EDITS])
+def test_version_changes_with_every_input_that_changes_scores(tiny, tmp_path, name, what):
+    images, captions = rf.sample_images()[:3], ["A Photo of a CAT", "a dog", "the red circles"]
+    base = build_reward(name, context(tiny)).version
+    (v_same, s_same), (v_edit, s_edit) = (
+        (r.version, r.score(images, captions))
+        for r in (build_reward(name, ctx) for ctx in same_and_edited(tiny, tmp_path, name, what))
+    )
+    if what != "quick_gelu":  # the same files in another place: the same version
+        assert v_same == base
+    assert not np.allclose(s_same, s_edit, rtol=1e-6), "the edit must move the scores"
+    assert v_same != v_edit, f"{name}: {what} changed the scores but not the version {v_same}"

@@ -26,7 +26,14 @@ from miro_data.common import MiroError
 from miro_data.rewards import catalog, imageops
 from miro_data.rewards.base import RewardContext
 from miro_data.rewards.torch_reward import TorchReward, shared
-from miro_data.rewards.weights import load_state_dict, load_strict, resolve, short_digest
+from miro_data.rewards.weights import (
+    inputs_digest,
+    load_state_dict,
+    load_strict,
+    present,
+    resolve,
+    short_digest,
+)
 
 MAX_ASPECT = 64
 # transformers ≥ 4.31 no longer stores these buffers; older checkpoints (PickScore's) do.
@@ -55,7 +62,10 @@ def load_parts(files: list, device: torch.device, hf_home: str | None) -> PickSc
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError, TypeError) as err:
         raise MiroError(f"cannot load the PickScore processor from {folder}: {err}") from None
-    return PickScoreParts(model, image_processor, tokenizer, f"PickScore@{short_digest(weights)}")
+    # the model config and every processor file change scores as the weights do
+    inputs = inputs_digest([config_path, *present(folder)])
+    version = f"PickScore@{short_digest(weights)}+cfg@{inputs}"
+    return PickScoreParts(model, image_processor, tokenizer, version)
 
 
 def limit_aspect(image: np.ndarray, ratio: int = MAX_ASPECT) -> np.ndarray:
