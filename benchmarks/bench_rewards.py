@@ -75,9 +75,7 @@ def pickscore_parts(device: torch.device, work: Path) -> PickScoreParts:
     )  # fmt: skip
     model = CLIPModel(config).eval().requires_grad_(False).to(device)
     vocab, merges = rf.clip_bpe_vocab(work / "bpe")
-    tokenizer = CLIPTokenizer(
-        vocab=str(vocab), merges=str(merges), pad_token="<|endoftext|>"
-    )
+    tokenizer = CLIPTokenizer(vocab=str(vocab), merges=str(merges), pad_token="<|endoftext|>")
     processor_cfg = {
         k: v for k, v in rf.LAION_PREPROCESSOR.items() if k != "feature_extractor_type"
     }
