@@ -194,8 +194,8 @@ def clip_processor_files(folder: Path) -> dict[str, Path]:
     return {p.name: p for p in out.iterdir() if p.is_file()}
 
 
-def tiny_pickscore_files(folder: Path, seed: int) -> dict[str, Path]:
-    """config.json + an old-style pytorch_model.bin (with the position_ids buffers)."""
+def tiny_clip_h(seed: int):
+    """A tiny transformers CLIPModel of PickScore's / SciScore's family, logit scale 100."""
     from transformers import CLIPConfig, CLIPModel
 
     config = CLIPConfig(
@@ -209,6 +209,13 @@ def tiny_pickscore_files(folder: Path, seed: int) -> dict[str, Path]:
     model = randomize(CLIPModel(config), seed)
     with torch.no_grad():
         model.logit_scale.fill_(np.log(100.0))
+    return model
+
+
+def tiny_pickscore_files(folder: Path, seed: int) -> dict[str, Path]:
+    """config.json + an old-style pytorch_model.bin (with the position_ids buffers)."""
+    model = tiny_clip_h(seed)
+    config = model.config
     state = dict(model.state_dict())
     state["text_model.embeddings.position_ids"] = torch.arange(77)[None]
     n_patches = (224 // 14) ** 2 + 1
@@ -220,6 +227,12 @@ def tiny_pickscore_files(folder: Path, seed: int) -> dict[str, Path]:
         "config.json": folder / "config.json",
         "pytorch_model.bin": folder / "pytorch_model.bin",
     }
+
+
+def tiny_sciscore_files(folder: Path, seed: int) -> dict[str, Path]:
+    """config.json + model.safetensors, as `save_pretrained` writes a CLIPModel today."""
+    tiny_clip_h(seed).save_pretrained(folder)
+    return {name: folder / name for name in ("config.json", "model.safetensors")}
 
 
 _WORDS = """a an the of on in with and to is photo picture painting drawing cat dog red blue green
@@ -346,6 +359,7 @@ def build_tiny_rewards(root: Path) -> TinyRewards:
     put_in_hub(
         hf_home, "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", clip_processor_files(work / "laion")
     )
+    put_in_hub(hf_home, "Jialuo21/SciScore", tiny_sciscore_files(work / "sciscore", seed=7))
 
     bert = tiny_bert_vocab(work / "bert")
     put_in_hub(hf_home, "bert-base-uncased", {p.name: p for p in bert.iterdir()})
@@ -362,6 +376,7 @@ def build_tiny_rewards(root: Path) -> TinyRewards:
         "aesthetic": {"model": TINY_L14, "clip_checkpoint": str(clip_bin), "hf_home": home},
         "hpsv2": {"model": TINY_H14, "hf_home": home},
         "pickscore": {"hf_home": home},
+        "sciscore": {"hf_home": home},
         "imagereward": {"hf_home": home},
     }
     return TinyRewards(hf_home, configs, clip_bin, options)

@@ -23,7 +23,7 @@ from miro_data.common import MiroError
 from miro_data.rewards import REGISTRY, RewardContext, build_reward
 from miro_data.rewards.catalog import PICKSCORE_PROCESSOR
 
-LEARNED = ("aesthetic", "clip", "pickscore", "hpsv2", "imagereward")
+LEARNED = ("aesthetic", "clip", "pickscore", "hpsv2", "imagereward", "sciscore")
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +211,22 @@ def test_clip_and_aesthetic_share_one_model_and_one_encoding(tiny):
     aesthetic.score(images, captions)  # 5 already encoded, 4 new
     clip.score(images[5:], captions[5:])
     assert calls == [5, 4]
+
+
+def test_pickscore_and_sciscore_preprocess_each_image_once(tiny):
+    ctx = context(tiny)
+    pick, sci = build_reward("pickscore", ctx), build_reward("sciscore", ctx)
+    assert pick.shared_pixels is sci.shared_pixels and pick.version != sci.version
+    calls = []
+    for reward in (pick, sci):
+        process = reward.process
+        reward.process = lambda ims, process=process: calls.append(len(ims)) or process(ims)
+    images, captions = rf.sample_images(), rf.sample_captions(9)
+    alone = build_reward("sciscore", context(tiny)).score(images, captions)
+    pick.score(images[:5], captions[:5])
+    together = sci.score(images, captions)  # 5 already processed, 4 new
+    assert calls == [5, 4]
+    np.testing.assert_array_equal(together, alone)
 
 
 def test_options_are_checked(tiny):

@@ -121,6 +121,22 @@ def test_pickscore_matches_published_snippet(tiny, pairs):
     check("pickscore", ours(tiny, "pickscore", images, captions), want)
 
 
+def test_sciscore_matches_the_pickscore_snippet_on_sciscore_weights(tiny, pairs, monkeypatch):
+    from reference import pickscore_snippet
+
+    images, captions = pairs
+    monkeypatch.setattr(pickscore_snippet, "model_pretrained_name_or_path", "Jialuo21/SciScore")
+    with rf.hub_at(tiny.hf_home):
+        processor, model = pickscore_snippet.load()
+        want = [
+            pickscore_snippet.calc_scores(processor, model, cap, [Image.fromarray(im)])[0]
+            for im, cap in zip(images, captions, strict=True)
+        ]
+    got = ours(tiny, "sciscore", images, captions)
+    check("sciscore", got, want)
+    assert not np.allclose(got, ours(tiny, "pickscore", images, captions), rtol=1e-3)
+
+
 def test_imagereward_matches_package_score(tiny, pairs):
     import torch
     from reference import imagereward_ref

@@ -1,6 +1,7 @@
 """The learned rewards: their options, the files each needs, and lazy factories.
 
-Importing this module registers `aesthetic`, `clip`, `pickscore`, `hpsv2` and `imagereward`
+Importing this module registers `aesthetic`, `clip`, `pickscore`, `hpsv2`, `imagereward`,
+`sciscore` and `vqascore`
 without importing torch, open_clip or transformers: the model code loads when a reward is
 built. `RewardSpec.weights(ctx)` says, for each file, where it is looked for and whether it is
 there (explicit path options first, else the local Hugging Face cache). Options per reward are
@@ -32,6 +33,7 @@ PICKSCORE_REPO, PICKSCORE_PROCESSOR = (
     "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
 )
 IMAGEREWARD_REPO, BERT_REPO = "THUDM/ImageReward", "bert-base-uncased"
+SCISCORE_REPO = "Jialuo21/SciScore"  # CLIP-H, scored with PickScore's processor and formula
 
 CLIP_OPTIONS = {
     "model": "open_clip architecture, or hf-hub:ORG/NAME (default ViT-L-14)",
@@ -58,6 +60,10 @@ PICKSCORE_OPTIONS = {
     "model_dir": "explicit folder with config.json and model.safetensors or pytorch_model.bin",
     "processor": f"HF repo of the processor (default {PICKSCORE_PROCESSOR})",
     "processor_dir": "explicit folder with preprocessor_config.json and the tokenizer files",
+}
+SCISCORE_OPTIONS = {
+    **PICKSCORE_OPTIONS,
+    "repo": f"HF repo of the model (default {SCISCORE_REPO})",
 }
 IMAGEREWARD_OPTIONS = {
     "checkpoint": "explicit path of ImageReward.pt",
@@ -138,13 +144,15 @@ def hpsv2_files(opts: dict) -> list[Wanted]:
     return [Wanted("HPS checkpoint", (name,), repo=repo, explicit=opts.get("checkpoint"))]
 
 
-def pickscore_files(opts: dict) -> list[Wanted]:
-    repo, folder = opts.get("repo", PICKSCORE_REPO), opts.get("model_dir")
+def pickscore_files(
+    opts: dict, label: str = "PickScore", repo: str = PICKSCORE_REPO
+) -> list[Wanted]:
+    repo, folder = opts.get("repo", repo), opts.get("model_dir")
     proc, proc_dir = opts.get("processor", PICKSCORE_PROCESSOR), opts.get("processor_dir")
     return [
-        Wanted("PickScore config", ("config.json",), repo=repo, folder=folder),
+        Wanted(f"{label} config", ("config.json",), repo=repo, folder=folder),
         Wanted(
-            "PickScore weights",
+            f"{label} weights",
             ("model.safetensors", "pytorch_model.bin"),
             repo=repo,
             folder=folder,
@@ -152,6 +160,10 @@ def pickscore_files(opts: dict) -> list[Wanted]:
         Wanted("processor config", ("preprocessor_config.json",), repo=proc, folder=proc_dir),
         Wanted("processor tokenizer", ("tokenizer.json", "vocab.json"), repo=proc, folder=proc_dir),
     ]
+
+
+def sciscore_files(opts: dict) -> list[Wanted]:
+    return pickscore_files(opts, "SciScore", SCISCORE_REPO)
 
 
 def imagereward_files(opts: dict) -> list[Wanted]:
@@ -212,6 +224,8 @@ _SPECS = [
      hpsv2_files, _OPENCLIP, "HPSv2"),
     ("imagereward", "ImageReward v1.0: BLIP ViT-L + BERT cross-attention + MLP, standardised",
      imagereward_files, "miro_data.rewards.imagereward", "ImageReward"),
+    ("sciscore", "SciScore: logit scale × cosine, CLIP-H fine-tuned on scientific images (Science-T2I)",
+     sciscore_files, "miro_data.rewards.pickscore", "SciScore"),
 ]  # fmt: skip
 
 for _name, _summary, _files, _module, _cls in _SPECS:

@@ -179,9 +179,7 @@ def present(folder: str | os.PathLike, names: Iterable[str] = PROCESSOR_FILES) -
     return [Path(folder) / name for name in names if (Path(folder) / name).is_file()]
 
 
-def inputs_digest(
-    files: Iterable[str | os.PathLike] = (), values: Any = None, n: int = 8
-) -> str:
+def inputs_digest(files: Iterable[str | os.PathLike] = (), values: Any = None, n: int = 8) -> str:
     """Short sha256 over every input but the checkpoint that the scores depend on: the contents
     of `files` (configs, tokenizers, processors; by file name and content) and `values` (options
     such as QuickGELU, the preprocessing, a model config), canonical JSON."""
