@@ -23,7 +23,7 @@ from miro_data.common import MiroError
 from miro_data.rewards import REGISTRY, RewardContext, build_reward
 from miro_data.rewards.catalog import PICKSCORE_PROCESSOR
 
-LEARNED = ("aesthetic", "clip", "pickscore", "hpsv2", "imagereward", "sciscore")
+LEARNED = ("aesthetic", "clip", "pickscore", "hpsv2", "imagereward", "sciscore", "vqascore")
 
 
 @pytest.fixture(scope="module")
@@ -229,6 +229,40 @@ def test_pickscore_and_sciscore_preprocess_each_image_once(tiny):
     np.testing.assert_array_equal(together, alone)
 
 
+def test_vqascore_reads_unsharded_checkpoints_without_the_vision_tower(tiny, tmp_path):
+    """A single-file checkpoint that leaves the vision tower to its own repo scores the same."""
+    from safetensors.torch import save_file
+
+    snap = snapshot_file(tiny, rf.VQA_REPO, "config.json").parent
+    state = {}
+    for shard in snap.glob("*.bin"):
+        state.update(torch.load(shard, weights_only=True))
+    del state["embed_tokens.weight"]  # tied aliases may be absent, as save_pretrained drops them
+    del state["encoder.embed_tokens.weight"], state["decoder.embed_tokens.weight"]
+    kept = {k: v.contiguous() for k, v in state.items() if not k.startswith("vision_tower.")}
+    folder = tmp_path / "clip-flant5"
+    folder.mkdir()
+    shutil.copyfile(snap / "config.json", folder / "config.json")
+    save_file(kept, folder / "model.safetensors")
+    images, captions = rf.sample_images()[:4], rf.sample_captions(4)
+    want = build_reward("vqascore", context(tiny)).score(images, captions)
+    reward = build_reward("vqascore", context(tiny, vqascore={"model_dir": str(folder)}))
+    np.testing.assert_allclose(reward.score(images, captions), want, rtol=1e-6)
+    state["vision_tower.vision_tower.vision_model.pre_layrnorm.weight"] = torch.zeros(3)
+    save_file({k: v.contiguous() for k, v in state.items()}, folder / "model.safetensors")
+    with pytest.raises(MiroError, match="does not fit the model: 1 wrong shape"):
+        build_reward("vqascore", context(tiny, vqascore={"model_dir": str(folder)}))
+
+
+def test_vqascore_is_a_probability_and_reads_image_in_captions_as_text(tiny):
+    reward = build_reward("vqascore", context(tiny))
+    images = rf.sample_images()[:3]
+    scores = reward.score(images, ["a <image> of a cat", "<image>", "a cat"])
+    assert ((scores > 0) & (scores < 1)).all()
+    with pytest.raises(MiroError, match="unknown model"):
+        build_reward("vqascore", context(tiny, vqascore={"model": "clip-flant5-xxxl"}))
+
+
 def test_options_are_checked(tiny):
     with pytest.raises(MiroError, match=r"unknown option.*modle.*accepted:.*model"):
         build_reward("clip", context(tiny, clip={"modle": "ViT-B-32"}))
@@ -341,7 +375,21 @@ EDITS: dict[tuple[str, str], tuple[str, str, str, Callable[[Path], None]]] = {
         "THUDM/ImageReward", "med_config", "med_config.json",
         lambda p: edit_json(p, lambda c: c.update(layer_norm_eps=0.5)),
     ),
+    ("vqascore", "processor"): (
+        rf.VQA_VISION, "vision_dir", "preprocessor_config.json",
+        lambda p: edit_json(p, lambda c: c.update(image_mean=[0.5, 0.5, 0.5])),
+    ),
+    ("vqascore", "tokenizer"): (
+        rf.VQA_TOKENIZER, "tokenizer_dir", "tokenizer.json",
+        lambda p: edit_json(p, lambda c: swap_pieces(c["model"]["vocab"], "\u2581cat", "\u2581dog")),
+    ),
 }  # fmt: skip
+
+
+def swap_pieces(vocab: list, a: str, b: str) -> None:
+    """Unigram vocabularies are [piece, score] lists: swapping two entries swaps their ids."""
+    i, j = ([p for p, _ in vocab].index(x) for x in (a, b))
+    vocab[i], vocab[j] = vocab[j], vocab[i]
 
 
 def same_and_edited(tiny, tmp_path, name: str, what: str) -> list[RewardContext]:
