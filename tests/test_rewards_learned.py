@@ -425,3 +425,43 @@ def test_version_changes_with_every_input_that_changes_scores(tiny, tmp_path, na
         assert v_same == base
     assert not np.allclose(s_same, s_edit, rtol=1e-6), "the edit must move the scores"
     assert v_same != v_edit, f"{name}: {what} changed the scores but not the version {v_same}"
+
+
+def test_annotate_scores_all_seven_learned_rewards_in_one_pass(tiny, tmp_path):
+    """`miro data annotate --rewards aesthetic,clip,pickscore,hpsv2,imagereward,sciscore,
+    vqascore` on a real WebDataset shard of JPEGs: every image scored by all seven, each
+    reward's version stored, and the scores those of the rewards called directly."""
+    import io
+    import tarfile
+
+    import duckdb
+    from PIL import Image
+
+    from miro_data.annotate import AnnotateConfig, annotate
+
+    images, captions = rf.sample_images()[:5], rf.sample_captions(5)
+    (tmp_path / "shards").mkdir()
+    with tarfile.open(tmp_path / "shards" / "00000.tar", "w") as tar:
+        for i, (im, cap) in enumerate(zip(images, captions, strict=True)):
+            buf = io.BytesIO()
+            Image.fromarray(im).save(buf, "PNG")  # lossless: the same pixels reach the rewards
+            for ext, data in (("png", buf.getvalue()), ("txt", cap.encode())):
+                info = tarfile.TarInfo(f"{i:05d}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    names = ("aesthetic", "clip", "pickscore", "hpsv2", "imagereward", "sciscore", "vqascore")
+    options = {name: dict(tiny.options[name]) for name in names}
+    db = tmp_path / "scores.duckdb"
+    cfg = AnnotateConfig(str(tmp_path / "shards"), db, names, decode_workers=0, device="cpu",
+                         reward_options=options)  # fmt: skip
+    annotate(cfg)
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute("SELECT reward, key, version, value FROM scores ORDER BY key").fetchall()
+    ctx = context(tiny)
+    for name in names:
+        reward = build_reward(name, ctx)
+        got = [(v, value) for r, _, v, value in rows if r == name]
+        assert len(got) == 5 and {v for v, _ in got} == {reward.version}, name
+        np.testing.assert_allclose(
+            [value for _, value in got], reward.score(images, captions), rtol=1e-5
+        )
