@@ -1,20 +1,25 @@
-"""Throughput of the learned rewards: images/s per reward and for all five, model vs end to end.
+"""Throughput of the learned rewards: images/s per reward and for all of them, model vs end to end.
 
 Real-size architectures at random initialisation — CLIP ViT-L/14 (shared by `clip` and
-`aesthetic`, plus the aesthetic MLP), HPSv2's ViT-H/14, PickScore's CLIP-H (transformers),
-ImageReward's BLIP ViT-L/16 + BERT-base — since no weights can be downloaded here; speed does
-not depend on the weights' values. The PickScore tokenizer is the real CLIP BPE; ImageReward's
-BERT tokenizer is the tests' small WordPiece vocabulary (tokenising is not what costs).
+`aesthetic`, plus the aesthetic MLP), HPSv2's ViT-H/14, PickScore's and SciScore's CLIP-H
+(transformers; one processor, so each image is preprocessed once for both), ImageReward's
+BLIP ViT-L/16 + BERT-base, VQAScore's CLIP-FlanT5 (`--vqa-model`, xxl by default: 11.3 B
+parameters) — since no weights can be downloaded here; speed does not depend on the weights'
+values. The CLIP tokenizer is the real BPE; the BERT and T5 tokenizers are the tests' small
+vocabularies (tokenising is not what costs).
 
 - model-only: `forward()` on inputs prepared before the clock starts;
-- end-to-end: `score()` from uint8 arrays of assorted sizes (preprocessing, tokenising, model);
-- all five: every reward's `score()` on each batch, as `miro data annotate` calls them, with
-  `clip` and `aesthetic` sharing one image encoding; beside it, the end-to-end rate of the
-  five run one after another without sharing.
-All three are timed batch by batch in turn, so that they see the same machine load (other
+- end-to-end: each reward's `score()` alone from uint8 arrays of assorted sizes
+  (preprocessing, tokenising, model), with nothing to reuse from another reward;
+- one pass: every chosen reward's `score()` on each batch, as `miro data annotate` calls them,
+  sharing what they share; the ratio printed last is its seconds over the sum of the
+  single-reward passes' (goal ≤ 1).
+All are timed batch by batch in turn, so that they see the same machine load (other
 processes on a shared machine move every figure); the first batch only warms up.
 
     python benchmarks/bench_rewards.py [--n 6] [--batch 2] [--device auto] [--precision auto]
+        [--rewards clip,aesthetic,pickscore,hpsv2,imagereward,sciscore,vqascore]
+        [--vqa-model clip-flant5-xxl|clip-flant5-xl]
 """
 
 from __future__ import annotations
@@ -30,7 +35,14 @@ from pathlib import Path
 import numpy as np
 import open_clip
 import torch
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+from transformers import (
+    AutoTokenizer,
+    CLIPConfig,
+    CLIPImageProcessor,
+    CLIPModel,
+    CLIPTokenizer,
+    CLIPVisionConfig,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tokenizer helpers
 
@@ -38,6 +50,7 @@ import rewards_fixtures as rf
 
 from miro_data.rewards import RewardContext
 from miro_data.rewards.blip import ImageRewardNet, TextConfig, VisionConfig
+from miro_data.rewards.clip_t5 import ClipT5
 from miro_data.rewards.imagereward import ImageReward, ImageRewardParts, blip_tokenizer
 from miro_data.rewards.openclip_rewards import (
     Aesthetic,
@@ -46,9 +59,11 @@ from miro_data.rewards.openclip_rewards import (
     OpenClip,
     build_open_clip,
 )
-from miro_data.rewards.pickscore import PickScore, PickScoreParts
+from miro_data.rewards.pickscore import PickScore, PickScoreParts, SciScore
 from miro_data.rewards.torch_reward import FeatureCache, ScoreHead, TorchReward
+from miro_data.rewards.vqascore import VQAParts, VQAScore
 
+ALL = ("clip", "aesthetic", "pickscore", "hpsv2", "imagereward", "sciscore", "vqascore")
 SIZES = [
     (512, 512),
     (768, 512),
@@ -75,33 +90,68 @@ def pickscore_parts(device: torch.device, work: Path) -> PickScoreParts:
     )  # fmt: skip
     model = CLIPModel(config).eval().requires_grad_(False).to(device)
     vocab, merges = rf.clip_bpe_vocab(work / "bpe")
-    tokenizer = CLIPTokenizer(
-        vocab_file=str(vocab), merges_file=str(merges), pad_token="<|endoftext|>"
-    )
+    tokenizer = CLIPTokenizer(vocab=str(vocab), merges=str(merges), pad_token="<|endoftext|>")
     processor_cfg = {
         k: v for k, v in rf.LAION_PREPROCESSOR.items() if k != "feature_extractor_type"
     }
     return PickScoreParts(model, CLIPImageProcessor(**processor_cfg), tokenizer, "random")
 
 
-def build(ctx: RewardContext, work: Path) -> dict[str, TorchReward]:
+# t2v_metrics' CLIP-FlanT5: FlanT5 sizes (the checkpoint's config.json) on CLIP ViT-L/14-336
+FLAN_T5 = {
+    "clip-flant5-xl": {"d_model": 2048, "d_ff": 5120, "num_heads": 32},
+    "clip-flant5-xxl": {"d_model": 4096, "d_ff": 10240, "num_heads": 64},
+}
+
+
+def vqascore_parts(name: str, work: Path) -> VQAParts:
+    """CLIP-FlanT5 at real size (xl: 3.1 B parameters, xxl: 11.3 B), random weights."""
+    config = {**FLAN_T5[name], "vocab_size": 32128, "d_kv": 64, "num_layers": 24,
+              "num_decoder_layers": 24, "feed_forward_proj": "gated-gelu",
+              "tie_word_embeddings": False, "decoder_start_token_id": 0,
+              "mm_hidden_size": 1024, "mm_projector_type": "mlp2x_gelu"}  # fmt: skip
+    vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                              num_attention_heads=16, image_size=336, patch_size=14,
+                              hidden_act="quick_gelu")  # fmt: skip
+    net = ClipT5(config, vision).eval().requires_grad_(False)
+    tokenizer = AutoTokenizer.from_pretrained(rf.tiny_t5_tokenizer(work / "t5"))
+    processor = {k: v for k, v in rf.LAION_PREPROCESSOR.items() if k != "feature_extractor_type"}
+    image_processor = CLIPImageProcessor(**{**processor, "crop_size": 336, "size": 336})
+    return VQAParts(net, tokenizer, image_processor, 32100, "random")
+
+
+def build(ctx: RewardContext, work: Path, names: list[str], vqa: str) -> dict[str, TorchReward]:
     device = torch.device(ctx.device)
-    l14 = OpenClip.from_model(
-        build_open_clip("ViT-L-14", quick_gelu=True), "ViT-L-14",
-        open_clip.get_pretrained_cfg("ViT-L-14", "openai"), "random", device,
-    )  # fmt: skip
-    h14 = OpenClip.from_model(
-        build_open_clip("ViT-H-14"), "ViT-H-14", {}, "random", device, "letterbox"
-    )
-    net = ImageRewardNet(VisionConfig(), TextConfig()).eval().requires_grad_(False).to(device)
-    tokenizer = blip_tokenizer(rf.tiny_bert_vocab(work / "bert"))
-    return {
-        "clip": ClipScore(ctx, clip=l14),
-        "aesthetic": Aesthetic(ctx, clip=l14, mlp=ScoreHead(768)),
-        "pickscore": PickScore(ctx, parts=pickscore_parts(device, work)),
-        "hpsv2": HPSv2(ctx, clip=h14),
-        "imagereward": ImageReward(ctx, parts=ImageRewardParts(net, tokenizer, "random")),
-    }
+    out: dict[str, TorchReward] = {}
+    if {"clip", "aesthetic"} & set(names):
+        l14 = OpenClip.from_model(
+            build_open_clip("ViT-L-14", quick_gelu=True), "ViT-L-14",
+            open_clip.get_pretrained_cfg("ViT-L-14", "openai"), "random", device,
+        )  # fmt: skip
+        out["clip"] = ClipScore(ctx, clip=l14)
+        out["aesthetic"] = Aesthetic(ctx, clip=l14, mlp=ScoreHead(768))
+    if "pickscore" in names:
+        out["pickscore"] = PickScore(ctx, parts=pickscore_parts(device, work))
+    if "hpsv2" in names:
+        h14 = OpenClip.from_model(
+            build_open_clip("ViT-H-14"), "ViT-H-14", {}, "random", device, "letterbox"
+        )
+        out["hpsv2"] = HPSv2(ctx, clip=h14)
+    if "imagereward" in names:
+        net = ImageRewardNet(VisionConfig(), TextConfig()).eval().requires_grad_(False).to(device)
+        tokenizer = blip_tokenizer(rf.tiny_bert_vocab(work / "bert"))
+        parts = ImageRewardParts(net, tokenizer, "random")
+        out["imagereward"] = ImageReward(ctx, parts=parts)
+    if "sciscore" in names:
+        sci = pickscore_parts(device, work)  # SciScore is a CLIP-H of PickScore's shape
+        if "pickscore" in out:  # the same processor: each image is preprocessed once for both
+            sci.image_processor = out["pickscore"].parts.image_processor
+        out["sciscore"] = SciScore(ctx, parts=sci)
+    if "vqascore" in names:
+        reward = VQAScore(ctx, parts=vqascore_parts(vqa, work))
+        reward.parts.net.to(device=device, dtype=reward.dtype)
+        out["vqascore"] = reward
+    return {name: out[name] for name in names}
 
 
 def sync(device: torch.device) -> None:
@@ -110,9 +160,12 @@ def sync(device: torch.device) -> None:
 
 
 def forget_features(rewards: dict[str, TorchReward]) -> None:
+    """Empty every cache that lets one reward reuse another's work (image features, pixels)."""
     for reward in rewards.values():
         if hasattr(reward, "clip"):
             reward.clip.features = FeatureCache()
+        if hasattr(reward, "shared_pixels"):
+            reward.shared_pixels._items.clear()
 
 
 def timed(device: torch.device, fn, *args) -> float:
@@ -126,16 +179,17 @@ def timed(device: torch.device, fn, *args) -> float:
 
 def measure(rewards, images, captions, batch, device) -> dict[str, dict[str, float]]:
     """Seconds → images/s. The measurements are interleaved batch by batch, so that all of them
-    see the same machine load; the first batch only warms up."""
+    see the same machine load; the first batch only warms up. `together`: every reward in one
+    pass as annotate calls them (sharing what they share); `e2e`: each reward alone."""
     chunks = [
         (images[i : i + batch], captions[i : i + batch]) for i in range(0, len(images), batch)
     ]
-    model, together = dict.fromkeys(rewards, 0.0), dict.fromkeys(rewards, 0.0)
-    prep = dict.fromkeys(rewards, 0.0)
-    aesthetic_alone = 0.0
+    zero = dict.fromkeys(rewards, 0.0)
+    model, together, alone, prep = dict(zero), dict(zero), dict(zero), dict(zero)
     for k, (ims, caps) in enumerate(chunks):
         warm = k > 0
         for name, reward in rewards.items():  # the model alone, on inputs prepared beforehand
+            forget_features(rewards)
             with torch.inference_mode(), reward.autocast():
                 start = time.perf_counter()
                 inputs = reward.prepare(ims, caps)
@@ -143,10 +197,11 @@ def measure(rewards, images, captions, batch, device) -> dict[str, dict[str, flo
                 prep[name] += warm * (time.perf_counter() - start)
                 model[name] += warm * timed(device, reward.forward, inputs)
         forget_features(rewards)
-        for name, reward in rewards.items():  # end to end, as `miro data annotate` calls them
+        for name, reward in rewards.items():  # one pass, as `miro data annotate` calls them
             together[name] += warm * timed(device, reward.score, ims, caps)
-        forget_features(rewards)  # `aesthetic` alone, without `clip`'s encodings to reuse
-        aesthetic_alone += warm * timed(device, rewards["aesthetic"].score, ims, caps)
+        for name, reward in rewards.items():  # each alone: nothing to reuse
+            forget_features(rewards)
+            alone[name] += warm * timed(device, reward.score, ims, caps)
         print(f"  batch {k + 1}/{len(chunks)}{'' if warm else ' (warm-up)'} done", flush=True)
     n = len(images) - len(chunks[0][0])
     rows = {
@@ -154,18 +209,21 @@ def measure(rewards, images, captions, batch, device) -> dict[str, dict[str, flo
             "params": sum(p.numel() for p in _params(reward)) / 1e6,
             "model": n / model[name],
             "prep_ms": 1000 * prep[name] / n,
-            "e2e": n / (aesthetic_alone if name == "aesthetic" else together[name]),
+            "e2e": n / alone[name],
             "together": n / together[name],
         }
         for name, reward in rewards.items()
     }
-    rows["all five"] = {"together": n / sum(together.values())}
-    rows["all five"]["e2e"] = 1 / sum(1 / r["e2e"] for r in rows.values() if "params" in r)
+    rows[f"all {len(rewards)}"] = {
+        "together": n / sum(together.values()),
+        "e2e": n / sum(alone.values()),
+        "ratio": sum(together.values()) / sum(alone.values()),
+    }
     return rows
 
 
 def _params(reward: TorchReward) -> list[torch.nn.Parameter]:
-    modules = [getattr(reward, "mlp", None)]
+    modules = [getattr(reward, "mlp", None)]  # vqascore's net is parts.net
     for part in (getattr(reward, "clip", None), getattr(reward, "parts", None)):
         modules += [getattr(part, "model", None), getattr(part, "net", None)]
     return [p for m in modules if isinstance(m, torch.nn.Module) for p in m.parameters()]
@@ -188,7 +246,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--rewards", default=",".join(ALL), help=f"subset of {','.join(ALL)}")
+    parser.add_argument("--vqa-model", default="clip-flant5-xxl", choices=sorted(FLAN_T5))
     args = parser.parse_args()
+    names = [n.strip() for n in args.rewards.split(",") if n.strip()]
+    if not names or set(names) - set(ALL):
+        parser.error(f"--rewards: choose from {', '.join(ALL)}")
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)  # fmt: skip
     ctx = RewardContext(device=str(device), precision=args.precision)
@@ -204,21 +267,29 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        rewards = build(ctx, Path(tmp))
-        print(f"built five real-size models at random init in {time.perf_counter() - start:.0f} s")
+        rewards = build(ctx, Path(tmp), names, args.vqa_model)
+        print(
+            f"built {len(rewards)} real-size models at random init in "
+            f"{time.perf_counter() - start:.0f} s ({', '.join(rewards)})"
+        )
         rows = measure(rewards, images, captions, args.batch, device)
     print(
         "\n| reward | parameters | preprocessing ms/img | model-only img/s | end-to-end img/s "
-        "| in the all-five loop img/s |\n|---|---|---|---|---|---|"
+        "| in the one-pass loop img/s |\n|---|---|---|---|---|---|"
     )
     for name, row in rows.items():
         params = f"{row['params']:.0f} M" if "params" in row else ""
         prep = f"{row['prep_ms']:.0f}" if "prep_ms" in row else ""
         model = f"{row['model']:.3f}" if "model" in row else ""
-        note = " (reuses `clip`'s image encoding)" if name == "aesthetic" else ""
+        note = " (reuses `clip`'s image encoding)" if name == "aesthetic" and "clip" in rows else ""
         print(
             f"| {name} | {params} | {prep} | {model} | {row['e2e']:.3f} | {row['together']:.3f}{note} |"
         )
+    ratio = rows[f"all {len(rewards)}"]["ratio"]
+    print(
+        f"one pass with all {len(rewards)} / sum of the {len(rewards)} single-reward passes "
+        f"(seconds, same images): {ratio:.3f}"
+    )
     print(
         f"load average after the run: {os.getloadavg()[0]:.1f} (other processes share these cores)"
     )

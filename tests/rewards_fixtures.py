@@ -180,7 +180,9 @@ def clip_processor_files(folder: Path) -> dict[str, Path]:
     from transformers import CLIPTokenizer
 
     vocab, merges = clip_bpe_vocab(folder / "bpe")
-    tok = CLIPTokenizer(vocab_file=str(vocab), merges_file=str(merges), pad_token="<|endoftext|>")
+    tok = CLIPTokenizer(vocab=str(vocab), merges=str(merges), pad_token="<|endoftext|>")
+    # transformers 5 takes `vocab`/`merges`; given `vocab_file` it silently builds an empty BPE
+    assert len(tok) == 49408 and tok("a cat")["input_ids"] == [49406, 320, 2368, 49407]
     tok.model_max_length = 77
     out = folder / "processor"
     tok.save_pretrained(out)
@@ -192,8 +194,8 @@ def clip_processor_files(folder: Path) -> dict[str, Path]:
     return {p.name: p for p in out.iterdir() if p.is_file()}
 
 
-def tiny_pickscore_files(folder: Path, seed: int) -> dict[str, Path]:
-    """config.json + an old-style pytorch_model.bin (with the position_ids buffers)."""
+def tiny_clip_h(seed: int):
+    """A tiny transformers CLIPModel of PickScore's / SciScore's family, logit scale 100."""
     from transformers import CLIPConfig, CLIPModel
 
     config = CLIPConfig(
@@ -207,6 +209,13 @@ def tiny_pickscore_files(folder: Path, seed: int) -> dict[str, Path]:
     model = randomize(CLIPModel(config), seed)
     with torch.no_grad():
         model.logit_scale.fill_(np.log(100.0))
+    return model
+
+
+def tiny_pickscore_files(folder: Path, seed: int) -> dict[str, Path]:
+    """config.json + an old-style pytorch_model.bin (with the position_ids buffers)."""
+    model = tiny_clip_h(seed)
+    config = model.config
     state = dict(model.state_dict())
     state["text_model.embeddings.position_ids"] = torch.arange(77)[None]
     n_patches = (224 // 14) ** 2 + 1
@@ -218,6 +227,12 @@ def tiny_pickscore_files(folder: Path, seed: int) -> dict[str, Path]:
         "config.json": folder / "config.json",
         "pytorch_model.bin": folder / "pytorch_model.bin",
     }
+
+
+def tiny_sciscore_files(folder: Path, seed: int) -> dict[str, Path]:
+    """config.json + model.safetensors, as `save_pretrained` writes a CLIPModel today."""
+    tiny_clip_h(seed).save_pretrained(folder)
+    return {name: folder / name for name in ("config.json", "model.safetensors")}
 
 
 _WORDS = """a an the of on in with and to is photo picture painting drawing cat dog red blue green
@@ -284,6 +299,101 @@ def tiny_imagereward_files(folder: Path, vocab_size: int, seed: int) -> dict[str
     }
 
 
+# ----------------------------------------------------------------------------
+# VQAScore: CLIP-FlanT5 (t2v_metrics' format), its FlanT5 tokenizer, its CLIP vision tower
+# ----------------------------------------------------------------------------
+
+VQA_MODEL, VQA_REPO, VQA_TOKENIZER = (
+    "clip-flant5-xl",
+    "zhiqiulin/clip-flant5-xl",
+    "google/flan-t5-xl",
+)
+VQA_VISION = "openai/clip-vit-large-patch14-336"
+_T5_WORDS = """A chat between a curious user and an artificial intelligence assistant. The gives
+helpful, detailed, polite answers to the user's questions. USER: ASSISTANT: Does this figure show
+Please answer yes or no. Yes No photo of cat dog red blue green circle square triangle two next
+to painting city at night man woman house drawing small YELLOW left tree"""
+
+
+def tiny_t5_tokenizer(folder: Path) -> Path:
+    """A FlanT5-style Unigram tokenizer (ids 0–2 pad, </s>, unk; 100 sentinels after the
+    vocabulary, so the tokenizer is shorter than the model's vocabulary, as FlanT5's is)."""
+    from transformers import T5Tokenizer
+
+    words = dict.fromkeys(w.strip('.,?"') for w in _T5_WORDS.split())
+    chars = [chr(c) for c in range(33, 127)]
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    vocab += [("\u2581" + w, -5.0) for w in words if w] + [(c, -8.0) for c in chars]
+    vocab += [("\u2581" + c, -9.0) for c in chars]
+    tokenizer = T5Tokenizer(vocab=vocab, extra_ids=100)
+    tokenizer.save_pretrained(folder)
+    # the repo is a T5 model too; AutoTokenizer reads its model type there
+    (folder / "config.json").write_text(json.dumps({"model_type": "t5"}))
+    assert tokenizer("Yes")["input_ids"] == [tokenizer.convert_tokens_to_ids("\u2581Yes"), 1]
+    return folder
+
+
+def tiny_clip_vision(folder: Path, seed: int):
+    """The CLIP ViT-L/14-336 vision tower's repo, shrunk: config, weights, processor."""
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    config = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                              num_attention_heads=2, image_size=336, patch_size=14,
+                              projection_dim=32, hidden_act="quick_gelu")  # fmt: skip
+    model = randomize(CLIPVisionModel(config), seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    config.to_json_file(folder / "config.json")
+    # the published repo holds a whole CLIPModel, saved by transformers 4: `vision_model.*` names
+    # (a text tower too, which the vision tower never reads: one tensor of it stands for it here)
+    state = {f"vision_model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    state["text_model.final_layer_norm.weight"] = torch.ones(8)
+    save_file(state, folder / "model.safetensors")
+    processor = {**LAION_PREPROCESSOR, "crop_size": 336, "size": 336}
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor))
+    return model
+
+
+def tiny_vqascore_files(folder: Path, vision: torch.nn.Module, vocab: int, seed: int) -> dict:
+    """config.json + a two-shard pytorch_model.bin with its index, published names: T5 keys at
+    the top (with the tied `embed_tokens` aliases the published class saves), the vision tower
+    (the same weights as its repo) and the projector."""
+    from miro_data.rewards.clip_t5 import ClipT5
+
+    config = {
+        "model_type": "clip_t5", "architectures": ["CLIPT5ForConditionalGeneration"],
+        "vocab_size": vocab + 28, "d_model": 32, "d_kv": 16, "d_ff": 64, "num_layers": 2,
+        "num_decoder_layers": 2, "num_heads": 2, "relative_attention_num_buckets": 32,
+        "relative_attention_max_distance": 128, "dropout_rate": 0.1, "layer_norm_epsilon": 1e-6,
+        "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False, "is_encoder_decoder": True,
+        "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0,
+        "mm_vision_tower": VQA_VISION, "mm_hidden_size": 64, "mm_projector_type": "mlp2x_gelu",
+        "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch", "use_mm_proj": True,
+    }  # fmt: skip
+    net = randomize(ClipT5(config, vision.config), seed, std=0.3)
+    net.vision_tower.vision_tower.load_state_dict(vision.state_dict())
+    tower = "vision_tower.vision_tower."  # published (transformers 4) names: `vision_model.`
+    state = {
+        k.removeprefix("language_model.").replace(tower, tower + "vision_model."): v
+        for k, v in net.state_dict().items()
+    }
+    state["embed_tokens.weight"] = state["shared.weight"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    names = sorted(state)
+    shards = {
+        "pytorch_model-00001-of-00002.bin": names[::2],
+        "pytorch_model-00002-of-00002.bin": names[1::2],
+    }
+    weight_map = {}
+    for shard, keys in shards.items():
+        torch.save({k: state[k].clone() for k in keys}, folder / shard)
+        weight_map.update(dict.fromkeys(keys, shard))
+    index = {"metadata": {"total_size": 0}, "weight_map": weight_map}
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    return {p.name: p for p in folder.iterdir()}
+
+
 def aesthetic_mlp_file(path: Path, dim: int, seed: int) -> Path:
     from miro_data.rewards.torch_reward import ScoreHead
 
@@ -344,6 +454,7 @@ def build_tiny_rewards(root: Path) -> TinyRewards:
     put_in_hub(
         hf_home, "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", clip_processor_files(work / "laion")
     )
+    put_in_hub(hf_home, "Jialuo21/SciScore", tiny_sciscore_files(work / "sciscore", seed=7))
 
     bert = tiny_bert_vocab(work / "bert")
     put_in_hub(hf_home, "bert-base-uncased", {p.name: p for p in bert.iterdir()})
@@ -354,12 +465,23 @@ def build_tiny_rewards(root: Path) -> TinyRewards:
         tiny_imagereward_files(work / "imagereward", vocab_size, seed=6),
     )
 
+    vision = tiny_clip_vision(work / "clip-vit-336", seed=8)
+    put_in_hub(hf_home, VQA_VISION, {p.name: p for p in (work / "clip-vit-336").iterdir()})
+    t5_tok = tiny_t5_tokenizer(work / "flan-t5")
+    put_in_hub(hf_home, VQA_TOKENIZER, {p.name: p for p in t5_tok.iterdir()})
+    from transformers import AutoTokenizer
+
+    vocab = len(AutoTokenizer.from_pretrained(t5_tok))
+    put_in_hub(hf_home, VQA_REPO, tiny_vqascore_files(work / "clip-flant5", vision, vocab, seed=9))
+
     home = str(hf_home)
     options = {
         "clip": {"model": "hf-hub:miro-test/tiny-clip", "hf_home": home},
         "aesthetic": {"model": TINY_L14, "clip_checkpoint": str(clip_bin), "hf_home": home},
         "hpsv2": {"model": TINY_H14, "hf_home": home},
         "pickscore": {"hf_home": home},
+        "sciscore": {"hf_home": home},
+        "vqascore": {"model": VQA_MODEL, "hf_home": home},
         "imagereward": {"hf_home": home},
     }
     return TinyRewards(hf_home, configs, clip_bin, options)

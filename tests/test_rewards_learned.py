@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +21,9 @@ import torch
 
 from miro_data.common import MiroError
 from miro_data.rewards import REGISTRY, RewardContext, build_reward
+from miro_data.rewards.catalog import PICKSCORE_PROCESSOR
 
-LEARNED = ("aesthetic", "clip", "pickscore", "hpsv2", "imagereward")
+LEARNED = ("aesthetic", "clip", "pickscore", "hpsv2", "imagereward", "sciscore", "vqascore")
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +213,56 @@ def test_clip_and_aesthetic_share_one_model_and_one_encoding(tiny):
     assert calls == [5, 4]
 
 
+def test_pickscore_and_sciscore_preprocess_each_image_once(tiny):
+    ctx = context(tiny)
+    pick, sci = build_reward("pickscore", ctx), build_reward("sciscore", ctx)
+    assert pick.shared_pixels is sci.shared_pixels and pick.version != sci.version
+    calls = []
+    for reward in (pick, sci):
+        process = reward.process
+        reward.process = lambda ims, process=process: calls.append(len(ims)) or process(ims)
+    images, captions = rf.sample_images(), rf.sample_captions(9)
+    alone = build_reward("sciscore", context(tiny)).score(images, captions)
+    pick.score(images[:5], captions[:5])
+    together = sci.score(images, captions)  # 5 already processed, 4 new
+    assert calls == [5, 4]
+    np.testing.assert_array_equal(together, alone)
+
+
+def test_vqascore_reads_unsharded_checkpoints_without_the_vision_tower(tiny, tmp_path):
+    """A single-file checkpoint that leaves the vision tower to its own repo scores the same."""
+    from safetensors.torch import save_file
+
+    snap = snapshot_file(tiny, rf.VQA_REPO, "config.json").parent
+    state = {}
+    for shard in snap.glob("*.bin"):
+        state.update(torch.load(shard, weights_only=True))
+    del state["embed_tokens.weight"]  # tied aliases may be absent, as save_pretrained drops them
+    del state["encoder.embed_tokens.weight"], state["decoder.embed_tokens.weight"]
+    kept = {k: v.contiguous() for k, v in state.items() if not k.startswith("vision_tower.")}
+    folder = tmp_path / "clip-flant5"
+    folder.mkdir()
+    shutil.copyfile(snap / "config.json", folder / "config.json")
+    save_file(kept, folder / "model.safetensors")
+    images, captions = rf.sample_images()[:4], rf.sample_captions(4)
+    want = build_reward("vqascore", context(tiny)).score(images, captions)
+    reward = build_reward("vqascore", context(tiny, vqascore={"model_dir": str(folder)}))
+    np.testing.assert_allclose(reward.score(images, captions), want, rtol=1e-6)
+    state["vision_tower.vision_tower.vision_model.pre_layrnorm.weight"] = torch.zeros(3)
+    save_file({k: v.contiguous() for k, v in state.items()}, folder / "model.safetensors")
+    with pytest.raises(MiroError, match="does not fit the model: 1 wrong shape"):
+        build_reward("vqascore", context(tiny, vqascore={"model_dir": str(folder)}))
+
+
+def test_vqascore_is_a_probability_and_reads_image_in_captions_as_text(tiny):
+    reward = build_reward("vqascore", context(tiny))
+    images = rf.sample_images()[:3]
+    scores = reward.score(images, ["a <image> of a cat", "<image>", "a cat"])
+    assert ((scores > 0) & (scores < 1)).all()
+    with pytest.raises(MiroError, match="unknown model"):
+        build_reward("vqascore", context(tiny, vqascore={"model": "clip-flant5-xxxl"}))
+
+
 def test_options_are_checked(tiny):
     with pytest.raises(MiroError, match=r"unknown option.*modle.*accepted:.*model"):
         build_reward("clip", context(tiny, clip={"modle": "ViT-B-32"}))
@@ -267,3 +321,147 @@ def test_med_config_variants_are_refused(tiny, tmp_path):
     path.write_text(json.dumps({**med, "position_embedding_type": "relative_key"}))
     with pytest.raises(MiroError, match="absolute position embeddings"):
         build_reward("imagereward", context(tiny, imagereward={"med_config": str(path)}))
+
+
+# ----------------------------------------------------------------------------
+# The version covers every input the scores depend on, not only the weights
+# ----------------------------------------------------------------------------
+
+
+def copy_snapshot(tiny: rf.TinyRewards, repo: str, dest: Path) -> Path:
+    """A plain folder with real, editable copies of the files of `repo`'s snapshot."""
+    folder = tiny.hf_home / "hub" / ("models--" + repo.replace("/", "--"))
+    dest.mkdir(parents=True)
+    for p in next(folder.glob("snapshots/*")).iterdir():
+        shutil.copyfile(p, dest / p.name)
+    return dest
+
+
+def edit_json(path: Path, change: Callable[[dict], None]) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def swap_tokens(vocab: dict, a: str = "a</w>", b: str = "the</w>") -> None:
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+
+
+# (reward, input) → (repo copied, option naming the copy, file edited, the edit)
+EDITS: dict[tuple[str, str], tuple[str, str, str, Callable[[Path], None]]] = {
+    ("clip", "preprocess_cfg"): (
+        "miro-test/tiny-clip", "hf_home", "open_clip_config.json",
+        lambda p: edit_json(p, lambda c: c["preprocess_cfg"].update(mean=[0.5, 0.5, 0.5])),
+    ),
+    ("pickscore", "processor"): (
+        PICKSCORE_PROCESSOR, "processor_dir", "preprocessor_config.json",
+        lambda p: edit_json(p, lambda c: c.update(resample=2)),  # bilinear
+    ),
+    ("pickscore", "tokenizer"): (
+        PICKSCORE_PROCESSOR, "processor_dir", "tokenizer.json",
+        lambda p: edit_json(p, lambda c: swap_tokens(c["model"]["vocab"])),
+    ),
+    ("imagereward", "vocab"): (
+        "bert-base-uncased", "tokenizer_dir", "vocab.txt",
+        lambda p: p.write_text(  # "cat" and "dog" trade ids
+            p.read_text().replace("\ncat\n", "\n@\n").replace("\ndog\n", "\ncat\n").replace("\n@\n", "\ndog\n")
+        ),
+    ),
+    ("imagereward", "tokenizer_config"): (
+        "bert-base-uncased", "tokenizer_dir", "tokenizer_config.json",
+        lambda p: edit_json(p, lambda c: c.update(do_lower_case=False)),
+    ),
+    ("imagereward", "med_config"): (
+        "THUDM/ImageReward", "med_config", "med_config.json",
+        lambda p: edit_json(p, lambda c: c.update(layer_norm_eps=0.5)),
+    ),
+    ("vqascore", "processor"): (
+        rf.VQA_VISION, "vision_dir", "preprocessor_config.json",
+        lambda p: edit_json(p, lambda c: c.update(image_mean=[0.5, 0.5, 0.5])),
+    ),
+    ("vqascore", "tokenizer"): (
+        rf.VQA_TOKENIZER, "tokenizer_dir", "tokenizer.json",
+        lambda p: edit_json(p, lambda c: swap_pieces(c["model"]["vocab"], "\u2581cat", "\u2581dog")),
+    ),
+}  # fmt: skip
+
+
+def swap_pieces(vocab: list, a: str, b: str) -> None:
+    """Unigram vocabularies are [piece, score] lists: swapping two entries swaps their ids."""
+    i, j = ([p for p, _ in vocab].index(x) for x in (a, b))
+    vocab[i], vocab[j] = vocab[j], vocab[i]
+
+
+def same_and_edited(tiny, tmp_path, name: str, what: str) -> list[RewardContext]:
+    """Contexts with the reward's inputs copied elsewhere unchanged, then with one edited."""
+    if what == "quick_gelu":
+        # TINY_H14's config has no QuickGELU of its own (TINY_L14's would override the option)
+        base = {"model": rf.TINY_H14, "checkpoint": str(tiny.clip_bin), "quick_gelu": True}
+        return [context(tiny, clip=base), context(tiny, clip={**base, "quick_gelu": False})]
+    repo, option, file, edit = EDITS[name, what]
+    contexts = []
+    for label in ("same", "edit"):
+        folder = copy_snapshot(tiny, repo, tmp_path / label / "files")
+        if label == "edit":
+            edit(folder / file)
+        if option == "hf_home":
+            rf.put_in_hub(tmp_path / label, repo, {p.name: p for p in folder.iterdir()})
+            value = str(tmp_path / label)
+        else:
+            value = str(folder / file) if option == "med_config" else str(folder)
+        contexts.append(context(tiny, **{name: {option: value}}))
+    return contexts
+
+
+@pytest.mark.parametrize(("name", "what"), [("clip", "quick_gelu"), *EDITS])
+def test_version_changes_with_every_input_that_changes_scores(tiny, tmp_path, name, what):
+    images, captions = rf.sample_images()[:3], ["A Photo of a CAT", "a dog", "the red circles"]
+    base = build_reward(name, context(tiny)).version
+    (v_same, s_same), (v_edit, s_edit) = (
+        (r.version, r.score(images, captions))
+        for r in (build_reward(name, ctx) for ctx in same_and_edited(tiny, tmp_path, name, what))
+    )
+    if what != "quick_gelu":  # the same files in another place: the same version
+        assert v_same == base
+    assert not np.allclose(s_same, s_edit, rtol=1e-6), "the edit must move the scores"
+    assert v_same != v_edit, f"{name}: {what} changed the scores but not the version {v_same}"
+
+
+def test_annotate_scores_all_seven_learned_rewards_in_one_pass(tiny, tmp_path):
+    """`miro data annotate --rewards aesthetic,clip,pickscore,hpsv2,imagereward,sciscore,
+    vqascore` on a real WebDataset shard of JPEGs: every image scored by all seven, each
+    reward's version stored, and the scores those of the rewards called directly."""
+    import io
+    import tarfile
+
+    import duckdb
+    from PIL import Image
+
+    from miro_data.annotate import AnnotateConfig, annotate
+
+    images, captions = rf.sample_images()[:5], rf.sample_captions(5)
+    (tmp_path / "shards").mkdir()
+    with tarfile.open(tmp_path / "shards" / "00000.tar", "w") as tar:
+        for i, (im, cap) in enumerate(zip(images, captions, strict=True)):
+            buf = io.BytesIO()
+            Image.fromarray(im).save(buf, "PNG")  # lossless: the same pixels reach the rewards
+            for ext, data in (("png", buf.getvalue()), ("txt", cap.encode())):
+                info = tarfile.TarInfo(f"{i:05d}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    names = ("aesthetic", "clip", "pickscore", "hpsv2", "imagereward", "sciscore", "vqascore")
+    options = {name: dict(tiny.options[name]) for name in names}
+    db = tmp_path / "scores.duckdb"
+    cfg = AnnotateConfig(str(tmp_path / "shards"), db, names, decode_workers=0, device="cpu",
+                         reward_options=options)  # fmt: skip
+    annotate(cfg)
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute("SELECT reward, key, version, value FROM scores ORDER BY key").fetchall()
+    ctx = context(tiny)
+    for name in names:
+        reward = build_reward(name, ctx)
+        got = [(v, value) for r, _, v, value in rows if r == name]
+        assert len(got) == 5 and {v for v, _ in got} == {reward.version}, name
+        np.testing.assert_allclose(
+            [value for _, value in got], reward.score(images, captions), rtol=1e-5
+        )

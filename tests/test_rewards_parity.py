@@ -121,6 +121,22 @@ def test_pickscore_matches_published_snippet(tiny, pairs):
     check("pickscore", ours(tiny, "pickscore", images, captions), want)
 
 
+def test_sciscore_matches_the_pickscore_snippet_on_sciscore_weights(tiny, pairs, monkeypatch):
+    from reference import pickscore_snippet
+
+    images, captions = pairs
+    monkeypatch.setattr(pickscore_snippet, "model_pretrained_name_or_path", "Jialuo21/SciScore")
+    with rf.hub_at(tiny.hf_home):
+        processor, model = pickscore_snippet.load()
+        want = [
+            pickscore_snippet.calc_scores(processor, model, cap, [Image.fromarray(im)])[0]
+            for im, cap in zip(images, captions, strict=True)
+        ]
+    got = ours(tiny, "sciscore", images, captions)
+    check("sciscore", got, want)
+    assert not np.allclose(got, ours(tiny, "pickscore", images, captions), rtol=1e-3)
+
+
 def test_imagereward_matches_package_score(tiny, pairs):
     import torch
     from reference import imagereward_ref
@@ -146,3 +162,26 @@ def test_imagereward_matches_package_score(tiny, pairs):
                 for im, cap in zip(images, captions, strict=True)
             ]
     check("imagereward", ours(tiny, "imagereward", images, captions), want)
+
+
+def test_vqascore_matches_t2v_metrics_clip_flant5(tiny, pairs, tmp_path):
+    import torch
+    from reference import vqascore_ref
+
+    images, captions = pairs
+    with rf.hub_at(tiny.hf_home):
+        model = vqascore_ref.load(tiny.hf_home, rf.VQA_MODEL)
+        # every weight the reference holds is the checkpoint's (the token embeddings and lm_head
+        # shrunk to the tokenizer's length by its resize_token_embeddings)
+        state = {}
+        for shard in hub_file(tiny, rf.VQA_REPO, "config.json").parent.glob("*.bin"):
+            state.update(torch.load(shard, weights_only=True))
+        tower = "vision_tower.vision_tower."  # transformers 5 names lack `vision_model.`
+        for key, value in model.model.state_dict().items():
+            published = key.replace(tower, tower + "vision_model.")
+            assert torch.equal(value, state[published][: len(value)]), key
+        want = []
+        for i, (im, cap) in enumerate(zip(images, captions, strict=True)):
+            Image.fromarray(im).save(tmp_path / f"{i}.png")
+            want.append(vqascore_ref.score(model, tmp_path / f"{i}.png", cap))
+    check("vqascore", ours(tiny, "vqascore", images, captions), want)

@@ -3,7 +3,8 @@
 A reward scores (image, caption) pairs, higher is better. Images arrive decoded once, as
 (H, W, 3) uint8 RGB arrays of any size; each reward does its own preprocessing. A reward's
 `version` changes whenever its scores would: weight-free rewards bump it by hand, learned
-rewards use a hash of their checkpoint, so scores from different weights never share a column.
+rewards use a hash of their checkpoint and of every other file and option their scores depend
+on (configs, tokenizers, preprocessing), so scores of different models never share a column.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The learned rewards: their options, the files each needs, and lazy factories.
 
-Importing this module registers `aesthetic`, `clip`, `pickscore`, `hpsv2` and `imagereward`
+Importing this module registers `aesthetic`, `clip`, `pickscore`, `hpsv2`, `imagereward`,
+`sciscore` and `vqascore`
 without importing torch, open_clip or transformers: the model code loads when a reward is
 built. `RewardSpec.weights(ctx)` says, for each file, where it is looked for and whether it is
 there (explicit path options first, else the local Hugging Face cache). Options per reward are
@@ -32,6 +33,13 @@ PICKSCORE_REPO, PICKSCORE_PROCESSOR = (
     "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
 )
 IMAGEREWARD_REPO, BERT_REPO = "THUDM/ImageReward", "bert-base-uncased"
+SCISCORE_REPO = "Jialuo21/SciScore"  # CLIP-H, scored with PickScore's processor and formula
+# t2v_metrics' CLIP-FlanT5 models: name → (checkpoint repo, tokenizer repo)
+VQA_MODELS = {
+    "clip-flant5-xxl": ("zhiqiulin/clip-flant5-xxl", "google/flan-t5-xxl"),
+    "clip-flant5-xl": ("zhiqiulin/clip-flant5-xl", "google/flan-t5-xl"),
+}
+VQA_DEFAULT, VQA_VISION = "clip-flant5-xxl", "openai/clip-vit-large-patch14-336"
 
 CLIP_OPTIONS = {
     "model": "open_clip architecture, or hf-hub:ORG/NAME (default ViT-L-14)",
@@ -58,6 +66,19 @@ PICKSCORE_OPTIONS = {
     "model_dir": "explicit folder with config.json and model.safetensors or pytorch_model.bin",
     "processor": f"HF repo of the processor (default {PICKSCORE_PROCESSOR})",
     "processor_dir": "explicit folder with preprocessor_config.json and the tokenizer files",
+}
+SCISCORE_OPTIONS = {
+    **PICKSCORE_OPTIONS,
+    "repo": f"HF repo of the model (default {SCISCORE_REPO})",
+}
+VQASCORE_OPTIONS = {
+    "model": f"{' or '.join(VQA_MODELS)} (default {VQA_DEFAULT})",
+    "repo": "HF repo of the CLIP-FlanT5 checkpoint (default: the model's)",
+    "model_dir": "explicit folder with config.json and the weights (sharded or not)",
+    "tokenizer": "HF repo of the FlanT5 tokenizer (default: the model's)",
+    "tokenizer_dir": "explicit folder with the FlanT5 tokenizer.json",
+    "vision_tower": f"HF repo of the CLIP vision tower (default {VQA_VISION})",
+    "vision_dir": "explicit folder with the vision tower's config.json and preprocessor_config.json",
 }
 IMAGEREWARD_OPTIONS = {
     "checkpoint": "explicit path of ImageReward.pt",
@@ -138,13 +159,15 @@ def hpsv2_files(opts: dict) -> list[Wanted]:
     return [Wanted("HPS checkpoint", (name,), repo=repo, explicit=opts.get("checkpoint"))]
 
 
-def pickscore_files(opts: dict) -> list[Wanted]:
-    repo, folder = opts.get("repo", PICKSCORE_REPO), opts.get("model_dir")
+def pickscore_files(
+    opts: dict, label: str = "PickScore", repo: str = PICKSCORE_REPO
+) -> list[Wanted]:
+    repo, folder = opts.get("repo", repo), opts.get("model_dir")
     proc, proc_dir = opts.get("processor", PICKSCORE_PROCESSOR), opts.get("processor_dir")
     return [
-        Wanted("PickScore config", ("config.json",), repo=repo, folder=folder),
+        Wanted(f"{label} config", ("config.json",), repo=repo, folder=folder),
         Wanted(
-            "PickScore weights",
+            f"{label} weights",
             ("model.safetensors", "pytorch_model.bin"),
             repo=repo,
             folder=folder,
@@ -152,6 +175,49 @@ def pickscore_files(opts: dict) -> list[Wanted]:
         Wanted("processor config", ("preprocessor_config.json",), repo=proc, folder=proc_dir),
         Wanted("processor tokenizer", ("tokenizer.json", "vocab.json"), repo=proc, folder=proc_dir),
     ]
+
+
+def sciscore_files(opts: dict) -> list[Wanted]:
+    return pickscore_files(opts, "SciScore", SCISCORE_REPO)
+
+
+def vqa_model(opts: dict) -> tuple[str, str]:
+    name = str(opts.get("model", VQA_DEFAULT))
+    if name not in VQA_MODELS:
+        raise MiroError(f"vqascore: unknown model {name!r}; use {' or '.join(VQA_MODELS)}")
+    return VQA_MODELS[name]
+
+
+def vqascore_files(opts: dict) -> list[Wanted]:
+    repo, tokenizer = vqa_model(opts)
+    repo, folder = opts.get("repo", repo), opts.get("model_dir")
+    vision, vision_dir = opts.get("vision_tower", VQA_VISION), opts.get("vision_dir")
+    weights = ("model.safetensors.index.json", "pytorch_model.bin.index.json",
+               "model.safetensors", "pytorch_model.bin")  # fmt: skip
+    return [
+        Wanted("CLIP-FlanT5 config", ("config.json",), repo=repo, folder=folder),
+        Wanted("CLIP-FlanT5 weights", weights, repo=repo, folder=folder),
+        Wanted(
+            "FlanT5 tokenizer",
+            ("tokenizer.json",),
+            repo=opts.get("tokenizer", tokenizer),
+            folder=opts.get("tokenizer_dir"),
+        ),
+        Wanted(
+            "vision tower processor", ("preprocessor_config.json",), repo=vision, folder=vision_dir
+        ),
+        Wanted("vision tower config", ("config.json",), repo=vision, folder=vision_dir),
+    ]
+
+
+def vqascore_vision_weights(opts: dict) -> Wanted:
+    """The vision tower's own weights: needed only when the checkpoint does not carry them."""
+    return Wanted(
+        "vision tower weights",
+        ("model.safetensors", "pytorch_model.bin"),
+        repo=opts.get("vision_tower", VQA_VISION),
+        folder=opts.get("vision_dir"),
+    )
 
 
 def imagereward_files(opts: dict) -> list[Wanted]:
@@ -212,6 +278,10 @@ _SPECS = [
      hpsv2_files, _OPENCLIP, "HPSv2"),
     ("imagereward", "ImageReward v1.0: BLIP ViT-L + BERT cross-attention + MLP, standardised",
      imagereward_files, "miro_data.rewards.imagereward", "ImageReward"),
+    ("sciscore", "SciScore: logit scale × cosine, CLIP-H fine-tuned on scientific images (Science-T2I)",
+     sciscore_files, "miro_data.rewards.pickscore", "SciScore"),
+    ("vqascore", "VQAScore: P(\"Yes\") from CLIP-FlanT5 (xxl) asked whether the image shows the caption",
+     vqascore_files, "miro_data.rewards.vqascore", "VQAScore"),
 ]  # fmt: skip
 
 for _name, _summary, _files, _module, _cls in _SPECS:

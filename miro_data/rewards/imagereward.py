@@ -28,7 +28,14 @@ from miro_data.rewards import catalog, imageops
 from miro_data.rewards.base import RewardContext
 from miro_data.rewards.blip import ImageRewardNet, TextConfig, vision_config_from
 from miro_data.rewards.torch_reward import TorchReward, shared
-from miro_data.rewards.weights import load_state_dict, load_strict, resolve, short_digest
+from miro_data.rewards.weights import (
+    inputs_digest,
+    load_state_dict,
+    load_strict,
+    present,
+    resolve,
+    short_digest,
+)
 
 MAX_TOKENS = 35
 UNUSED_KEYS = ("blip.vision_proj.", "blip.text_proj.", "blip.text_encoder.embeddings.position_ids")
@@ -82,7 +89,9 @@ def load_parts(files: list, device: torch.device, hf_home: str | None) -> ImageR
         raise MiroError(f"cannot load the BERT tokenizer from {vocab.parent}: {err}") from None
     if len(tokenizer) > net.blip.text_encoder.embeddings.word_embeddings.num_embeddings:
         raise MiroError(f"tokenizer in {vocab.parent} has more tokens than {med_path} allows")
-    return ImageRewardParts(net, tokenizer, f"v1.0@{short_digest(checkpoint)}")
+    # med_config.json and the tokenizer's files (vocab, lower-casing) change scores too
+    inputs = inputs_digest([med_path, *present(vocab.parent)])
+    return ImageRewardParts(net, tokenizer, f"v1.0@{short_digest(checkpoint)}+cfg@{inputs}")
 
 
 class ImageReward(TorchReward):

@@ -31,7 +31,14 @@ from miro_data.common import MiroError
 from miro_data.rewards import catalog, imageops
 from miro_data.rewards.base import RewardContext
 from miro_data.rewards.torch_reward import FeatureCache, ScoreHead, TorchReward, shared
-from miro_data.rewards.weights import load_state_dict, load_strict, resolve, short_digest
+from miro_data.rewards.weights import (
+    inputs_digest,
+    load_state_dict,
+    load_strict,
+    present,
+    resolve,
+    short_digest,
+)
 
 # ----------------------------------------------------------------------------
 # A loaded open_clip model with its tokenizer and exact preprocessing
@@ -158,9 +165,12 @@ def load_open_clip(
     key = ("open_clip", model, digest, str(device), quick_gelu, resize_mode)
 
     def build() -> OpenClip:
+        inputs: list[Path] = []
+        gelu: bool | None = None
         if model.startswith("hf-hub:"):
             arch = f"local-dir:{paths[0].parent}"  # the snapshot folder: config and tokenizer
             preprocess = json.loads(paths[0].read_text()).get("preprocess_cfg", {})
+            inputs = [paths[0], *present(paths[0].parent)]  # the config holds QuickGELU
             net = build_open_clip(arch)
         else:
             arch = model
@@ -177,8 +187,17 @@ def load_open_clip(
                 "supported: shortest or squash resizing, bicubic or bilinear"
             )
         load_strict(net, _unwrap(load_state_dict(weights, key="state_dict")), weights)
-        version = f"{Path(model).name}@{digest}"
-        return OpenClip.from_model(net, arch, preprocess, version, device, resize_mode)
+        clip = OpenClip.from_model(net, arch, preprocess, "", device, resize_mode)
+        # Everything besides the weights that moves a score: the architecture (with its
+        # tokenizer settings), QuickGELU, and the exact preprocessing.
+        model_cfg = None if inputs else open_clip.get_model_config(model)
+        values = {
+            "model_cfg": model_cfg,  # a config's own quick_gelu wins over the option
+            "quick_gelu": gelu and not (model_cfg or {}).get("quick_gelu", False),
+            "preprocess": [clip.size, clip.mean, clip.std, clip.interpolation, clip.resize_mode],
+        }
+        clip.version = f"{Path(model).name}@{digest}+cfg@{inputs_digest(inputs, values)}"
+        return clip
 
     return shared(ctx, key, build)
 
@@ -312,7 +331,7 @@ class HPSv2(TorchReward):
             resize_mode="letterbox",
             hf_home=self.hf_home,
         )
-        self.version = f"v{version}@{self.clip.version.rpartition('@')[2]}"
+        self.version = f"v{version}@{self.clip.version.partition('@')[2]}"
 
     def prepare(self, images: list[np.ndarray], captions: list[str]) -> dict:
         return {"pixels": self.clip.pixels(images), "tokens": self.clip.tokens(captions)}

@@ -11,6 +11,7 @@ not import torch, so `miro data rewards` can tell what is available without it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -162,6 +163,32 @@ def file_digest(path: str | os.PathLike) -> str:
 
 def short_digest(path: str | os.PathLike, n: int = 12) -> str:
     return file_digest(path)[:n]
+
+
+# Files a transformers tokenizer or processor may read from its folder: each can change tokens
+# or pixels (a `do_lower_case`, an added token, a mean or crop size), hence scores.
+PROCESSOR_FILES = (
+    "preprocessor_config.json", "processor_config.json", "tokenizer.json", "tokenizer_config.json",
+    "vocab.json", "vocab.txt", "merges.txt", "special_tokens_map.json", "added_tokens.json",
+    "spiece.model", "generation_config.json",
+)  # fmt: skip
+
+
+def present(folder: str | os.PathLike, names: Iterable[str] = PROCESSOR_FILES) -> list[Path]:
+    """The files among `names` that exist in `folder`."""
+    return [Path(folder) / name for name in names if (Path(folder) / name).is_file()]
+
+
+def inputs_digest(files: Iterable[str | os.PathLike] = (), values: Any = None, n: int = 8) -> str:
+    """Short sha256 over every input but the checkpoint that the scores depend on: the contents
+    of `files` (configs, tokenizers, processors; by file name and content) and `values` (options
+    such as QuickGELU, the preprocessing, a model config), canonical JSON."""
+    h = hashlib.sha256()
+    # by name and content, not by place: the same files elsewhere give the same version
+    for entry in sorted(f"{Path(p).name}\0{file_digest(p)}\n" for p in files):
+        h.update(entry.encode())
+    h.update(json.dumps(values, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:n]
 
 
 # ----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ REFERENCE_DIR = Path(__file__).resolve().parents[2] / ".venv" / "reference"
 
 
 def available() -> bool:
-    return (REFERENCE_DIR / "hpsv2").is_dir() and (REFERENCE_DIR / "ImageReward").is_dir()
+    return all((REFERENCE_DIR / name).is_dir() for name in ("hpsv2", "ImageReward", "t2v_metrics"))
 
 
 def _stub(name: str, **attrs: object) -> types.ModuleType:
@@ -66,6 +66,16 @@ def activate() -> None:
         PreTrainedTokenizerBase.additional_special_tokens_ids = property(
             lambda self: self.convert_tokens_to_ids(self.extra_special_tokens)
         )
+
+    # t2v_metrics: its package __init__ files import every model it wraps (and refuse to import
+    # without ffmpeg); CLIP-FlanT5 needs none of them, so its packages are entered directly.
+    root = REFERENCE_DIR / "t2v_metrics"
+    for name, folder in (
+        ("t2v_metrics", root),
+        ("t2v_metrics.models", root / "models"),
+        ("t2v_metrics.models.vqascore_models", root / "models" / "vqascore_models"),
+    ):
+        _stub(name, __path__=[str(folder)])
 
     mu.apply_chunking_to_forward = getattr(pu, "apply_chunking_to_forward", _apply_chunking)
     mu.prune_linear_layer = pu.prune_linear_layer
