@@ -63,6 +63,12 @@ def annotate_cmd(cfg: AnnotateConfig) -> None:
     from miro_data.annotate import annotate
 
     report = annotate(cfg)
+    if report.skipped == report.shards and not report.unreadable:
+        typer.echo(
+            f"nothing to do: every shard × reward is already in the ledger of {cfg.db} "
+            f"({report.shards:,} shards, {report.read:,} samples)"
+        )
+        return
     table = Table(
         title=f"annotate → {cfg.db}: {report.read:,} samples read in {report.shards} shards"
     )

@@ -85,8 +85,22 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"miro {version('miro')}")
+        except PackageNotFoundError:  # a source tree that was never installed
+            typer.echo("miro (not installed: version unknown)")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _configure(
+    _show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only."),
 ) -> None:

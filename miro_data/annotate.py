@@ -409,6 +409,12 @@ def annotate(cfg: AnnotateConfig) -> AnnotateReport:
     """Score the shards with cfg.rewards into cfg.db; returns counts for this database."""
     keep_freed_memory()  # scoring allocates image-sized temporaries all the time
     shards = list_shards(cfg.shards)
+    if cfg.workers > len(shards):
+        log.warning(
+            "--workers %d but %d shard(s): a worker scores one shard at a time, so at most %d "
+            "run",
+            cfg.workers, len(shards), len(shards),
+        )  # fmt: skip
     with output_lock(cfg.db):  # one annotate per database: the parts in flight are its own
         con = db.connect_waiting(cfg.db, DB_WAIT, create=True)
         try:

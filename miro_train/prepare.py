@@ -21,6 +21,7 @@ from miro_train.data import (
     Shards,
     check_rewards,
     iter_captions,
+    levels_seen,
     make_loader,
     open_shards,
     peek,
@@ -108,6 +109,8 @@ def prepare_run(cfg: TrainConfig, info: DistInfo) -> RunSetup:
         for name in rewards:
             check_identifier(name, "reward name")
         check_rewards(shards, rewards)
+        if info.main:
+            _warn_constant(shards, rewards)
         if not cfg.baseline and not rewards:
             raise MiroError(f"the shards in {shards.root} carry no rewards: train with --baseline")
         _check_numbers(cfg, info)  # before the caption scan, which may take a while
@@ -122,6 +125,10 @@ def prepare_run(cfg: TrainConfig, info: DistInfo) -> RunSetup:
             resolution=cfg.resolution,
         )
     _check_numbers(cfg, info)
+    if info.main and cfg.warmup >= cfg.steps:
+        log.warning(
+            "--warmup %d ≥ --steps %d: the learning rate never reaches --lr", cfg.warmup, cfg.steps
+        )
     batch_spec = batch_spec_for(spec, cfg.batch_size // info.world, cfg.seed, cfg.shuffle_buffer)
     peek(shards, batch_spec)  # a bad first sample fails here, in this process, in one line
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -129,6 +136,20 @@ def prepare_run(cfg: TrainConfig, info: DistInfo) -> RunSetup:
         stats = latent_stats(shards, spec, batch_spec, info.device)
         spec = replace(spec, image=replace(spec.image, stats=stats))
     return RunSetup(cfg, spec, shards, batch_spec, resume)
+
+
+def _warn_constant(shards: Shards, rewards: list[str], limit: int = 2000) -> None:
+    """A reward whose samples all sit in one level conditions on nothing (a `--where` on the
+    reward itself does that): say so, since training still runs."""
+    for reward, levels in levels_seen(shards, rewards, limit).items():
+        if len(levels) <= 1:
+            where = f" (--where {shards.manifest.where!r})" if shards.manifest.where else ""
+            log.warning(
+                "%s is constant in %s%s: every sample is at level %s, so conditioning on it "
+                "teaches the model nothing; re-shard without that filter, or leave it out of "
+                "--rewards",
+                reward, shards.root, where, next(iter(levels), "undefined"),
+            )  # fmt: skip
 
 
 def batch_spec_for(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -60,3 +62,55 @@ def test_every_file_miro_writes_honours_the_umask(pipeline, tmp_path, umask, mod
     assert any(name.startswith("stats/") for name in modes)
     wrong = {name: oct(m) for name, m in modes.items() if m != mode}
     assert not wrong, wrong
+
+
+def _miro(*args: str):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_version_comes_from_the_package_metadata():
+    from importlib.metadata import version
+
+    result = _miro("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"miro {version('miro')}"
+
+
+def test_annotate_rerun_says_nothing_to_do_and_warns_of_idle_workers(pipeline, tmp_path):
+    from conftest import CLASSIC
+
+    db = tmp_path / "copy.duckdb"
+    shutil.copy(pipeline.db, db)
+    result = _miro("data", "annotate", str(pipeline.shards), str(db), "-r", ",".join(CLASSIC),
+                   "--workers", "9")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "nothing to do" in result.output and "scored" not in result.output
+    assert "--workers 9 but 3 shard(s)" in " ".join(result.output.split())
+
+
+def test_train_on_source_shards_says_to_reshard(pipeline, tmp_path):
+    result = _miro("train", str(pipeline.shards), "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2
+    assert "miro data reshard" in " ".join(result.output.split())
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_warns_of_a_constant_reward_and_a_warmup_past_the_steps(pipeline, tmp_path, caplog):
+    from miro_data.reshard import ReshardConfig, reshard
+    from miro_train.train import TrainConfig, train
+
+    # README's own filter on a reward, then conditioning on that reward
+    out = tmp_path / "aligned"
+    reshard(ReshardConfig(shards=str(pipeline.shards), db=pipeline.db, out=out,
+                          where="shapes_alignment = 1", rewards=("sharpness", "shapes_alignment")))  # fmt: skip
+    cfg = micro_config(tmp_path / "micro.json")
+    with caplog.at_level(logging.WARNING):
+        train(TrainConfig(shards=out, out=tmp_path / "run", model=str(cfg), steps=2,
+                          batch_size=4, warmup=2, workers=1))  # fmt: skip
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(m.startswith("shapes_alignment is constant") for m in warned), warned
+    assert not any(m.startswith("sharpness is constant") for m in warned), warned
+    assert any("--warmup 2 ≥ --steps 2" in m for m in warned), warned
