@@ -83,6 +83,7 @@ PINNED = {
     "data query": [
         ("DB", None, "Path", "required"),
         ("SQL", None, "str", "required"),
+        ("--format", "table", ("table", "csv", "markdown", "json"), ""),
         ("--out", None, "Path", ""),
         ("--rows", 40, "int", ""),
         ("--write/--no-write", False, "bool", ""),

@@ -114,3 +114,50 @@ def test_train_warns_of_a_constant_reward_and_a_warmup_past_the_steps(pipeline, 
     assert any(m.startswith("shapes_alignment is constant") for m in warned), warned
     assert not any(m.startswith("sharpness is constant") for m in warned), warned
     assert any("--warmup 2 ≥ --steps 2" in m for m in warned), warned
+
+
+def test_query_table_fits_80_columns_with_readable_text(pipeline):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    sql = "SELECT * FROM scores_wide ORDER BY key LIMIT 5"  # README's query: 13 columns
+    result = CliRunner().invoke(app, ["data", "query", str(pipeline.db), sql],
+                                env={"COLUMNS": "80"})  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    table = [line for line in lines if line[:1] in "┏┃┡│└"]
+    assert table and all(len(line) <= 80 for line in table), table
+    header = [c.strip() for c in table[1].strip("┃").split("┃")]
+    assert header[:4] == ["shard", "key", "caption", "url"], header
+    rows = [[c.strip() for c in line.strip("│").split("│")] for line in table[3:-1]]
+    assert len(rows) == 5 and all(all(cells) for cells in rows), rows  # no empty cell
+    assert all(row[2].startswith("a photo of") for row in rows), rows
+    assert "more column(s)" in result.output and "sharpness" in result.output
+
+
+@pytest.mark.parametrize("fmt", ["csv", "markdown", "json"])
+def test_query_prints_csv_markdown_and_json(pipeline, fmt):
+    import io
+    import json
+
+    import polars as pl
+
+    from miro_data.query import QueryConfig, query
+
+    sql = "SELECT key, caption, noise FROM scores_wide ORDER BY key LIMIT 4"
+    expected = query(QueryConfig(db=pipeline.db, sql=sql))
+    result = _miro("data", "query", str(pipeline.db), sql, "--format", fmt)
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    if fmt == "csv":
+        got = pl.read_csv(io.StringIO(text), schema=expected.schema)
+        assert got.equals(expected)
+    elif fmt == "json":
+        assert json.loads(text) == expected.to_dicts()
+    else:
+        lines = text.splitlines()
+        assert lines[0] == "| key | caption | noise |" and lines[1] == "|---|---|---:|"
+        assert len(lines) == 2 + expected.height
+        assert lines[2].startswith(f"| {expected['key'][0]} | {expected['caption'][0]} |")
+    assert _miro("data", "query", str(pipeline.db), sql, "--format", "xml").exit_code == 2
