@@ -14,13 +14,12 @@ import sys
 from typing import NoReturn
 
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
 
 from cli.options import Commands, LazyGroup
-from miro_data.common import MiroError, user_os_error
+from miro_data.common import MiroError, stderr_console, user_os_error
 
-err_console = Console(stderr=True)
+err_console = stderr_console()  # the progress bars' console too: logs go above the bars
 
 
 def _database_error(err: Exception) -> str | None:

@@ -365,6 +365,14 @@ class RateColumn(ProgressColumn):
         return Text(f"{speed:,.1f} {self.unit}/s" if speed else f"- {self.unit}/s", style="cyan")
 
 
+@functools.cache
+def stderr_console() -> Console:
+    """The one console on stderr: progress bars and the CLI's log handler share it, so a log
+    line printed while a bar is drawn goes above the bar instead of into it. It writes to
+    whatever sys.stderr is at the time (a test runner's capture too)."""
+    return Console(stderr=True)
+
+
 def progress_bar(unit: str = "img", disable: bool | None = None) -> Progress:
     """A rich progress bar with a rate column, drawn on stderr.
 
@@ -380,7 +388,7 @@ def progress_bar(unit: str = "img", disable: bool | None = None) -> Progress:
         RateColumn(unit),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=Console(file=sys.stderr),
+        console=stderr_console(),
         disable=disable,
         transient=False,
     )

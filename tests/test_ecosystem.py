@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import re
 import shutil
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -161,3 +164,29 @@ def test_query_prints_csv_markdown_and_json(pipeline, fmt):
         assert len(lines) == 2 + expected.height
         assert lines[2].startswith(f"| {expected['key'][0]} | {expected['caption'][0]} |")
     assert _miro("data", "query", str(pipeline.db), sql, "--format", "xml").exit_code == 2
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_log_lines_go_above_the_progress_bar_not_into_it(monkeypatch):
+    from cli.main import _configure
+    from miro_data.common import progress_bar
+
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.delenv("MIRO_NO_PROGRESS", raising=False)
+    _configure(False, False, False)  # the CLI's logging, as `miro train` sets it up
+    log = logging.getLogger("miro_train.train")
+    with progress_bar("step") as bar:
+        task = bar.add_task("train", total=3)
+        for step in range(1, 4):
+            bar.advance(task)
+            log.info("step %d/3 | loss 0.5", step)
+    frames = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", terminal.getvalue()).split("\n")
+    logged = [f.rsplit("\r", 1)[-1] for f in frames if "loss 0.5" in f]
+    assert len(logged) == 3, frames
+    # what the terminal shows on a log line's row: the log line alone, the bar erased
+    assert all("━" not in row and "INFO" in row for row in logged), logged
