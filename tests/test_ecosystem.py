@@ -190,3 +190,25 @@ def test_log_lines_go_above_the_progress_bar_not_into_it(monkeypatch):
     assert len(logged) == 3, frames
     # what the terminal shows on a log line's row: the log line alone, the bar erased
     assert all("━" not in row and "INFO" in row for row in logged), logged
+
+
+def test_sample_grid_scales_small_images_up_and_labels_each_row(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from miro_train.sample import GRID_LABEL_WIDTH, _write_grid, grid_label
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
+    labels = [grid_label(p, {"sharpness": 1.0, "noise": None}) for p in ("a red circle", "two")]
+    assert labels[0] == "a red circle\nsharpness=1, noise=missing"
+    _write_grid(images, tmp_path / "grid.png", labels)
+    grid = np.asarray(Image.open(tmp_path / "grid.png"))
+    assert grid.shape == (4 + 2 * 132, 244 + 2 * 132, 3)
+    for i, img in enumerate(images):  # nearest: each pixel a 4×4 block, exactly
+        r, c = divmod(i, 2)
+        y, x = 4 + r * 132, 244 + c * 132
+        np.testing.assert_array_equal(grid[y : y + 128, x : x + 128], img.repeat(4, 0).repeat(4, 1))
+    for r in range(2):  # each row's label is drawn in its band
+        band = grid[4 + r * 132 : 4 + r * 132 + 128, :GRID_LABEL_WIDTH]
+        assert (band < 128).all(axis=2).sum() > 100
