@@ -45,7 +45,7 @@ def synth_cmd(cfg: SynthConfig) -> None:
 
 @commands.config("download", "miro_data.download:DownloadConfig", args=("url_list", "out"))
 def download_cmd(cfg: DownloadConfig) -> None:
-    """Download images into WebDataset shards with img2dataset (relative URLs are served locally)."""
+    """Download images into WebDataset shards with img2dataset (local paths read as file:// URLs)."""
     from miro_data.download import download
 
     report = download(cfg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import re
@@ -212,3 +213,46 @@ def test_sample_grid_scales_small_images_up_and_labels_each_row(tmp_path):
     for r in range(2):  # each row's label is drawn in its band
         band = grid[4 + r * 132 : 4 + r * 132 + 128, :GRID_LABEL_WIDTH]
         assert (band < 128).all(axis=2).sum() > 100
+
+
+def test_local_files_keep_their_real_place_as_url(pipeline):
+    import duckdb
+
+    from miro_data.trainshards import read_samples
+
+    con = duckdb.connect(str(pipeline.db), read_only=True)
+    urls = [u for (u,) in con.execute("SELECT url FROM samples WHERE status = 'ok'").fetchall()]
+    con.close()
+    images = (pipeline.corpus.resolve() / "images").as_uri() + "/"
+    assert len(urls) == pipeline.n and all(u.startswith(images) for u in urls), urls[:3]
+    sample = next(read_samples(pipeline.train))
+    assert sample.meta.url in urls and sample.meta.url.startswith("file:///")
+
+
+def test_download_reads_paths_of_every_kind_as_file_urls(tmp_path):
+    import numpy as np
+    import polars as pl
+    import webdataset as wds
+    from PIL import Image
+
+    from miro_data.download import DownloadConfig, download
+
+    folder = tmp_path / "my corpus"
+    (folder / "sub dir").mkdir(parents=True)
+    pixels = np.full((8, 8, 3), 200, dtype=np.uint8)
+    for name in ("sub dir/a #1.png", "b?.png", "c.png"):
+        Image.fromarray(pixels).save(folder / name)
+    given = ["sub dir/a #1.png", str(folder / "b?.png"), (folder / "c.png").as_uri()]
+    pl.DataFrame({"url": given, "caption": ["a", "b", "c"]}).write_parquet(folder / "u.parquet")
+    report = download(DownloadConfig(url_list=folder / "u.parquet", out=tmp_path / "shards",
+                                     image_size=8, resize_mode="no", processes=1, threads=2))  # fmt: skip
+    assert report.successes == 3, report
+    stored = {
+        s["txt"].decode(): json.loads(s["json"])["url"]
+        for s in wds.WebDataset(str(tmp_path / "shards" / "00000.tar"), shardshuffle=False)
+    }
+    real = folder.resolve()
+    assert stored == {
+        c: (real / n).as_uri()
+        for c, n in zip("abc", ("sub dir/a #1.png", "b?.png", "c.png"), strict=True)
+    }
