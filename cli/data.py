@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from miro_data.annotate import AnnotateConfig
     from miro_data.bins import BinsConfig
     from miro_data.download import DownloadConfig
+    from miro_data.export import ExportConfig
     from miro_data.query import QueryConfig
     from miro_data.reshard import ReshardConfig
     from miro_data.stats import StatsConfig
@@ -135,6 +136,16 @@ def _notes(console: Console, df: pl.DataFrame, rows: int, out: Path | None) -> N
         console.print(f"… {df.height - rows:,} more rows ({df.height:,} in all)")
     if out is not None:
         console.print(f"wrote {df.height:,} rows to {out}")
+
+
+@commands.config("export", "miro_data.export:ExportConfig", args=("db", "out"))
+def export_cmd(cfg: ExportConfig) -> None:
+    """Write the database as partitioned parquet (samples, scores_wide, failures, ledger,
+    bin_edges), which every engine reads."""
+    from miro_data.export import export
+
+    counts = export(cfg)
+    typer.echo(f"{cfg.out}: " + ", ".join(f"{n:,} {table}" for table, n in counts.items()))
 
 
 @commands.config("stats", "miro_data.stats:StatsConfig", args=("db",))

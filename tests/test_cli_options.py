@@ -56,6 +56,11 @@ PINNED = {
         ("--sample", 100000, "int", ""),
         ("--seed", 0, "int", ""),
     ],
+    "data export": [
+        ("DB", None, "Path", "required"),
+        ("OUT", None, "Path", "required"),
+        ("--overwrite", False, "bool", ""),
+    ],
     "data download": [
         ("URL_LIST", None, "Path", "required"),
         ("OUT", None, "Path", "required"),

@@ -256,3 +256,36 @@ def test_download_reads_paths_of_every_kind_as_file_urls(tmp_path):
         c: (real / n).as_uri()
         for c, n in zip("abc", ("sub dir/a #1.png", "b?.png", "c.png"), strict=True)
     }
+
+
+def test_export_writes_parquet_every_engine_reads_with_the_same_counts(pipeline, tmp_path):
+    import duckdb
+    import polars as pl
+
+    out = tmp_path / "export"
+    result = _miro("data", "export", str(pipeline.db), str(out))
+    assert result.exit_code == 0, result.output
+    con = duckdb.connect(str(pipeline.db), read_only=True)
+    for table in ("samples", "scores_wide", "failures", "ledger", "bin_edges"):
+        back = pl.read_parquet(out / table / "**" / "*.parquet", hive_partitioning=True)
+        ((count,),) = con.execute(f"SELECT count(*) FROM {table}").fetchall()
+        assert back.height == count, table
+        assert count > 0 or table == "failures"  # (this corpus's failures are all downloads)
+    wide = con.sql("SELECT * FROM scores_wide ORDER BY shard, key").pl()
+    back = pl.read_parquet(out / "scores_wide" / "**" / "*.parquet", hive_partitioning=True)
+    assert back.columns == wide.columns and back.sort("shard", "key").equals(wide)
+    con.close()
+    assert json.loads((out / "export.json").read_text())["rows"]["samples"] == pipeline.n + 2
+    again = _miro("data", "export", str(pipeline.db), str(out))
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    assert _miro("data", "export", str(pipeline.db), str(out), "--overwrite").exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no staging left behind
+
+
+def test_new_databases_are_written_in_a_format_duckdb_1_opens(pipeline):
+    import duckdb
+
+    con = duckdb.connect(str(pipeline.db), read_only=True)
+    tags = dict(con.execute("SELECT database_name, tags FROM duckdb_databases()").fetchall())
+    con.close()
+    assert tags[pipeline.db.stem]["storage_version"] == "v1.0.0+"
