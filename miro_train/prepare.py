@@ -109,8 +109,6 @@ def prepare_run(cfg: TrainConfig, info: DistInfo) -> RunSetup:
         for name in rewards:
             check_identifier(name, "reward name")
         check_rewards(shards, rewards)
-        if info.main:
-            _warn_constant(shards, rewards)
         if not cfg.baseline and not rewards:
             raise MiroError(f"the shards in {shards.root} carry no rewards: train with --baseline")
         _check_numbers(cfg, info)  # before the caption scan, which may take a while
@@ -125,10 +123,6 @@ def prepare_run(cfg: TrainConfig, info: DistInfo) -> RunSetup:
             resolution=cfg.resolution,
         )
     _check_numbers(cfg, info)
-    if info.main and cfg.warmup >= cfg.steps:
-        log.warning(
-            "--warmup %d ≥ --steps %d: the learning rate never reaches --lr", cfg.warmup, cfg.steps
-        )
     batch_spec = batch_spec_for(spec, cfg.batch_size // info.world, cfg.seed, cfg.shuffle_buffer)
     peek(shards, batch_spec)  # a bad first sample fails here, in this process, in one line
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -136,6 +130,18 @@ def prepare_run(cfg: TrainConfig, info: DistInfo) -> RunSetup:
         stats = latent_stats(shards, spec, batch_spec, info.device)
         spec = replace(spec, image=replace(spec.image, stats=stats))
     return RunSetup(cfg, spec, shards, batch_spec, resume)
+
+
+def warn_about(run: RunSetup) -> None:
+    """Settings that run but train badly; called once the run's model is built, so that an
+    error in the model config is the only line the user sees."""
+    cfg = run.cfg
+    if run.resume is None:
+        _warn_constant(run.shards, list(run.spec.rewards))
+    if cfg.warmup >= cfg.steps:
+        log.warning(
+            "--warmup %d ≥ --steps %d: the learning rate never reaches --lr", cfg.warmup, cfg.steps
+        )
 
 
 def _warn_constant(shards: Shards, rewards: list[str], limit: int = 2000) -> None:
