@@ -289,3 +289,29 @@ def test_new_databases_are_written_in_a_format_duckdb_1_opens(pipeline):
     tags = dict(con.execute("SELECT database_name, tags FROM duckdb_databases()").fetchall())
     con.close()
     assert tags[pipeline.db.stem]["storage_version"] == "v1.0.0+"
+
+
+@pytest.mark.parametrize("steps", [1, 4, 25])
+def test_euler_steps_equal_diffusers_flow_match_euler_at_shift_1(steps):
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from miro_train.flow import euler
+
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(6, 6, generator=gen) / 3, torch.randn(6, generator=gen)
+    noise = torch.randn(2, 6, generator=gen)
+
+    def field(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # depends on both x and t
+        return x @ a + t.view(-1, 1) * b
+
+    ours = euler(lambda x, t, state: (field(x, t), state), noise, steps)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0)  # num_train_timesteps=1000
+    scheduler.set_timesteps(sigmas=torch.linspace(1, 0, steps + 1)[:-1].tolist())
+    np_sigmas = scheduler.sigmas.numpy()
+    assert np_sigmas[-1] == 0 and len(np_sigmas) == steps + 1
+    x = noise
+    for timestep in scheduler.timesteps:
+        t = (timestep / scheduler.config.num_train_timesteps).expand(x.shape[0])
+        x = scheduler.step(field(x, t), timestep, x).prev_sample
+    torch.testing.assert_close(x, ours, rtol=1e-6, atol=1e-6)
