@@ -248,6 +248,12 @@ PINNED = {
         ("--samples", None, "Path", ""),
         ("--title", "miro run", "str", ""),
     ],
+    "export": [
+        ("RUN", None, "Path", "required"),
+        ("OUT", None, "Path", "required"),
+        ("--overwrite", False, "bool", ""),
+        ("--weights", "ema", ("ema", "model"), ""),
+    ],
     "sample": [
         ("CHECKPOINT", None, "Path", "required"),
         ("--batch-size", 32, "int", ""),

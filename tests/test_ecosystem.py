@@ -315,3 +315,57 @@ def test_euler_steps_equal_diffusers_flow_match_euler_at_shift_1(steps):
         t = (timestep / scheduler.config.num_train_timesteps).expand(x.shape[0])
         x = scheduler.step(field(x, t), timestep, x).prev_sample
     torch.testing.assert_close(x, ours, rtol=1e-6, atol=1e-6)
+
+
+_LOAD_AND_DRAW = """
+import sys, numpy as np, torch
+from miro_train.pipeline import MiroPipeline
+pipe = MiroPipeline.from_pretrained(sys.argv[1])
+out = pipe("a photo of a red circle", reward_targets={"noise": 0.5},
+           negative_reward_targets={"noise": 0.0}, guidance_scale=3.0, num_inference_steps=4,
+           generator=torch.Generator().manual_seed(5), num_images_per_prompt=2)
+np.save(sys.argv[2], np.stack([np.asarray(im) for im in out.images]))
+pipe.save_pretrained(sys.argv[3])
+"""
+
+
+def test_export_loads_as_a_diffusers_pipeline_that_draws_miro_samples_images(tmp_path):
+    import subprocess
+
+    import numpy as np
+    from PIL import Image
+
+    from miro_train.train import TrainConfig, train
+
+    shards = write_shards(tmp_path / "shards", n=16, per_shard=16)
+    cfg = micro_config(tmp_path / "micro.json")
+    run = tmp_path / "run"
+    train(TrainConfig(shards=shards, out=run, model=str(cfg), steps=2, batch_size=4, warmup=1,
+                      workers=1))  # fmt: skip
+    samples = tmp_path / "samples"
+    result = _miro("sample", str(run), "-o", str(samples), "-p", "a photo of a red circle",
+                   "--n", "2", "--steps", "4", "--guidance", "3", "--seed", "5",
+                   "--target", "noise=0.5", "--negative", "noise=0")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (samples / "manifest.jsonl").read_text().splitlines()]
+    expected = np.stack([np.asarray(Image.open(samples / r["file"])) for r in rows])
+
+    out = tmp_path / "pipe"
+    assert _miro("export", str(run), str(out)).exit_code == 0
+    assert {p.name for p in out.iterdir()} >= {"model_index.json", "transformer", "scheduler"}
+    info = json.loads((out / "miro.json").read_text())
+    assert info["rewards"] == ["sharpness", "noise"] and info["n_levels"]["noise"] == 8
+    # a fresh process, and no run folder around: only the exported folder
+    shutil.rmtree(run)
+    drawn, again = tmp_path / "drawn.npy", tmp_path / "again"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    subprocess.run([sys.executable, "-c", _LOAD_AND_DRAW, str(out), str(drawn), str(again)],
+                   check=True, env=env, cwd=tmp_path)  # fmt: skip
+    np.testing.assert_array_equal(np.load(drawn), expected)
+    for name in ("transformer/diffusion_pytorch_model.safetensors", "miro.json"):
+        assert (again / name).read_bytes() == (out / name).read_bytes(), name
+    for name in ("transformer/config.json", "scheduler/scheduler_config.json"):
+        saved, resaved = (json.loads((d / name).read_text()) for d in (out, again))
+        resaved.pop("_name_or_path", None)  # (diffusers records where it was loaded from)
+        assert resaved == saved, name
+    assert _miro("export", str(tmp_path / "samples"), str(out)).exit_code == 2
