@@ -10,6 +10,7 @@ Invariant per (shard, reward): samples read = scored + failed.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -434,8 +435,10 @@ def annotate(cfg: AnnotateConfig) -> AnnotateReport:
             def advance(n: int) -> None:
                 bar.advance(job, n)
 
-            runner = _run_pool if cfg.workers > 1 and len(tasks) > 1 else _run_in_process
-            runner(tasks, cfg, ingest, advance)
+            # a worker takes a whole shard: more workers than shards would only sit idle
+            run_cfg = dataclasses.replace(cfg, workers=max(1, min(cfg.workers, len(tasks))))
+            runner = _run_pool if run_cfg.workers > 1 else _run_in_process
+            runner(tasks, run_cfg, ingest, advance)
         con = db.connect_waiting(cfg.db, DB_WAIT)
         try:
             return _report(con, shards, len(ingested))
