@@ -13,9 +13,14 @@ from cli.options import Commands
 from cli.parse import RewardOption, RewardsConfig, reward_options
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    import polars as pl
+
     from miro_data.annotate import AnnotateConfig
     from miro_data.bins import BinsConfig
     from miro_data.download import DownloadConfig
+    from miro_data.export import ExportConfig
     from miro_data.query import QueryConfig
     from miro_data.reshard import ReshardConfig
     from miro_data.stats import StatsConfig
@@ -41,7 +46,7 @@ def synth_cmd(cfg: SynthConfig) -> None:
 
 @commands.config("download", "miro_data.download:DownloadConfig", args=("url_list", "out"))
 def download_cmd(cfg: DownloadConfig) -> None:
-    """Download images into WebDataset shards with img2dataset (relative URLs are served locally)."""
+    """Download images into WebDataset shards with img2dataset (local paths read as file:// URLs)."""
     from miro_data.download import download
 
     report = download(cfg)
@@ -63,6 +68,12 @@ def annotate_cmd(cfg: AnnotateConfig) -> None:
     from miro_data.annotate import annotate
 
     report = annotate(cfg)
+    if report.skipped == report.shards and not report.unreadable:
+        typer.echo(
+            f"nothing to do: every shard × reward is already in the ledger of {cfg.db} "
+            f"({report.shards:,} shards, {report.read:,} samples)"
+        )
+        return
     table = Table(
         title=f"annotate → {cfg.db}: {report.read:,} samples read in {report.shards} shards"
     )
@@ -92,37 +103,56 @@ def query_cmd(
     cfg: QueryConfig, rows: Annotated[int, typer.Option(help="Rows to print.")] = 40
 ) -> None:
     """Run SQL on the database and print the result as a table."""
-    from miro_data.query import query
+    from miro_data.query import cell, fit_columns, query, render_text
 
     df = query(cfg)
-    table = Table(show_lines=False)
-    for name, dtype in zip(df.columns, df.dtypes, strict=True):
-        numeric = dtype.is_numeric()
-        table.add_column(
-            name, justify="right" if numeric else "left", no_wrap=numeric, max_width=60
-        )
-    for row in df.head(rows).iter_rows():
-        table.add_row(*(_cell(v) for v in row))
+    shown = df.head(rows)
     console = Console()
+    if cfg.format != "table":  # stdout holds the rows only; notes go to stderr
+        typer.echo(render_text(shown, cfg.format))
+        _notes(Console(stderr=True), df, rows, cfg.out)
+        return
+    fits, left_out = fit_columns(shown, console.width)
+    table = Table(show_lines=False)
+    for fit in fits:
+        table.add_column(
+            fit.name, justify="right" if fit.numeric else "left", no_wrap=True,
+            overflow="ellipsis", width=fit.width,
+        )  # fmt: skip
+    for row in shown.select([f.name for f in fits]).iter_rows():
+        table.add_row(*(cell(v) for v in row))
     console.print(table)
+    if left_out:
+        console.print(
+            f"… {left_out} more column(s) ({', '.join(df.columns[len(fits):])}): select "
+            "fewer, widen the terminal, or use --format csv|json",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+    _notes(console, df, rows, cfg.out)
+
+
+def _notes(console: Console, df: pl.DataFrame, rows: int, out: Path | None) -> None:
     if df.height > rows:
         console.print(f"… {df.height - rows:,} more rows ({df.height:,} in all)")
-    if cfg.out is not None:
-        console.print(f"wrote {df.height:,} rows to {cfg.out}")
+    if out is not None:
+        console.print(f"wrote {df.height:,} rows to {out}")
 
 
-def _cell(value: object) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
+@commands.config("export", "miro_data.export:ExportConfig", args=("db", "out"))
+def export_cmd(cfg: ExportConfig) -> None:
+    """Write the database as partitioned parquet (samples, scores_wide, failures, ledger,
+    bin_edges), which every engine reads."""
+    from miro_data.export import export
+
+    counts = export(cfg)
+    typer.echo(f"{cfg.out}: " + ", ".join(f"{n:,} {table}" for table, n in counts.items()))
 
 
 @commands.config("stats", "miro_data.stats:StatsConfig", args=("db",))
 def stats_cmd(cfg: StatsConfig) -> None:
     """Summarise each reward's scores; optionally plot histograms with bin edges."""
     from miro_data.bins import STAT_COLUMNS
+    from miro_data.query import cell
     from miro_data.stats import stats
 
     report = stats(cfg)
@@ -133,7 +163,7 @@ def stats_cmd(cfg: StatsConfig) -> None:
         table.add_column(reward, justify="right", overflow="fold")
     table.add_row("levels", *(str(report.n_levels.get(r, "-")) for r in report.stats))
     for col in STAT_COLUMNS:
-        table.add_row(col, *(_cell(row[col]) for row in report.stats.values()))
+        table.add_row(col, *(cell(row[col]) for row in report.stats.values()))
     console = Console()
     console.print(table)
     if cfg.plot is not None:

@@ -14,13 +14,12 @@ import sys
 from typing import NoReturn
 
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
 
 from cli.options import Commands, LazyGroup
-from miro_data.common import MiroError, user_os_error
+from miro_data.common import MiroError, stderr_console, user_os_error
 
-err_console = Console(stderr=True)
+err_console = stderr_console()  # the progress bars' console too: logs go above the bars
 
 
 def _database_error(err: Exception) -> str | None:
@@ -85,8 +84,22 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"miro {version('miro')}")
+        except PackageNotFoundError:  # a source tree that was never installed
+            typer.echo("miro (not installed: version unknown)")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _configure(
+    _show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only."),
 ) -> None:

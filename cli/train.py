@@ -13,6 +13,7 @@ from miro_data.common import MiroError
 
 if TYPE_CHECKING:
     from miro_train.config import TrainConfig
+    from miro_train.export import ExportConfig
     from miro_train.sample import SampleConfig
 
 commands = Commands()
@@ -80,3 +81,11 @@ def sample_cmd(cfg: SampleConfig) -> None:
     from miro_train.sample import sample
 
     typer.echo(str(sample(cfg)))
+
+
+@commands.config("export", "miro_train.export:ExportConfig", args=("run", "out"))
+def export_cmd(cfg: ExportConfig) -> None:
+    """Write a run as a diffusers-style folder: MiroPipeline.from_pretrained(OUT) loads it."""
+    from miro_train.export import export
+
+    typer.echo(str(export(cfg)))

@@ -10,6 +10,7 @@ Invariant per (shard, reward): samples read = scored + failed.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -409,6 +410,12 @@ def annotate(cfg: AnnotateConfig) -> AnnotateReport:
     """Score the shards with cfg.rewards into cfg.db; returns counts for this database."""
     keep_freed_memory()  # scoring allocates image-sized temporaries all the time
     shards = list_shards(cfg.shards)
+    if cfg.workers > len(shards):
+        log.warning(
+            "--workers %d but %d shard(s): a worker scores one shard at a time, so at most %d "
+            "run",
+            cfg.workers, len(shards), len(shards),
+        )  # fmt: skip
     with output_lock(cfg.db):  # one annotate per database: the parts in flight are its own
         con = db.connect_waiting(cfg.db, DB_WAIT, create=True)
         try:
@@ -428,8 +435,10 @@ def annotate(cfg: AnnotateConfig) -> AnnotateReport:
             def advance(n: int) -> None:
                 bar.advance(job, n)
 
-            runner = _run_pool if cfg.workers > 1 and len(tasks) > 1 else _run_in_process
-            runner(tasks, cfg, ingest, advance)
+            # a worker takes a whole shard: more workers than shards would only sit idle
+            run_cfg = dataclasses.replace(cfg, workers=max(1, min(cfg.workers, len(tasks))))
+            runner = _run_pool if run_cfg.workers > 1 else _run_in_process
+            runner(tasks, run_cfg, ingest, advance)
         con = db.connect_waiting(cfg.db, DB_WAIT)
         try:
             return _report(con, shards, len(ingested))

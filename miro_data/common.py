@@ -135,6 +135,28 @@ def user_os_error(
     return MiroError(f"cannot {verb} {target}: {reason}")
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux reports it (/proc), so no
+    other thread ever creates a file under a wrong mask."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode open() gives a new file under the current umask."""
+    return 0o666 & ~current_umask()
+
+
+def honour_umask(path: str | Path) -> None:
+    """Give a file written by a library that creates it 0600 (safetensors) the usual mode."""
+    os.chmod(path, file_mode())
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `final`; rename it over `final` only if the block succeeds.
@@ -149,7 +171,11 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     except OSError as err:
         raise user_os_error(err, final, writing=True) or err from None
-    os.close(fd)
+    try:
+        # mkstemp creates 0600; the file should get the mode open() would give it
+        os.fchmod(fd, file_mode())
+    finally:
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -339,6 +365,14 @@ class RateColumn(ProgressColumn):
         return Text(f"{speed:,.1f} {self.unit}/s" if speed else f"- {self.unit}/s", style="cyan")
 
 
+@functools.cache
+def stderr_console() -> Console:
+    """The one console on stderr: progress bars and the CLI's log handler share it, so a log
+    line printed while a bar is drawn goes above the bar instead of into it. It writes to
+    whatever sys.stderr is at the time (a test runner's capture too)."""
+    return Console(stderr=True)
+
+
 def progress_bar(unit: str = "img", disable: bool | None = None) -> Progress:
     """A rich progress bar with a rate column, drawn on stderr.
 
@@ -354,7 +388,7 @@ def progress_bar(unit: str = "img", disable: bool | None = None) -> Progress:
         RateColumn(unit),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=Console(file=sys.stderr),
+        console=stderr_console(),
         disable=disable,
         transient=False,
     )

@@ -162,13 +162,22 @@ def connect_waiting(
     raise AssertionError("unreachable")
 
 
+# The format new database files are written in. duckdb 2.0's own (v2.0.0+) is refused by
+# every 1.x release, the current stable line included. In this one, checked: DuckDB 1.1.3,
+# 1.2.2, 1.4.4 and 1.5.6 open a miro database (1.0.0 cannot read 2.0's catalog entries).
+# A file keeps the format it was created in. `miro data export` writes parquet for the rest.
+STORAGE_VERSION = "v1.0.0"
+
+
 def _open(
     path: Path, read_only: bool, create: bool, sandbox: bool = False
 ) -> duckdb.DuckDBPyConnection:
     if not path.exists() and not create:
         raise MiroError(f"database not found: {path} (run `miro data annotate` first)")
     try:
-        config: dict[str, Any] = SANDBOX_CONFIG if sandbox else {}
+        config: dict[str, Any] = dict(SANDBOX_CONFIG) if sandbox else {}
+        if create and not path.exists():  # a new file, in a format DuckDB 1.x opens too
+            config["storage_compatibility_version"] = STORAGE_VERSION
         con = duckdb.connect(str(path), read_only=read_only, config=config)
     except duckdb.IOException as err:
         if "lock" in str(err).lower():

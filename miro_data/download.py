@@ -2,9 +2,9 @@
 
 img2dataset writes, per shard, `NNNNN.tar` (image, caption, json with every extra URL-list
 column), `NNNNN.parquet` (every row, failures included, with status and error message) and
-`NNNNN_stats.json`. URLs without a scheme are paths relative to the URL list's folder: the
-stage serves that folder on 127.0.0.1 for the duration of the download, so a local corpus
-takes exactly the path a remote one does.
+`NNNNN_stats.json`. URLs without a scheme are paths (relative ones to the URL list's folder):
+they become `file://` URLs, which img2dataset's urllib reads directly, so a local corpus takes
+the path a remote one does and every sample keeps its file's real location as its `url`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from miro_data.common import (
     owns_output,
     require_file,
 )
-from miro_data.localhttp import serve_directory
 from miro_data.options import opt
 
 log = logging.getLogger(__name__)
@@ -136,6 +135,19 @@ def read_url_list(path: Path, url_col: str, caption_col: str) -> pl.DataFrame:
     return df
 
 
+def file_urls(urls: pl.Series, root: Path) -> pl.Series:
+    """Each URL with a scheme as it is; a path (relative: to `root`) as its absolute
+    `file://` URL, which keeps where the file really is in the sample's `url`."""
+    base = root.resolve()
+
+    def to_url(url: str | None) -> str | None:
+        if url is None or "://" in url:
+            return url
+        return (base / url).resolve().as_uri()  # `..` resolved; spaces, ?, # percent-encoded
+
+    return urls.map_elements(to_url, return_dtype=pl.String).alias("url")
+
+
 def summarize(out: Path) -> DownloadReport:
     """Sum img2dataset's per-shard `*_stats.json` files."""
     stats = [json.loads(p.read_text()) for p in sorted(out.glob("*_stats.json"))]
@@ -193,22 +205,11 @@ def download(cfg: DownloadConfig) -> DownloadReport:
     df = df.rename({cfg.url_col: "url", cfg.caption_col: "caption"})
     extra = [c for c in df.columns if c not in ("url", "caption")]
     cfg.out.mkdir(parents=True, exist_ok=True)
-    # img2dataset reads one parquet; it is rewritten with absolute URLs when they are served.
+    # img2dataset reads one parquet; paths in it become file:// URLs.
     staged = cfg.out / "_url_list.parquet"
-    relative = (~df["url"].str.contains("://", literal=True)).any()
     try:
-        if relative:
-            with serve_directory(cfg.url_list.parent) as base:
-                df.with_columns(
-                    pl.when(pl.col("url").str.contains("://"))
-                    .then(pl.col("url"))
-                    .otherwise(pl.lit(base) + pl.col("url").str.strip_chars_start("/"))
-                    .alias("url")
-                ).write_parquet(staged)
-                _run_img2dataset(cfg, staged, extra)
-        else:
-            df.write_parquet(staged)
-            _run_img2dataset(cfg, staged, extra)
+        df.with_columns(file_urls(df["url"], cfg.url_list.parent)).write_parquet(staged)
+        _run_img2dataset(cfg, staged, extra)
     finally:
         staged.unlink(missing_ok=True)
     report = summarize(cfg.out)

@@ -13,14 +13,16 @@ be exactly one statement of an allowed type, so a refusal names the reason.
 from __future__ import annotations
 
 import contextlib
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import duckdb
 import polars as pl
 
 from miro_data import db
-from miro_data.common import MiroError, check_output, output_file
+from miro_data.common import MiroError, check_choice, check_output, dumps_json, output_file
 from miro_data.options import opt
 
 WRITERS = {
@@ -29,6 +31,9 @@ WRITERS = {
     ".json": lambda df, p: df.write_json(p),
     ".jsonl": lambda df, p: df.write_ndjson(p),
 }
+
+Format = Literal["table", "csv", "markdown", "json"]
+FORMATS: tuple[Format, ...] = get_args(Format)
 
 T = duckdb.StatementType
 # Without --write: statements that only read (DESCRIBE, SHOW, SUMMARIZE and FROM-first
@@ -64,12 +69,16 @@ class QueryConfig:
     )
     # read-write for CREATE VIEW and the like
     write: bool = field(default=False, metadata=opt(help="Open the database read-write."))
+    format: Format = field(default="table", metadata=opt(
+        help="How to print the result: a table that fits the terminal, or csv, markdown, json."
+    ))  # fmt: skip
 
     def __post_init__(self) -> None:
         if not isinstance(self.sql, str) or not self.sql.strip().strip(";").strip():
             raise MiroError("the SQL statement is empty")
         if self.out is not None and self.out.suffix.lower() not in WRITERS:
             raise MiroError(f"--out must end in one of {', '.join(WRITERS)}")
+        check_choice("--format", self.format, FORMATS)
 
 
 def check_statement(sql: str, write: bool) -> None:
@@ -141,3 +150,73 @@ def query(cfg: QueryConfig) -> pl.DataFrame:
         return _run(con, cfg.sql) if cfg.out is None else _run_and_write(con, cfg.sql, cfg.out)
     finally:
         con.close()
+
+
+# ----------------------------------------------------------------------------
+# Printing a result
+# ----------------------------------------------------------------------------
+
+
+def cell(value: object) -> str:
+    """A value as a table or markdown cell shows it."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def render_text(df: pl.DataFrame, fmt: Format) -> str:
+    """The rows as csv, markdown or json (a list of row objects) text."""
+    if fmt == "csv":
+        buf = io.StringIO()
+        df.write_csv(buf)
+        return buf.getvalue().rstrip("\n")
+    if fmt == "json":
+        return dumps_json(df.to_dicts(), indent=2)
+    if fmt == "markdown":
+
+        def line(cells: list[str]) -> str:
+            escaped = (c.replace("|", "\\|").replace("\n", " ") for c in cells)
+            return "| " + " | ".join(escaped) + " |"
+
+        rows = [line([cell(v) for v in row]) for row in df.iter_rows()]
+        rule = "|" + "|".join("---:" if t.is_numeric() else "---" for t in df.dtypes) + "|"
+        return "\n".join([line(df.columns), rule, *rows])
+    raise ValueError(f"not a text format: {fmt}")
+
+
+@dataclass(frozen=True)
+class ColumnFit:
+    name: str
+    numeric: bool
+    width: int  # the cell text's width; longer text is cut with …
+
+
+MIN_TEXT = 10  # a text column narrower than this says too little to be worth showing
+MAX_CELL = 60
+BORDER = 3  # a cell's padding and its right border
+
+
+def fit_columns(df: pl.DataFrame, width: int) -> tuple[list[ColumnFit], int]:
+    """The leading columns that fit a `width`-character table, each kept readable (a numeric
+    column whole, a text one at least MIN_TEXT wide, then widened in turn with what is
+    left), and the number of columns left out."""
+    wanted: list[tuple[str, bool, int, int]] = []  # name, numeric, least, widest
+    used = 1  # the left border
+    for name, dtype in zip(df.columns, df.dtypes, strict=True):
+        numeric = dtype.is_numeric()
+        longest = max([len(name), *(len(cell(v)) for v in df[name].to_list())])
+        widest = min(longest, MAX_CELL)
+        least = widest if numeric else min(widest, MIN_TEXT)
+        if wanted and used + least + BORDER > width:
+            break
+        wanted.append((name, numeric, least, widest))
+        used += least + BORDER
+    spare = max(width - used, 0)
+    fits = []
+    for name, numeric, least, widest in wanted:
+        extra = min(widest - least, spare)
+        spare -= extra
+        fits.append(ColumnFit(name, numeric, least + extra))
+    return fits, len(df.columns) - len(fits)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import tarfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -379,12 +380,34 @@ def read_manifest(folder: str | Path) -> Manifest:
     """The folder's checked manifest; MiroError if there is none or it is malformed."""
     path = Path(folder) / MANIFEST
     if not path.is_file():
-        raise MiroError(f"{folder} is not a training-shard folder (no {MANIFEST})")
+        hint = (
+            ": these look like source shards (img2dataset's); annotate them, then run "
+            "`miro data bins` and `miro data reshard` to make training shards"
+            if _holds_source_shards(Path(folder))
+            else ""
+        )
+        raise MiroError(f"{folder} is not a training-shard folder (no {MANIFEST}){hint}")
     try:
         data = path.read_bytes()
     except OSError as err:
         raise MiroError(f"cannot read {path}: {err.strerror or err}") from None
     return Manifest.from_json(data, path)
+
+
+def _holds_source_shards(path: Path) -> bool:
+    """Whether `path` is (or holds) a tar whose first members include an image."""
+    tars = [path] if path.suffix == ".tar" and path.is_file() else []
+    if not tars and path.is_dir():
+        tars = sorted(path.glob("*.tar"))[:1] or sorted(path.glob("*/*.tar"))[:1]
+    for tar in tars:
+        try:
+            with tarfile.open(tar) as archive:
+                for _, member in zip(range(16), archive, strict=False):
+                    if member.name.rpartition(".")[2].lower() in IMAGE_EXTS:
+                        return True
+        except (OSError, tarfile.TarError):
+            return False
+    return False
 
 
 def sample_origin(raw: Mapping[str, Any]) -> str:

@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from miro_data import jsonfields as jf
-from miro_data.common import MiroError, user_os_error
+from miro_data.common import MiroError, honour_umask, user_os_error
 from miro_train import dist
 from miro_train.optim import Ema
 from miro_train.spec import ModelSpec
@@ -125,6 +125,8 @@ def save_checkpoint(
     try:
         save_file(_tensors(model), tmp / "model.safetensors", metadata=tag)
         save_file(_tensors(ema), tmp / "ema.safetensors", metadata=tag)
+        for name in ("model.safetensors", "ema.safetensors"):
+            honour_umask(tmp / name)  # safetensors creates its files 0600
         # through a Python file: a full disk is then an OSError, not torch's "unexpected pos"
         with open(tmp / "optimizer.pt", "wb") as f:
             torch.save(opt_state, f)

@@ -293,6 +293,18 @@ def iter_captions(shards: Shards, limit: int) -> Iterator[str]:
         yield read_sample(raw).caption
 
 
+def levels_seen(shards: Shards, rewards: list[str], limit: int) -> dict[str, set[int]]:
+    """The bin levels each reward takes in the first `limit` samples (a reshard shuffles, so
+    they stand for the whole set); undefined (null) levels are left out."""
+    seen: dict[str, set[int]] = {r: set() for r in rewards}
+    for raw in islice(_samples_of(list(shards.urls)), limit):
+        bins = read_sample(raw).meta.bins
+        for reward in rewards:
+            if (level := bins.get(reward)) is not None:
+                seen[reward].add(level)
+    return seen
+
+
 def peek(shards: Shards, spec: BatchSpec) -> dict[str, Any]:
     """Decode the first sample in this process, so bad shards fail before training starts."""
     raw = next(iter(_samples_of([shards.urls[0]])), None)

@@ -21,6 +21,7 @@ from miro_train.data import (
     Shards,
     check_rewards,
     iter_captions,
+    levels_seen,
     make_loader,
     open_shards,
     peek,
@@ -129,6 +130,32 @@ def prepare_run(cfg: TrainConfig, info: DistInfo) -> RunSetup:
         stats = latent_stats(shards, spec, batch_spec, info.device)
         spec = replace(spec, image=replace(spec.image, stats=stats))
     return RunSetup(cfg, spec, shards, batch_spec, resume)
+
+
+def warn_about(run: RunSetup) -> None:
+    """Settings that run but train badly; called once the run's model is built, so that an
+    error in the model config is the only line the user sees."""
+    cfg = run.cfg
+    if run.resume is None:
+        _warn_constant(run.shards, list(run.spec.rewards))
+    if cfg.warmup >= cfg.steps:
+        log.warning(
+            "--warmup %d ≥ --steps %d: the learning rate never reaches --lr", cfg.warmup, cfg.steps
+        )
+
+
+def _warn_constant(shards: Shards, rewards: list[str], limit: int = 2000) -> None:
+    """A reward whose samples all sit in one level conditions on nothing (a `--where` on the
+    reward itself does that): say so, since training still runs."""
+    for reward, levels in levels_seen(shards, rewards, limit).items():
+        if len(levels) <= 1:
+            where = f" (--where {shards.manifest.where!r})" if shards.manifest.where else ""
+            log.warning(
+                "%s is constant in %s%s: every sample is at level %s, so conditioning on it "
+                "teaches the model nothing; re-shard without that filter, or leave it out of "
+                "--rewards",
+                reward, shards.root, where, next(iter(levels), "undefined"),
+            )  # fmt: skip
 
 
 def batch_spec_for(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,19 +217,49 @@ def sample(cfg: SampleConfig) -> Path:
             score = float(scores[pick])
             rows[-1] |= {"best_of": cfg.best_of, "select_by": cfg.select_by,
                          "score": None if math.isnan(score) else score}  # fmt: skip
-    _write_grid(images[picks], cfg.out / "grid.png", cfg.n)
+    labels = [grid_label(p, about["targets"]) for p in cfg.prompts]
+    _write_grid(images[picks], cfg.out / "grid.png", labels)
     manifest = write_manifest(cfg.out, [p for p, _ in items], images[picks], rows)
     log.info("wrote %d images, grid.png and %s", len(rows), manifest)
     return manifest
 
 
-def _write_grid(images: np.ndarray, path: Path, per_row: int) -> None:
+GRID_MIN_SIDE = 128  # small images are scaled up (nearest: pixels stay visible) to this
+GRID_LABEL_WIDTH = 240
+GRID_GAP = 4
+
+
+def grid_label(prompt: str, targets: Targets | None) -> str:
+    """A grid row's label: its prompt, then its reward targets."""
+    if not targets:
+        return prompt
+    shown = ("missing" if value is None else f"{value:g}" for value in targets.values())
+    return prompt + "\n" + ", ".join(f"{name}={v}" for name, v in zip(targets, shown, strict=True))
+
+
+def _write_grid(images: np.ndarray, path: Path, labels: list[str]) -> None:
+    """One row per label (a prompt's `n` images side by side), each row labelled on the left."""
+    from PIL import ImageDraw, ImageFont
+
     n, h, w, _ = images.shape
-    cols = per_row if per_row > 1 else math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    grid = np.zeros((rows * (h + 2) + 2, cols * (w + 2) + 2, 3), dtype=np.uint8)
+    cols = n // len(labels)
+    scale = max(1, math.ceil(GRID_MIN_SIDE / max(h, w)))
+    cell_h, cell_w = h * scale, w * scale
+    left = GRID_LABEL_WIDTH + GRID_GAP
+    grid = Image.new(
+        "RGB",
+        (left + cols * (cell_w + GRID_GAP), GRID_GAP + len(labels) * (cell_h + GRID_GAP)),
+        "white",
+    )
+    draw = ImageDraw.Draw(grid)
+    font = ImageFont.load_default(size=12)
     for i, img in enumerate(images):
         r, c = divmod(i, cols)
-        grid[2 + r * (h + 2) : 2 + r * (h + 2) + h, 2 + c * (w + 2) : 2 + c * (w + 2) + w] = img
+        tile = Image.fromarray(img).resize((cell_w, cell_h), Image.Resampling.NEAREST)
+        grid.paste(tile, (left + c * (cell_w + GRID_GAP), GRID_GAP + r * (cell_h + GRID_GAP)))
+    for r, label in enumerate(labels):
+        wrapped = "\n".join(textwrap.fill(part, 34) for part in label.split("\n"))
+        draw.multiline_text((GRID_GAP, GRID_GAP + r * (cell_h + GRID_GAP) + 2), wrapped,
+                            fill="black", font=font)  # fmt: skip
     with atomic_path(path) as tmp:
-        Image.fromarray(grid).save(tmp, format="PNG")
+        grid.save(tmp, format="PNG")

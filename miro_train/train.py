@@ -38,7 +38,7 @@ from miro_train.data import make_loader, next_batch
 from miro_train.flow import flow_loss, shift_at
 from miro_train.models import MiroModel, build_model, count_parameters
 from miro_train.optim import Ema, lr_at, make_optimizer
-from miro_train.prepare import RunSetup, amp_context, prepare_run
+from miro_train.prepare import RunSetup, amp_context, prepare_run, warn_about
 from miro_train.runlog import RunLog
 from miro_train.spec import ModelSpec
 
@@ -116,6 +116,8 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, callback: Callable | None) -> 
     cfg, spec, device = run.cfg, run.spec, info.device
     amp, scaler = amp_context(cfg.precision, device)
     state = _build(cfg, spec, info, scaler)
+    if info.main:
+        warn_about(run)
     if run.resume is not None:
         restore_state(run.resume, state, info)
         log.info("resuming %s at step %d", cfg.out, state.step)

@@ -1,6 +1,6 @@
 """Shared fixtures: one small Shapes World corpus taken through the real pipeline once per session.
 
-synth → local HTTP server → img2dataset → annotate (weight-free rewards) → bins → reshard.
+synth → file:// URLs → img2dataset → annotate (weight-free rewards) → bins → reshard.
 Tests that only read these artefacts share them; tests that change a database copy it first.
 """
 
@@ -44,7 +44,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
     root = tmp_path_factory.mktemp("pipeline")
     n = 240
     url_list = synth(SynthConfig(out=root / "corpus", n=n, size=32, seed=7))
-    # Two rows that must fail: a missing file (404) and bytes that are not an image.
+    # Two rows that must fail: a missing file and bytes that are not an image.
     (root / "corpus" / "not-an-image.png").write_bytes(b"this is text, not a PNG")
     df = pl.read_parquet(url_list)
     bad = df.head(2).with_columns(

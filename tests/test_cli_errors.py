@@ -358,7 +358,8 @@ def test_full_disk_while_training_names_the_checkpoint(world, tmp_path: Path) ->
     _, shards, config = world
     with small_filesystem(tmp_path / "full", "300k") as full:
         result = run("-q", "train", shards, "-o", full / "run", "--model", config, "--steps", "2",
-                     "--batch-size", "4", "--ckpt-every", "2", "--workers", "0")  # fmt: skip
+                     "--batch-size", "4", "--ckpt-every", "2", "--workers", "0",
+                     "--warmup", "1")  # fmt: skip
         line = assert_one_line(result, str(full / "run" / "checkpoints" / "step_0000002"))
         assert "No space left on device" in line
         assert list((full / "run" / "checkpoints").iterdir()) == []  # no half-written folder

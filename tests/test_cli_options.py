@@ -56,6 +56,11 @@ PINNED = {
         ("--sample", 100000, "int", ""),
         ("--seed", 0, "int", ""),
     ],
+    "data export": [
+        ("DB", None, "Path", "required"),
+        ("OUT", None, "Path", "required"),
+        ("--overwrite", False, "bool", ""),
+    ],
     "data download": [
         ("URL_LIST", None, "Path", "required"),
         ("OUT", None, "Path", "required"),
@@ -83,6 +88,7 @@ PINNED = {
     "data query": [
         ("DB", None, "Path", "required"),
         ("SQL", None, "str", "required"),
+        ("--format", "table", ("table", "csv", "markdown", "json"), ""),
         ("--out", None, "Path", ""),
         ("--rows", 40, "int", ""),
         ("--write/--no-write", False, "bool", ""),
@@ -241,6 +247,12 @@ PINNED = {
         ("--run", None, "Path", ""),
         ("--samples", None, "Path", ""),
         ("--title", "miro run", "str", ""),
+    ],
+    "export": [
+        ("RUN", None, "Path", "required"),
+        ("OUT", None, "Path", "required"),
+        ("--overwrite", False, "bool", ""),
+        ("--weights", "ema", ("ema", "model"), ""),
     ],
     "sample": [
         ("CHECKPOINT", None, "Path", "required"),

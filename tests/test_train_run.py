@@ -110,7 +110,8 @@ def test_smoke_train_20_steps_then_sample(world, monkeypatch):
     assert rows[0]["negatives"] == {"sharpness": 0.0, "noise": 1.0}
     image = np.asarray(Image.open(out / rows[3]["file"]))
     assert image.shape == (16, 16, 3) and image.dtype == np.uint8
-    assert Image.open(out / "grid.png").size == (2 * 18 + 2, 2 * 18 + 2)
+    # a labelled row per prompt, its 2 images scaled from 16 to 128 px, 4 px apart
+    assert Image.open(out / "grid.png").size == (244 + 2 * 132, 4 + 2 * 132)
     # The Python API redraws an image from its manifest row alone (prompt, seed, draw).
     settings = SamplerSettings(
         steps=4, preset="isolate:sharpness", target="noise=0.5", seed=rows[3]["seed"]
