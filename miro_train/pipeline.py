@@ -85,7 +85,10 @@ class MiroPipeline(DiffusionPipeline):
         folder = Path(folder)
         if not (folder / "model_index.json").is_file():
             raise MiroError(f"{folder} is not a miro pipeline folder (no model_index.json)")
-        transformer = MiroTransformer.from_pretrained(folder / "transformer")
+        # low_cpu_mem_usage=False: plain loading, no `accelerate` needed (nor its warning)
+        transformer = MiroTransformer.from_pretrained(
+            folder / "transformer", low_cpu_mem_usage=False
+        )
         if torch_dtype is not None:
             transformer = transformer.to(torch_dtype)
         sched = FlowMatchEulerDiscreteScheduler.from_pretrained(folder / "scheduler")
