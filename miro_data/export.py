@@ -11,10 +11,8 @@ complete, so OUT is always a whole export (an old one is replaced only with `--o
 
 from __future__ import annotations
 
-import glob
 import logging
 import shutil
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +21,7 @@ import duckdb
 
 from miro_data import db
 from miro_data.common import MiroError, atomic_path, dumps_json, owns_output, user_os_error
+from miro_data.folders import recover_folder, staging_folder, swap_folder
 from miro_data.options import opt
 
 log = logging.getLogger(__name__)
@@ -76,43 +75,15 @@ def _copy(con: duckdb.DuckDBPyConnection, table: str, folder: Path) -> int:
     return int(count)
 
 
-def _swap(staging: Path, out: Path) -> None:
-    """Put the finished export in place; an old one goes only once the new one is there."""
-    trash = None
-    if out.exists():
-        trash = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-        out.rename(trash)
-    try:
-        staging.rename(out)
-    except BaseException:
-        if trash is not None:
-            trash.rename(out)
-        raise
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
-
-
-def _recover(out: Path) -> None:
-    """Undo what a killed export left beside `out`: an old export moved aside comes back if
-    `out` is missing; staging folders go."""
-    hidden = glob.escape(f".{out.name}.")
-    olds = sorted(out.parent.glob(hidden + "old-*"), key=lambda p: p.stat().st_mtime)
-    if olds and not out.exists():
-        olds.pop().rename(out)
-    for stale in [*olds, *out.parent.glob(hidden + "partial-*")]:
-        shutil.rmtree(stale, ignore_errors=True)
-
-
 @owns_output  # one process writes an output folder at a time
 def export(cfg: ExportConfig) -> dict[str, int]:
     """Write the tables as parquet under cfg.out; returns each table's row count."""
-    _recover(cfg.out)
+    recover_folder(cfg.out)
     if cfg.out.exists() and not cfg.overwrite:
         raise MiroError(f"{cfg.out} already exists: choose another OUT or pass --overwrite")
     if cfg.out.exists() and not (cfg.out / SUMMARY).is_file():
         raise MiroError(f"{cfg.out} is not a miro export (no {SUMMARY}): it is left alone")
-    parent = cfg.out.parent
-    staging = parent / f".{cfg.out.name}.partial-{uuid.uuid4().hex[:8]}"
+    staging = staging_folder(cfg.out)
     con = db.connect(cfg.db, read_only=True)
     try:
         staging.mkdir(parents=True)
@@ -123,7 +94,7 @@ def export(cfg: ExportConfig) -> dict[str, int]:
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
                 "rows": counts, "partitioned_by": TABLES,
             }, indent=2))  # fmt: skip
-        _swap(staging, cfg.out)
+        swap_folder(staging, cfg.out)
     except (OSError, duckdb.IOException) as err:
         raise user_os_error(err, cfg.out, writing=True) or err from None
     finally:

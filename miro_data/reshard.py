@@ -9,14 +9,11 @@ sibling and renamed into place. Sample format and manifest: miro_data.trainshard
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import math
-import os
 import shutil
 import tarfile
-import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +40,7 @@ from miro_data.common import (
     user_os_error,
 )
 from miro_data.decode import decode_image
+from miro_data.folders import recover_folder, staging_folder, swap_folder
 from miro_data.hooks import Hook, build_hooks, parse_hooks
 from miro_data.options import NAMES, opt
 from miro_data.shards import list_shards
@@ -286,43 +284,6 @@ def _drop_unsafe_names(df: pl.DataFrame) -> pl.DataFrame:
     return df.filter(pl.Series(safe))
 
 
-def _finalize(staging: Path, out: Path) -> None:
-    """Swap the finished staging folder into place; an old output is removed only after.
-
-    A kill between the two renames leaves OUT missing and the old output aside: the next run
-    puts it back first (`_recover`).
-    """
-    trash = None
-    if out.exists():
-        trash = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-        out.rename(trash)
-        fault_point("reshard.finalize")
-    try:
-        staging.rename(out)
-    except BaseException:
-        if trash is not None:
-            trash.rename(out)
-        raise
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
-
-
-def _recover(out: Path) -> None:
-    """Undo what a killed run left beside `out` (call with the output's lock held): an old
-    output moved aside by `_finalize` comes back if `out` is missing; staging folders and
-    old outputs no longer needed are removed."""
-    if not out.parent.is_dir():
-        return
-    hidden = glob.escape(f".{out.name}.")
-    olds = sorted(out.parent.glob(hidden + "old-*"), key=lambda p: os.stat(p).st_ctime)
-    if olds and not out.exists():
-        olds.pop().rename(out)  # the newest one moved aside: the run that did so never finished
-        log.warning("restored %s, left aside by a reshard killed while replacing it", out)
-    for stale in [*olds, *out.parent.glob(hidden + "partial-*")]:
-        log.info("removing %s, left by a killed reshard", stale)
-        shutil.rmtree(stale, ignore_errors=True)
-
-
 LevelTable = dict[str, tuple[str, Levels]]  # {reward: (reward version, its levels)}
 
 
@@ -407,7 +368,7 @@ def _manifest(
 def reshard(cfg: ReshardConfig) -> ReshardReport:
     """Write shuffled training shards with scores and bins; returns counts."""
     with output_lock(cfg.out):  # one writer per output; its leftovers are only then stale
-        _recover(cfg.out)
+        recover_folder(cfg.out)
         if cfg.out.exists() and not cfg.out.is_dir():
             raise MiroError(f"cannot write {cfg.out}: it is a file, not a folder")
         if cfg.out.exists() and any(cfg.out.iterdir()) and not cfg.overwrite:
@@ -419,11 +380,11 @@ def _reshard(cfg: ReshardConfig) -> ReshardReport:
     version, levels, names, df, excluded = _load_selection(cfg)
     hooks = build_hooks(cfg.hooks, cfg.device)
     # Everything is written into a hidden staging folder that replaces `out` only when complete.
-    staging = cfg.out.with_name(f".{cfg.out.name}.partial-{uuid.uuid4().hex[:8]}")
+    staging = staging_folder(cfg.out)
     try:
         staging.mkdir(parents=True)
         written = _write_shards(cfg, staging, df, names, levels, version, hooks)
-        _finalize(staging, cfg.out)
+        swap_folder(staging, cfg.out, fault="reshard.finalize")
     except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)
         # a full disk or a read-only folder names OUT (the old OUT, if any, is untouched)
