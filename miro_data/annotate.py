@@ -30,18 +30,12 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from miro_data import db
-from miro_data.common import (
-    MiroError,
-    check_count,
-    die_with_parent,
-    fault_point,
-    keep_freed_memory,
-    output_lock,
-    progress_bar,
-)
+from miro_data.checks import check_count
+from miro_data.common import MiroError, keep_freed_memory, progress_bar
 from miro_data.decode import DEFAULT_MAX_PIXELS, PIL_MAX_PIXELS
 from miro_data.options import NAMES, opt
 from miro_data.prefetch import Decoded, Prefetcher, ShardJob
+from miro_data.processes import die_with_parent, fault_point, output_lock
 from miro_data.rewards import (
     REGISTRY,
     Reward,

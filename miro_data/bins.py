@@ -24,15 +24,8 @@ import duckdb
 import numpy as np
 
 from miro_data import db
-from miro_data.common import (
-    MiroError,
-    check_int,
-    check_names,
-    check_output,
-    check_seed,
-    dumps_json,
-    output_file,
-)
+from miro_data.checks import check_int, check_names, check_seed
+from miro_data.common import MiroError, check_output, dumps_json, output_file
 from miro_data.options import NAMES, opt
 
 log = logging.getLogger(__name__)

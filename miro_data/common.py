@@ -6,19 +6,17 @@ import contextlib
 import ctypes
 import dataclasses
 import errno
-import fcntl
 import functools
 import json
 import logging
 import math
 import os
 import re
-import signal
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path, PurePath
-from typing import Any, TypeVar
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -32,8 +30,6 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.text import Text
-
-IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
 
 log = logging.getLogger(__name__)
 
@@ -58,24 +54,6 @@ def keep_freed_memory() -> None:
         libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: glibc's maximum; fixes it there
         libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: give the heap top back past 1 GiB only
         libc.mallopt(-2, 64 << 20)  # M_TOP_PAD: grow the heap in large steps
-
-
-def check_identifier(name: str, what: str = "name") -> str:
-    """Reward names become SQL columns and file names: keep them to [a-z][a-z0-9_]*."""
-    if not isinstance(name, str) or not IDENTIFIER.match(name):
-        raise MiroError(f"invalid {what} {name!r}: use lowercase letters, digits and '_'")
-    return name
-
-
-def check_count(option: str, value: object, low: int, high: int | None = None) -> int:
-    """An integer option within [low, high], or a one-line MiroError naming the option."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise MiroError(f"{option} must be an integer, not {value!r}")
-    if value < low:
-        raise MiroError(f"{option} must be {low} or more, not {value}")
-    if high is not None and value > high:
-        raise MiroError(f"{option} must be at most {high:,}, not {value:,}")
-    return value
 
 
 def require_file(path: str | Path, what: str = "file") -> Path:
@@ -260,99 +238,6 @@ def save_json(path: Path, value: Any) -> None:
         tmp.write_text(dumps_json(value, indent=2))
 
 
-# ----------------------------------------------------------------------------
-# Option checks: each stage's config validates its options with these, in __post_init__
-# ----------------------------------------------------------------------------
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def check_int(name: str, value: Any, minimum: int | None = None) -> None:
-    """An integer option, at least `minimum` when given."""
-    if not _is_int(value):
-        raise MiroError(f"{name} must be an integer, not {value!r}")
-    if minimum is not None and value < minimum:
-        bound = {0: "0 or more", 1: "positive"}.get(minimum, f"at least {minimum}")
-        raise MiroError(f"{name} must be {bound}, not {value}")
-
-
-def check_positive(name: str, value: Any) -> None:
-    check_int(name, value, 1)
-
-
-def check_optional_positive(name: str, value: Any) -> None:
-    if value is not None:
-        check_int(name, value, 1)
-
-
-def check_seed(name: str, value: Any) -> None:
-    """Seeds feed numpy and torch generators: a non-negative integer below 2**32."""
-    check_int(name, value, 0)
-    if value >= 2**32:
-        raise MiroError(f"{name} must be below 2**32, not {value}")
-
-
-def check_finite(
-    name: str,
-    value: Any,
-    low: float | None = None,
-    high: float | None = None,
-    *,
-    open_low: bool = False,
-    open_high: bool = False,
-) -> None:
-    """A finite number, within [low, high] (either end open when asked)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise MiroError(f"{name} must be a number, not {value!r}")
-    if not math.isfinite(value):
-        raise MiroError(f"{name} must be a finite number, not {value}")
-    too_low = low is not None and (value <= low if open_low else value < low)
-    too_high = high is not None and (value >= high if open_high else value > high)
-    if too_low or too_high:
-        if high is None and low == 0:
-            bound = "positive" if open_low else "0 or more"
-        else:
-            lo = "-inf" if low is None else f"{low:g}"
-            hi = "inf" if high is None else f"{high:g}"
-            bound = f"in {'(' if open_low else '['}{lo}, {hi}{')' if open_high else ']'}"
-        raise MiroError(f"{name} must be {bound}, not {value:g}")
-
-
-def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
-    choices = tuple(choices)
-    if value not in choices:
-        raise MiroError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
-
-
-DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
-
-
-def check_device(name: str, value: Any) -> None:
-    """auto, cpu, cuda, cuda:N (or mps): what torch.device and the CLI's --device accept."""
-    if not isinstance(value, str) or not DEVICE.match(value):
-        raise MiroError(f"{name} must be auto, cpu, cuda or cuda:N, not {value!r}")
-
-
-def check_nonempty_text(name: str, value: Any) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise MiroError(f"{name} must not be empty")
-
-
-def check_names(name: str, value: tuple[str, ...] | None, identifiers: bool = True) -> None:
-    """An optional list of names (None: the default set); given, it names at least one."""
-    if value is None:
-        return
-    if not value:
-        raise MiroError(f"{name} names no reward")
-    for item in value:
-        if identifiers:
-            check_identifier(item, "reward name")
-        else:
-            check_nonempty_text(name, item)
-
-
 class RateColumn(ProgressColumn):
     """Items per second, e.g. '812.4 img/s'."""
 
@@ -392,104 +277,3 @@ def progress_bar(unit: str = "img", disable: bool | None = None) -> Progress:
         disable=disable,
         transient=False,
     )
-
-
-# ----------------------------------------------------------------------------
-# Processes: one owner per output, children that die with their parent, fault points
-# ----------------------------------------------------------------------------
-
-
-def lock_path(out: str | Path) -> Path:
-    """The lock file of an output: a hidden sibling, since the output itself may be swapped."""
-    out = Path(out).resolve()
-    if not out.name:
-        raise MiroError(f"{out} cannot be an output (choose a folder below it)")
-    return out.with_name(f".{out.name}.lock")
-
-
-@contextlib.contextmanager
-def output_lock(out: str | Path) -> Iterator[None]:
-    """Own `out` (a folder or a database) for the block: a second process is refused in one line.
-
-    A flock is dropped by the kernel when its process dies, so a kill -9 leaves no stale lock.
-    The lock file is removed on release, while still held; a process that opened it just
-    before notices (the path no longer names its file) and locks the new one instead.
-    """
-    path = lock_path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = _acquire(path, Path(out))
-    try:
-        yield
-    finally:
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                path.unlink()
-            os.close(fd)
-
-
-R = TypeVar("R")
-
-
-def owns_output(stage: Callable[[Any], R]) -> Callable[[Any], R]:
-    """Decorate a stage `stage(cfg)` that writes `cfg.out`: it runs holding that output's lock."""
-
-    @functools.wraps(stage)
-    def run(cfg: Any) -> R:
-        with output_lock(cfg.out):
-            return stage(cfg)
-
-    return run
-
-
-def _acquire(path: Path, out: Path) -> int | None:
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as err:
-            raise MiroError(f"cannot lock {out}: {err.strerror} ({path})") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip()
-            os.close(fd)
-            raise MiroError(
-                f"{out} is in use by another miro process{f' (pid {holder})' if holder else ''}: "
-                "wait for it to finish, or choose another output"
-            ) from None
-        except OSError as err:
-            # a filesystem without locks (some network mounts): work unprotected, not at all
-            os.close(fd)
-            log.warning("cannot lock %s (%s): nothing stops a second process writing it", out, err)
-            return None
-        with contextlib.suppress(FileNotFoundError):
-            if os.path.samestat(os.fstat(fd), os.stat(path)):
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()}\n".encode())
-                return fd
-        os.close(fd)  # its owner removed the file between our open and our lock: take the new one
-
-
-def die_with_parent(parent: int) -> None:
-    """Have the kernel kill this child process when its parent dies, however it dies (a SIGKILL
-    leaves the parent no chance to stop it, and an orphan would work, or wait, forever)."""
-    if sys.platform == "linux":
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # it died before we asked
-        os._exit(0)
-
-
-_FAULT_HITS: dict[str, int] = {}
-
-
-def fault_point(name: str) -> None:
-    """Crash-recovery tests: SIGKILL this process at the point $MIRO_FAULT names.
-
-    MIRO_FAULT=NAME kills at the first pass through `fault_point(NAME)`, NAME@N at the Nth.
-    """
-    wanted = os.environ.get("MIRO_FAULT")
-    if not wanted or wanted.partition("@")[0] != name:
-        return
-    _FAULT_HITS[name] = _FAULT_HITS.get(name, 0) + 1
-    if _FAULT_HITS[name] == int(wanted.partition("@")[2] or 1):
-        os.kill(os.getpid(), signal.SIGKILL)

@@ -23,7 +23,8 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from miro_data.common import MiroError, atomic_path, check_identifier
+from miro_data.checks import check_identifier
+from miro_data.common import MiroError, atomic_path
 
 log = logging.getLogger(__name__)
 

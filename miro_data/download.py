@@ -21,16 +21,10 @@ from typing import Literal, get_args
 
 import polars as pl
 
-from miro_data.common import (
-    MiroError,
-    check_choice,
-    check_int,
-    check_nonempty_text,
-    check_positive,
-    owns_output,
-    require_file,
-)
+from miro_data.checks import check_choice, check_int, check_nonempty_text, check_positive
+from miro_data.common import MiroError, require_file
 from miro_data.options import opt
+from miro_data.processes import owns_output
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,10 @@ from pathlib import Path
 import duckdb
 
 from miro_data import db
-from miro_data.common import MiroError, atomic_path, dumps_json, owns_output, user_os_error
+from miro_data.common import MiroError, atomic_path, dumps_json, user_os_error
 from miro_data.folders import recover_folder, staging_folder, swap_folder
 from miro_data.options import opt
+from miro_data.processes import owns_output
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from miro_data.common import fault_point
+from miro_data.processes import fault_point
 
 log = logging.getLogger(__name__)
 

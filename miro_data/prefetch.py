@@ -25,8 +25,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from miro_data.common import MiroError, die_with_parent
+from miro_data.common import MiroError
 from miro_data.decode import DecodeError, decode_image
+from miro_data.processes import die_with_parent
 from miro_data.shards import IMAGE_EXTS, RawSample, Shard, iter_samples
 
 CHUNK = 32  # samples per message from a helper

@@ -22,7 +22,8 @@ import duckdb
 import polars as pl
 
 from miro_data import db
-from miro_data.common import MiroError, check_choice, check_output, dumps_json, output_file
+from miro_data.checks import check_choice
+from miro_data.common import MiroError, check_output, dumps_json, output_file
 from miro_data.options import opt
 
 WRITERS = {

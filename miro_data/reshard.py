@@ -26,23 +26,20 @@ from wids.wids_mmtar import MMIndexedTar
 
 from miro_data import db
 from miro_data.bins import Levels, load_levels
-from miro_data.common import (
-    MiroError,
+from miro_data.checks import (
     check_device,
     check_names,
     check_nonempty_text,
     check_optional_positive,
     check_positive,
     check_seed,
-    fault_point,
-    output_lock,
-    progress_bar,
-    user_os_error,
 )
+from miro_data.common import MiroError, progress_bar, user_os_error
 from miro_data.decode import decode_image
 from miro_data.folders import recover_folder, staging_folder, swap_folder
 from miro_data.hooks import Hook, build_hooks, parse_hooks
 from miro_data.options import NAMES, opt
+from miro_data.processes import fault_point, output_lock
 from miro_data.shards import list_shards
 from miro_data.trainshards import (
     HookModels,

@@ -17,13 +17,8 @@ from scipy import stats as sps
 
 from miro_data import db
 from miro_data.bins import STAT_COLUMNS, load_levels, reward_stats, select_rewards
-from miro_data.common import (
-    MiroError,
-    check_names,
-    check_optional_positive,
-    check_output,
-    output_file,
-)
+from miro_data.checks import check_names, check_optional_positive
+from miro_data.common import MiroError, check_output, output_file
 from miro_data.options import NAMES, opt
 
 log = logging.getLogger(__name__)

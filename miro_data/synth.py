@@ -19,19 +19,11 @@ import polars as pl
 from PIL import Image
 from scipy import ndimage
 
-from miro_data.common import (
-    MiroError,
-    atomic_path,
-    check_finite,
-    check_int,
-    check_positive,
-    check_seed,
-    dumps_json,
-    owns_output,
-    progress_bar,
-)
+from miro_data.checks import check_finite, check_int, check_positive, check_seed
+from miro_data.common import MiroError, atomic_path, dumps_json, progress_bar
 from miro_data.detector import check
 from miro_data.options import Parser, format_key_values, key_values, opt
+from miro_data.processes import owns_output
 from miro_data.shapes import (
     CATEGORIES,
     COLORS,

@@ -5,13 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from miro_data.common import (
-    MiroError,
-    check_choice,
-    check_device,
-    check_finite,
-    check_positive,
-)
+from miro_data.checks import check_choice, check_device, check_finite, check_positive
+from miro_data.common import MiroError
 from miro_data.options import opt
 
 

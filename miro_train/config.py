@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
-from miro_data.common import (
-    MiroError,
+from miro_data.checks import (
     check_choice,
     check_device,
     check_finite,
@@ -19,6 +18,7 @@ from miro_data.common import (
     check_positive,
     check_seed,
 )
+from miro_data.common import MiroError
 from miro_data.options import NAMES, opt
 
 Optimizer = Literal["adamw", "lamb"]

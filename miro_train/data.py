@@ -25,8 +25,9 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from miro_data.common import MiroError, die_with_parent
+from miro_data.common import MiroError
 from miro_data.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
+from miro_data.processes import die_with_parent
 from miro_data.shards import IMAGE_EXTS
 from miro_data.trainshards import (
     LATENT,

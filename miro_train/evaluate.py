@@ -18,16 +18,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from miro_data.common import (
-    MiroError,
-    atomic_path,
-    check_positive,
-    dumps_json,
-    owns_output,
-    save_json,
-)
+from miro_data.checks import check_positive
+from miro_data.common import MiroError, atomic_path, dumps_json, save_json
 from miro_data.detector import check
 from miro_data.options import NAMES, opt
+from miro_data.processes import owns_output
 from miro_data.rewards import check_reward_names
 from miro_data.shapes import CATEGORIES, caption_for, parse_caption, sample_prompt
 from miro_train.imagefolder import read_manifest, write_manifest

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from miro_data.common import MiroError, check_choice, owns_output
+from miro_data.checks import check_choice
+from miro_data.common import MiroError
 from miro_data.options import opt
+from miro_data.processes import owns_output
 from miro_data.trainshards import read_manifest
 from miro_train.checkpoint import read_meta
 from miro_train.sampler import WEIGHTS, Weights

@@ -17,13 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from miro_data.common import (
-    MiroError,
-    check_choice,
-    check_finite,
-    check_int,
-    check_nonempty_text,
-)
+from miro_data.checks import check_choice, check_finite, check_int, check_nonempty_text
+from miro_data.common import MiroError
 from miro_train.backbones import BACKBONES
 from miro_train.conditioning import Conditioner, Conditioning, ConditioningInput
 from miro_train.spec import ModelSpec

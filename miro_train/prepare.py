@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from miro_data.common import MiroError, check_identifier
+from miro_data.checks import check_identifier
+from miro_data.common import MiroError
 from miro_train.checkpoint import list_checkpoints, read_meta, read_spec, recover_checkpoints
 from miro_train.codec import Codec, resolve_spec
 from miro_train.data import (

@@ -21,15 +21,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from miro_data.common import (
-    MiroError,
-    atomic_path,
-    check_choice,
-    check_positive,
-    owns_output,
-    progress_bar,
-)
+from miro_data.checks import check_choice, check_positive
+from miro_data.common import MiroError, atomic_path, progress_bar
 from miro_data.options import opt
+from miro_data.processes import owns_output
 from miro_train.checkpoint import find_checkpoint, load_weights, read_spec, read_step
 from miro_train.codec import Codec
 from miro_train.conditioning import ConditioningInput

@@ -23,14 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal, get_args
 
-from miro_data.common import (
-    MiroError,
-    check_choice,
-    check_device,
-    check_finite,
-    check_positive,
-    check_seed,
-)
+from miro_data.checks import check_choice, check_device, check_finite, check_positive, check_seed
+from miro_data.common import MiroError
 from miro_data.options import key_values, opt
 
 if TYPE_CHECKING:  # the record stays importable without torch (configs, the CLI)

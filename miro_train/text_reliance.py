@@ -18,15 +18,8 @@ from typing import Any
 
 import torch
 
-from miro_data.common import (
-    MiroError,
-    check_choice,
-    check_device,
-    check_int,
-    check_positive,
-    check_seed,
-    save_json,
-)
+from miro_data.checks import check_choice, check_device, check_int, check_positive, check_seed
+from miro_data.common import MiroError, save_json
 from miro_data.options import NUMBERS, opt
 from miro_train.conditioning import ConditioningInput
 from miro_train.data import Shards, make_loader, next_batch, open_shards

@@ -22,13 +22,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from miro_data.common import (
-    MiroError,
-    fault_point,
-    keep_freed_memory,
-    output_lock,
-    progress_bar,
-)
+from miro_data.common import MiroError, keep_freed_memory, progress_bar
+from miro_data.processes import fault_point, output_lock
 from miro_train import dist
 from miro_train.checkpoint import RunState, find_checkpoint, restore_state, save_state
 from miro_train.codec import Codec

@@ -1,7 +1,7 @@
 """Crash recovery and output ownership: real processes killed with SIGKILL at named points.
 
 `MIRO_FAULT=<point>[@N]` makes the process SIGKILL itself at the Nth pass through
-`fault_point(<point>)` (miro_data.common), so every kill lands at a known place. After each
+`fault_point(<point>)` (miro_data.processes), so every kill lands at a known place. After each
 kill the command is run again (or resumed) and compared with an uninterrupted run. Orphans
 are found psutil-free: every process a test starts carries a unique tag in its environment,
 which /proc/PID/environ shows for the process and all its descendants.
@@ -24,7 +24,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from miro_data.common import output_lock
+from miro_data.processes import output_lock
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()

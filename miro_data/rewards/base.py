@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from miro_data.common import MiroError, check_identifier
+from miro_data.checks import check_identifier
+from miro_data.common import MiroError
 
 log = logging.getLogger(__name__)
 

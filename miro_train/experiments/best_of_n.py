@@ -15,14 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from miro_data.common import (
-    MiroError,
-    check_names,
-    check_positive,
-    owns_output,
-    save_json,
-)
+from miro_data.checks import check_names, check_positive
+from miro_data.common import MiroError, save_json
 from miro_data.options import NAMES, opt
+from miro_data.processes import owns_output
 from miro_data.shapes import CATEGORIES, parse_caption
 from miro_train.evaluate import geneval_images, score_geneval
 from miro_train.experiments.common import EvalSettings, load_for, metric_rewards, write_report

@@ -18,17 +18,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from miro_data.common import (
-    MiroError,
-    atomic_path,
+from miro_data.checks import (
     check_device,
     check_finite,
     check_int,
     check_nonempty_text,
     check_positive,
     check_seed,
-    save_json,
 )
+from miro_data.common import MiroError, atomic_path, save_json
 from miro_data.options import opt
 from miro_data.rewards import Reward, build_reward
 from miro_train.evaluate import geneval_images, reward_summary, score_geneval

@@ -14,12 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from miro_data.common import (
-    check_names,
-    owns_output,
-    save_json,
-)
+from miro_data.checks import check_names
+from miro_data.common import save_json
 from miro_data.options import NAMES, opt
+from miro_data.processes import owns_output
 from miro_train.experiments.common import (
     EvalSettings,
     TrainSettings,

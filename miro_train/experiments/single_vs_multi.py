@@ -13,13 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from miro_data.common import (
-    MiroError,
-    check_names,
-    owns_output,
-    save_json,
-)
+from miro_data.checks import check_names
+from miro_data.common import MiroError, save_json
 from miro_data.options import NAMES, opt
+from miro_data.processes import owns_output
 from miro_train.data import open_shards
 from miro_train.experiments.common import (
     EvalSettings,

@@ -12,14 +12,10 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-from miro_data.common import (
-    MiroError,
-    check_finite,
-    check_names,
-    owns_output,
-    save_json,
-)
+from miro_data.checks import check_finite, check_names
+from miro_data.common import MiroError, save_json
 from miro_data.options import NAMES, NUMBERS, opt
+from miro_data.processes import owns_output
 from miro_train.experiments.common import (
     EvalSettings,
     evaluate,
