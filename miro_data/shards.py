@@ -10,7 +10,9 @@ wrong-typed fields, text that is not UTF-8, a key used by two samples) makes tha
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import io
 import json
 import logging
 import re
@@ -22,6 +24,7 @@ from pathlib import Path
 import polars as pl
 from webdataset.tariterators import base_plus_ext, tar_file_expander
 
+from miro_data import storage
 from miro_data.common import MiroError
 
 log = logging.getLogger(__name__)
@@ -50,10 +53,14 @@ def key_problem(key: str) -> str | None:
 
 @dataclass(frozen=True)
 class Shard:
-    """A tar file and the name it is known by."""
+    """A tar file and the name it is known by: `path` is a local Path, or a URL (str)."""
 
     name: str
-    path: Path
+    path: Path | str
+
+    @property
+    def is_url(self) -> bool:
+        return isinstance(self.path, str) and storage.is_url(self.path)
 
 
 @dataclass
@@ -71,8 +78,15 @@ class RawSample:
 
 
 def list_shards(source: str | Path) -> list[Shard]:
-    """Shards from a folder (every *.tar below it), one .tar file, or a glob pattern."""
+    """Shards from a folder (every *.tar below it), one .tar file, or a glob pattern; or a
+    URL (miro_data.storage): `s3://bucket/prefix` (folder, one .tar, glob), a brace list
+    `https://host/x-{000..009}.tar`, `pipe:CMD` — names are paths relative to the root."""
     text = str(source)
+    if storage.is_url(text):
+        root, urls = storage.list_files(text, ".tar")
+        if not urls:
+            raise MiroError(f"no .tar shards found at {source}")
+        return [Shard(storage.with_suffix(storage.relative(u, root), ".tar", ""), u) for u in urls]
     path = Path(text)
     if path.is_dir():
         root, files = path, sorted(path.rglob("*.tar"))
@@ -185,9 +199,9 @@ def iter_samples(shard: Shard, errors: list[str] | None = None) -> Iterator[RawS
         return False
 
     try:
-        stream = open(shard.path, "rb")  # noqa: SIM115 — closed below, after the generator ends
-    except OSError as err:
-        errors.append(f"cannot open the shard: {err.strerror or err}")
+        stream = _Tail(storage.open_read(shard.path))
+    except MiroError as err:
+        errors.append(f"cannot open the shard: {str(err).rsplit(': ', 1)[-1]}")
         return
     seen: Counter[str] = Counter()
     with stream:
@@ -199,25 +213,44 @@ def iter_samples(shard: Shard, errors: list[str] | None = None) -> Iterator[RawS
             raw = to_raw_sample(f"{key}.dup{seen[key]}", members)
             raw.error = raw.error or f"duplicate key: an earlier sample of this shard is {key!r}"
             yield raw
-    if len(errors) == n_errors and not _has_end_marker(shard.path):
-        errors.append("truncated tar: no end-of-archive marker (samples after the cut are lost)")
+        if len(errors) == n_errors and not stream.ends_with_marker(stop):
+            errors.append(
+                "truncated tar: no end-of-archive marker (samples after the cut are lost)"
+            )
 
 
-def _has_end_marker(path: Path) -> bool:
-    """Whether a tar ends with its two zero blocks.
+class _Tail:
+    """A read stream that remembers its last 1024 bytes and its length.
 
     Python's tarfile treats a header cut short as the end of the archive, silently; a tar
-    cut at a member boundary looks complete to it. Writers always end with 1024 zero bytes.
-    """
-    try:
-        size = path.stat().st_size
-        if size < 1024 or size % 512:
-            return False
-        with open(path, "rb") as f:
-            f.seek(size - 1024)
-            return not any(f.read(1024))
-    except OSError:
-        return False
+    cut at a member boundary looks complete to it. Writers always end with 1024 zero bytes:
+    after the members, the rest of the stream is read (a record's padding) and checked —
+    for files, objects and pipes alike, without seeking."""
+
+    def __init__(self, stream) -> None:
+        self.stream, self.tail, self.size = stream, b"", 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.stream.read(n)
+        self.size += len(data)
+        self.tail = (self.tail + data[-1024:])[-1024:]
+        return data
+
+    def ends_with_marker(self, stop) -> bool:
+        try:
+            while self.read(1 << 20):
+                pass
+        except Exception as exn:  # the storage's own errors: the damage is the reason
+            stop(exn)
+            return True
+        return self.size >= 1024 and not self.size % 512 and not any(self.tail)
+
+    def __enter__(self) -> _Tail:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception):  # a pipe's exit status was seen by the reads
+            self.stream.close()
 
 
 # ----------------------------------------------------------------------------
@@ -232,9 +265,10 @@ def _text(value: object) -> str | None:
 def download_failures(shard: Shard) -> list[dict]:
     """`samples` rows of the URLs img2dataset could not download (in its per-shard parquet,
     never in the tar). An unreadable table is logged and skipped: the tar's samples still count."""
-    table = shard.path.with_suffix(".parquet")
+    table = storage.with_suffix(shard.path, ".tar", ".parquet")
     try:
-        df = pl.read_parquet(table) if table.is_file() else None
+        data = storage.read_if_exists(table)
+        df = None if data is None else pl.read_parquet(io.BytesIO(data))
         if df is None or "status" not in df.columns or "key" not in df.columns:
             return []
         failed = df.filter(pl.col("status").cast(pl.String) != "success").iter_rows(named=True)
@@ -244,7 +278,7 @@ def download_failures(shard: Shard) -> list[dict]:
              "status": str(row["status"]), "error": _text(row.get("error_message")), "meta": None}
             for row in failed if row["key"] is not None and row["status"] is not None
         ]  # fmt: skip
-    except (OSError, pl.exceptions.PolarsError) as err:
+    except (OSError, MiroError, pl.exceptions.PolarsError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         log.warning("%s is unreadable, its download failures are not recorded: %s", table, reason)
         return []
@@ -252,8 +286,9 @@ def download_failures(shard: Shard) -> list[dict]:
 
 def img2dataset_successes(shard: Shard) -> int | None:
     """Samples in the shard by img2dataset's `_stats.json`; None when missing or unreadable."""
-    stats = shard.path.with_name(shard.path.stem + "_stats.json")
+    stats = storage.with_suffix(shard.path, ".tar", "_stats.json")
     try:
-        return int(json.loads(stats.read_text()).get("successes", 0))
-    except (OSError, ValueError, TypeError, AttributeError):
+        data = storage.read_if_exists(stats)
+        return None if data is None else int(json.loads(data).get("successes", 0))
+    except (OSError, MiroError, ValueError, TypeError, AttributeError):
         return None
