@@ -18,7 +18,6 @@ import multiprocessing as mp
 import os
 import queue
 import re
-import shutil
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -29,7 +28,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from miro_data import db
+from miro_data import db, storage
 from miro_data.checks import check_count
 from miro_data.common import MiroError, keep_freed_memory, progress_bar
 from miro_data.decode import DEFAULT_MAX_PIXELS, PIL_MAX_PIXELS
@@ -60,8 +59,11 @@ DB_WAIT = 60.0
 class AnnotateConfig:
     """What to score, where to store it, and how to spread the work; checked when built."""
 
-    shards: str = field(metadata=opt(help="Shard folder, one .tar, or a glob."))
-    db: Path = field(metadata=opt(help="DuckDB file (created if missing)."))
+    shards: str = field(metadata=opt(
+        help="Shard folder, one .tar, or a glob; or a URL: s3://bucket/prefix, "
+        "https://host/x-{000..009}.tar, pipe:CMD."
+    ))  # fmt: skip
+    db: Path = field(metadata=opt(help="DuckDB file (created if missing; a local path)."))
     rewards: tuple[str, ...] = field(
         metadata=opt("--rewards", "-r", parser=NAMES,
                      help="Comma-separated reward names or module:Class.")
@@ -80,6 +82,10 @@ class AnnotateConfig:
     retry_failed: bool = field(
         default=False, metadata=opt(help="Redo only the samples that failed.")
     )
+    parts: str | None = field(default=None, metadata=opt(
+        help="Where finished shards wait to be ingested: a folder or a URL (s3://bucket/prefix); "
+        "default: DB.parts beside the database."
+    ))  # fmt: skip
     max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata=opt(
         help="Largest image decoded, in pixels (a JPEG above it is decoded at 1/2, 1/4 or 1/8 "
         "scale when that fits); larger images are recorded as decode failures."
@@ -89,6 +95,9 @@ class AnnotateConfig:
         if isinstance(self.rewards, list):
             object.__setattr__(self, "rewards", tuple(self.rewards))
         check_reward_names(self.rewards)
+        db.check_local(self.db)
+        if self.parts is not None:
+            storage.check_writable(self.parts, "--parts")
         check_count("--workers", self.workers, 1)
         check_count("--batch-size", self.batch_size, 1)
         check_count("--decode-workers", self.decode_workers, 0)
@@ -202,7 +211,7 @@ def process_shard(
     cfg: AnnotateConfig,
     prefetcher: Prefetcher,
     on_batch=None,
-) -> Path:
+) -> Path | str:
     """Score one shard (the prefetcher's next) with its pending rewards; returns the part folder."""
     retry = task.retry_keys is not None
     pending = pending_rewards(task, rewards)
@@ -238,7 +247,7 @@ def process_shard(
             r.name: {"version": r.version, "seconds": round(seconds[r.name], 3)} for r in pending
         },
     }
-    return db.write_part(db.parts_dir(cfg.db), shard.name, rows, marker)
+    return db.write_part(db.parts_dir(cfg.db, cfg.parts), shard.name, rows, marker)
 
 
 # ----------------------------------------------------------------------------
@@ -307,16 +316,14 @@ def _expected_samples(tasks: list[ShardTask]) -> int | None:
     return None if None in counts else sum(counts)  # type: ignore[arg-type]
 
 
-def recover_parts(con, db_path: Path) -> int:
+def recover_parts(con, db_path: Path, parts: str | None = None) -> int:
     """Ingest parts a killed run finished but did not ingest; drop unfinished ones."""
-    root = db.parts_dir(db_path)
-    n = 0
-    for part in sorted(root.glob("*")) if root.exists() else []:
-        if (part / "done.json").exists():
-            db.ingest_part(con, part)
-            n += 1
-        else:
-            shutil.rmtree(part, ignore_errors=True)
+    finished, unfinished = db.list_parts(db.parts_dir(db_path, parts))
+    for part in finished:
+        db.ingest_part(con, part)
+    for part in unfinished:
+        storage.remove(part)
+    n = len(finished)
     if n:
         log.info("ingested %d part(s) left by an earlier run", n)
     return n
@@ -340,7 +347,7 @@ def _prefetcher(tasks: list[ShardTask], cfg: AnnotateConfig) -> Prefetcher:
     return Prefetcher(jobs, cfg.decode_workers, cfg.max_pixels)
 
 
-def _worker_process(task: ShardTask) -> Path | None:
+def _worker_process(task: ShardTask) -> Path | str | None:
     fault_point("annotate.worker")
     cfg, rewards = _WORKER["cfg"], _WORKER["rewards"]
     task = effective_task(task, rewards)
@@ -364,7 +371,7 @@ def _run_in_process(tasks: list[ShardTask], cfg: AnnotateConfig, ingest, advance
             r.close()
 
 
-def _result(future: Future) -> Path | None:
+def _result(future: Future) -> Path | str | None:
     try:
         return future.result()
     except BrokenProcessPool:
@@ -403,7 +410,9 @@ def _run_pool(tasks: list[ShardTask], cfg: AnnotateConfig, ingest, advance) -> N
 def annotate(cfg: AnnotateConfig) -> AnnotateReport:
     """Score the shards with cfg.rewards into cfg.db; returns counts for this database."""
     keep_freed_memory()  # scoring allocates image-sized temporaries all the time
-    shards = list_shards(cfg.shards)
+    shards = list_shards(cfg.shards)  # an unreachable bucket is one line here, nothing written
+    if cfg.parts is not None:
+        storage.check_reachable(cfg.parts, "write")
     if cfg.workers > len(shards):
         log.warning(
             "--workers %d but %d shard(s): a worker scores one shard at a time, so at most %d "
@@ -413,13 +422,13 @@ def annotate(cfg: AnnotateConfig) -> AnnotateReport:
     with output_lock(cfg.db):  # one annotate per database: the parts in flight are its own
         con = db.connect_waiting(cfg.db, DB_WAIT, create=True)
         try:
-            recover_parts(con, cfg.db)
+            recover_parts(con, cfg.db, cfg.parts)
             tasks = plan(con, shards, cfg.retry_failed)
         finally:
             con.close()
         ingested: list[dict] = []
 
-        def ingest(part: Path) -> None:
+        def ingest(part: Path | str) -> None:
             ingested.append(db.ingest_waiting(cfg.db, part, DB_WAIT))
             fault_point("annotate.ingested")
 

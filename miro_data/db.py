@@ -14,6 +14,7 @@ import itertools
 import json
 import logging
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from miro_data import storage
 from miro_data.checks import check_identifier
 from miro_data.common import MiroError, atomic_path
 
@@ -170,9 +172,19 @@ def connect_waiting(
 STORAGE_VERSION = "v1.0.0"
 
 
+def check_local(path: str | Path) -> None:
+    """The database is a local file: DuckDB writes it in place, which no object store allows."""
+    if storage.looks_like_url(path):
+        raise MiroError(
+            f"database {path}: must be a local file path, not a URL (DuckDB updates it in "
+            "place); the shards and --parts may be in a bucket"
+        )
+
+
 def _open(
     path: Path, read_only: bool, create: bool, sandbox: bool = False
 ) -> duckdb.DuckDBPyConnection:
+    check_local(path)
     if not path.exists() and not create:
         raise MiroError(f"database not found: {path} (run `miro data annotate` first)")
     try:
@@ -192,8 +204,9 @@ def _open(
     return con
 
 
-def parts_dir(db: Path) -> Path:
-    return Path(f"{db}.parts")
+def parts_dir(db: Path, parts: str | None = None) -> Path | str:
+    """Where part folders go: `parts` (a folder or a URL, miro_data.storage), else beside the DB."""
+    return parts if parts else Path(f"{db}.parts")
 
 
 def current_versions(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
@@ -239,23 +252,62 @@ def refresh_wide_view(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def write_part(root: Path, shard_name: str, rows: dict[str, list[dict]], marker: dict) -> Path:
-    """One shard's results as a new part folder under `root`; `done.json` marks it complete."""
-    part = root / f"{shard_name.replace('/', '__')}-{uuid.uuid4().hex[:8]}"
-    part.mkdir(parents=True)
+def write_part(
+    root: Path | str, shard_name: str, rows: dict[str, list[dict]], marker: dict
+) -> Path | str:
+    """One shard's results as a new part folder under `root` (a folder or a URL);
+    `done.json` marks it complete. In a bucket the folder is built locally, then uploaded
+    with the marker last."""
+    folder = f"{shard_name.replace('/', '__')}-{uuid.uuid4().hex[:8]}"
+    if not storage.is_url(root):
+        part = Path(root) / folder
+        part.mkdir(parents=True)
+        _write_part_files(part, rows, marker)
+        return part
+    url = storage.join(root, folder)
+    with tempfile.TemporaryDirectory(prefix="miro-part-") as tmp:
+        _write_part_files(Path(tmp), rows, marker)
+        storage.put_folder(Path(tmp), url, last="done.json")
+    return url
+
+
+def _write_part_files(part: Path, rows: dict[str, list[dict]], marker: dict) -> None:
     for name, schema in PART_SCHEMAS.items():
         pl.DataFrame(rows[name], schema=schema).write_parquet(part / f"{name}.parquet")
     with atomic_path(part / "done.json") as tmp:  # the marker comes last: its presence = complete
         tmp.write_text(json.dumps(marker))
-    return part
 
 
-def ingest_part(con: duckdb.DuckDBPyConnection, part: Path) -> dict:
+def list_parts(root: Path | str) -> tuple[list[Path | str], list[Path | str]]:
+    """(finished, unfinished) part folders under `root` (a folder or a URL), by name."""
+    if not storage.is_url(root):
+        folders = sorted(Path(root).glob("*")) if Path(root).exists() else []
+        done = [p for p in folders if (p / "done.json").exists()]
+        return list(done), [p for p in folders if p not in done]
+    finished, unfinished = [], []
+    for folder in storage.list_names(root):
+        url = storage.join(root, folder)
+        (finished if "done.json" in storage.list_names(url) else unfinished).append(url)
+    return finished, unfinished
+
+
+def ingest_part(con: duckdb.DuckDBPyConnection, part: Path | str) -> dict:
     """Move one finished part folder into the database, in one transaction; returns its marker.
+    A part in a bucket is downloaded first and removed from the bucket after the commit.
 
     Idempotent: rows of the keys the part covers are replaced, so ingesting a part twice (a
     crash between commit and cleanup) changes nothing.
     """
+    if not storage.is_url(part):
+        return _ingest_folder(con, Path(part), Path(part).name)
+    # DuckDB reads the parquet files locally: its connections here reach no object store
+    with storage.local_copy(part) as local:
+        done = _ingest_folder(con, local, storage.name(part))
+    storage.remove(part)
+    return done
+
+
+def _ingest_folder(con: duckdb.DuckDBPyConnection, part: Path, label: str) -> dict:
     done = json.loads((part / "done.json").read_text())
     shard, retry = done["shard"], done["retry"]
     complete = done.get("complete", True)  # False: the tar could not be read to its end
@@ -297,7 +349,7 @@ def ingest_part(con: duckdb.DuckDBPyConnection, part: Path) -> dict:
         if cause is None:
             raise
         raise MiroError(
-            f"cannot write database {path}: {cause} (nothing of {part.name} was stored;"
+            f"cannot write database {path}: {cause} (nothing of {label} was stored;"
             " it is ingested on the next run)"
         ) from None
     shutil.rmtree(part, ignore_errors=True)
@@ -323,7 +375,7 @@ def _storage_failure(err: BaseException) -> str | None:
 
 
 def ingest_waiting(
-    path: Path, part: Path, wait: float, on_wait: Callable[[int], None] | None = None
+    path: Path, part: Path | str, wait: float, on_wait: Callable[[int], None] | None = None
 ) -> dict:
     """`ingest_part` on a connection opened for this part alone, so that between ingests
     anyone may open the database (to watch progress); waits up to `wait` s for a reader."""

@@ -25,6 +25,7 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from miro_data import storage
 from miro_data.common import MiroError
 from miro_data.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 from miro_data.processes import die_with_parent
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 class Shards:
     """A training-shard folder: its manifest and tar files."""
 
-    root: Path
+    root: Path | str  # a folder, or a URL (miro_data.storage)
     manifest: Manifest
     urls: tuple[str, ...]
     counts: tuple[int, ...]
@@ -63,18 +64,44 @@ class Shards:
 
 
 def open_shards(root: str | Path) -> Shards:
-    """Read and check the manifest; every listed tar must exist."""
-    root = Path(root)
-    manifest = read_manifest(root)
-    urls = tuple(str(root / e.name) for e in manifest.shards)
-    missing = [u for u in urls if not Path(u).exists()]
+    """Read and check the manifest; every listed tar must exist. `root` may be a URL
+    (`s3://bucket/prefix`, miro_data.storage): the tars are then streamed from there."""
+    if storage.is_url(root) or storage.looks_like_url(root):
+        root = _url(root)
+        manifest = _read_remote_manifest(root)
+        present = set(storage.list_names(root))
+        urls = tuple(storage.join(root, e.name) for e in manifest.shards)
+        missing = [u for u, e in zip(urls, manifest.shards, strict=True) if e.name not in present]
+    else:
+        root = Path(root)
+        manifest = read_manifest(root)
+        urls = tuple(str(root / e.name) for e in manifest.shards)
+        missing = [u for u in urls if not Path(u).exists()]
     if missing:
-        listed = f"{len(missing)} shard(s) listed in {root / MANIFEST}"
+        listed = f"{len(missing)} shard(s) listed in {storage.join(root, MANIFEST)}"
         raise MiroError(f"{listed} are missing, e.g. {missing[0]}")
     counts = tuple(e.count for e in manifest.shards)
     if sum(counts) == 0:
         raise MiroError(f"{root}: the manifest lists no samples")
     return Shards(root, manifest, urls, counts)
+
+
+def _url(location: str | Path) -> str:
+    """A URL as given; one that pathlib collapsed (`s3:/bucket/x`, a Path-typed option) mended."""
+    text = str(location)
+    if storage.is_url(text):
+        return text
+    proto, rest = text.split(":", 1)
+    return f"{proto}://{rest.lstrip('/')}"
+
+
+def _read_remote_manifest(root: str) -> Manifest:
+    url = storage.join(root, MANIFEST)
+    data = storage.read_if_exists(url)
+    if data is None:
+        storage.check_reachable(root)  # a missing bucket or bad credentials say so
+        raise MiroError(f"{root} is not a training-shard folder (no {MANIFEST})")
+    return Manifest.from_json(data, url)
 
 
 def check_rewards(shards: Shards, requested: list[str]) -> None:
@@ -191,8 +218,23 @@ def _unreadable(exn: Exception) -> bool:
     raise MiroError(f"cannot read a shard: {exn}") from None
 
 
+def _streams(urls: list[str]) -> Iterator[dict[str, Any]]:
+    """Each tar opened in turn through miro_data.storage (files, s3://…, https://, pipe:),
+    closed when the next is asked for; webdataset's own opener knows no object stores."""
+    for url in urls:
+        try:
+            stream = storage.open_read(url)
+        except MiroError as err:
+            raise MiroError(f"cannot read a shard: {err}") from None
+        try:
+            yield {"url": url, "stream": stream}
+        finally:
+            stream.close()
+
+
 def _samples_of(urls: list[str]) -> Iterator[dict[str, Any]]:
-    return wds.tarfile_samples([{"url": u} for u in urls], handler=_unreadable)
+    files = wds.tariterators.tar_file_expander(_streams(urls), handler=_unreadable)
+    return wds.tariterators.group_by_keys(files, handler=_unreadable)
 
 
 def _seed(*parts: int) -> int:

@@ -41,6 +41,7 @@ PINNED = {
         ("--decode-workers", 1, "int", ""),
         ("--device", "auto", "str", ""),
         ("--max-pixels", 16777216, "int", ""),
+        ("--parts", None, "str", ""),
         ("--precision", "auto", ("auto", "fp32", "bf16", "fp16"), ""),
         ("--retry-failed/--no-retry-failed", False, "bool", ""),
         ("--reward-option", (), "str", "multiple"),
