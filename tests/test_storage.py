@@ -263,3 +263,16 @@ def test_training_shards_stream_from_a_bucket(pipeline, s3) -> None:
     s3.fs().rm(f"{s3.bucket}/train/{local.manifest.shards[0].name}")
     with pytest.raises(MiroError, match="missing"):
         open_shards(url)
+
+
+def test_miro_train_steps_on_shards_in_a_bucket(pipeline, s3, tmp_path: Path) -> None:
+    from train_fixtures import micro_config
+
+    url = _upload(s3, pipeline.train, "train")
+    config = micro_config(tmp_path / "micro.json")
+    out = tmp_path / "run"
+    result = run("train", url, "-o", out, "--model", config, "--steps", "2", "--batch-size", "8",
+                 "--ckpt-every", "2", "--log-every", "1", "--warmup", "1", "--workers", "1")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    log = (out / "log.csv").read_text().splitlines()
+    assert len(log) == 3  # a header and one row per step: batches came from the bucket
