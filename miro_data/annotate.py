@@ -310,6 +310,8 @@ def plan(con, shards: list[Shard], retry: bool) -> list[ShardTask]:
 
 def _expected_samples(tasks: list[ShardTask]) -> int | None:
     """Samples to read, from img2dataset's stats where every shard has them (for the progress bar)."""
+    if any(t.shard.is_url for t in tasks):
+        return None  # one request per shard before any work: not worth a progress total
     if tasks and all(t.retry_keys is not None for t in tasks):
         return sum(len(t.retry_keys or ()) for t in tasks)
     counts = [img2dataset_successes(t.shard) for t in tasks]
@@ -412,7 +414,7 @@ def annotate(cfg: AnnotateConfig) -> AnnotateReport:
     keep_freed_memory()  # scoring allocates image-sized temporaries all the time
     shards = list_shards(cfg.shards)  # an unreachable bucket is one line here, nothing written
     if cfg.parts is not None:
-        storage.check_reachable(cfg.parts, "write")
+        storage.check_reachable(cfg.parts, "write", probe=True)
     if cfg.workers > len(shards):
         log.warning(
             "--workers %d but %d shard(s): a worker scores one shard at a time, so at most %d "

@@ -206,7 +206,9 @@ def _open(
 
 def parts_dir(db: Path, parts: str | None = None) -> Path | str:
     """Where part folders go: `parts` (a folder or a URL, miro_data.storage), else beside the DB."""
-    return parts if parts else Path(f"{db}.parts")
+    if not parts:
+        return Path(f"{db}.parts")
+    return parts if storage.is_url(parts) else storage.local_path(parts)
 
 
 def current_versions(con: duckdb.DuckDBPyConnection) -> dict[str, str]:

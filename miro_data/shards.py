@@ -81,7 +81,7 @@ def list_shards(source: str | Path) -> list[Shard]:
     """Shards from a folder (every *.tar below it), one .tar file, or a glob pattern; or a
     URL (miro_data.storage): `s3://bucket/prefix` (folder, one .tar, glob), a brace list
     `https://host/x-{000..009}.tar`, `pipe:CMD` — names are paths relative to the root."""
-    text = str(source)
+    text = str(storage.local_path(source)) if storage.scheme(source) == "file" else str(source)
     if storage.is_url(text):
         root, urls = storage.list_files(text, ".tar")
         if not urls:

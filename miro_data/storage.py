@@ -164,16 +164,21 @@ def errors(url: str | Path, doing: str = "read") -> Iterator[None]:
         raise storage_error(url, err, doing) from None
 
 
-def check_reachable(url: str | Path, doing: str = "read") -> None:
+def check_reachable(url: str | Path, doing: str = "read", probe: bool = False) -> None:
     """Fail early, before anything is written: the bucket exists, the credentials work and
-    the endpoint answers (a listing of the bucket's top). Local paths and `pipe:` pass."""
+    the endpoint answers (a listing of the bucket's top); with `probe`, an empty object is
+    written and removed under `url` too (write permission). Local paths and `pipe:` pass."""
     if not is_url(url) or scheme(url) in READ_ONLY:
         return
-    fs, _ = filesystem(str(url))
+    fs, path = filesystem(str(url))
     bucket = _bucket(str(url))
     with errors(url, doing):
         fs.invalidate_cache()
         fs.ls(bucket, detail=False)
+        if probe:
+            marker = f"{path.rstrip('/')}/.miro-write-check-{os.getpid()}"
+            fs.pipe_file(marker, b"")
+            fs.rm(marker)
 
 
 # ----------------------------------------------------------------------------

@@ -73,7 +73,7 @@ def open_shards(root: str | Path) -> Shards:
         urls = tuple(storage.join(root, e.name) for e in manifest.shards)
         missing = [u for u, e in zip(urls, manifest.shards, strict=True) if e.name not in present]
     else:
-        root = Path(root)
+        root = storage.local_path(root)
         manifest = read_manifest(root)
         urls = tuple(str(root / e.name) for e in manifest.shards)
         missing = [u for u in urls if not Path(u).exists()]

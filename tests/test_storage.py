@@ -7,6 +7,7 @@ trainer must stream the same samples; every storage failure is one line, exit 2,
 from __future__ import annotations
 
 import io
+import json
 import logging
 import tarfile
 from collections.abc import Iterator
@@ -118,6 +119,9 @@ def test_shards_are_listed_and_streamed_from_a_bucket_a_pipe_and_a_brace_list(pi
     errors: list[str] = []
     keys = [r.key for r in iter_samples(one[0], errors)]
     assert not errors and keys == [r.key for r in iter_samples(local[1])]
+    as_file_url = list_shards(f"file://{pipeline.shards}")
+    assert [(s.name, s.path) for s in as_file_url] == [(s.name, s.path) for s in local]
+    assert db.parts_dir(Path("x.db"), f"file://{pipeline.db.parent}/p") == pipeline.db.parent / "p"
     piped = list_shards(f"pipe:cat {local[1].path}")
     assert [r.key for r in iter_samples(piped[0], errors)] == keys and not errors
 
@@ -211,10 +215,25 @@ def test_a_missing_bucket_or_a_database_url_is_one_line(pipeline, s3, tmp_path: 
     assert list(tmp_path.iterdir()) == []  # nothing written: no database, no lock, no run
 
 
+def _read_only_user(bucket: str) -> dict:
+    """An IAM user allowed to list and get the bucket's objects, nothing else; its key."""
+    import boto3
+
+    iam = boto3.client("iam")
+    name = f"reader-{bucket}"
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+              "Action": ["s3:ListBucket", "s3:GetObject"],
+              "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]}]}  # fmt: skip
+    iam.create_user(UserName=name)
+    iam.put_user_policy(UserName=name, PolicyName="read", PolicyDocument=json.dumps(policy))
+    return iam.create_access_key(UserName=name)["AccessKey"]
+
+
 def test_wrong_credentials_are_one_line(pipeline, s3, tmp_path: Path, monkeypatch) -> None:
     shards = _upload(s3, pipeline.shards, "shards")
     # moto checks signatures only once INITIAL_NO_AUTH_ACTION_COUNT requests were served:
     # 0 from now on (its /moto-api/reset-auth), then back to never, for the other tests.
+    reader = _read_only_user(s3.bucket)
     requests.post(f"{s3.endpoint}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
     try:
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG1")
@@ -225,6 +244,13 @@ def test_wrong_credentials_are_one_line(pipeline, s3, tmp_path: Path, monkeypatc
         result = run("data", "annotate", "--rewards", "sharpness", pipeline.shards, out,
                      "--parts", s3.url("parts"))  # fmt: skip
         assert_one_line(result, "access denied")
+        # a user who may read the bucket but not write to it: --parts fails before anything
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", reader["AccessKeyId"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", reader["SecretAccessKey"])
+        assert len(list_shards(shards)) == 3
+        result = run("data", "annotate", "--rewards", "sharpness", shards, out,
+                     "--parts", s3.url("parts"))  # fmt: skip
+        assert "cannot write" in assert_one_line(result, "access denied")
     finally:
         requests.post(f"{s3.endpoint}/moto-api/reset-auth", data=b"inf", timeout=10)
     assert list(tmp_path.iterdir()) == []
