@@ -31,9 +31,9 @@ log = logging.getLogger(__name__)
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):(//)?")
 READ_ONLY = ("http", "https", "pipe")
 # The client library each protocol needs, and the extra that installs it.
-_INSTALL = {"s3": 'pip install "miro[s3]"', "s3a": 'pip install "miro[s3]"',
-            "gs": "pip install gcsfs", "gcs": "pip install gcsfs",
-            "az": "pip install adlfs", "abfs": "pip install adlfs"}  # fmt: skip
+_INSTALL = {"s3": ("s3fs", 'pip install "miro[s3]"'), "s3a": ("s3fs", 'pip install "miro[s3]"'),
+            "gs": ("gcsfs", "pip install gcsfs"), "gcs": ("gcsfs", "pip install gcsfs"),
+            "az": ("adlfs", "pip install adlfs"), "abfs": ("adlfs", "pip install adlfs")}  # fmt: skip
 _GLOB = re.compile(r"[*?\[]")
 _BRACES = re.compile(r"\{[^{}]*\.\.[^{}]*\}|\{[^{}]*,[^{}]*\}")
 
@@ -111,8 +111,8 @@ def filesystem(url: str) -> tuple[Any, str]:
 
         cls = fsspec.get_filesystem_class(proto)
     except (ImportError, ValueError) as err:
-        hint = _INSTALL.get(proto)
-        cause = f"needs {hint.split()[-1]}: {hint}" if hint else f"unsupported protocol: {err}"
+        package, hint = _INSTALL.get(proto, ("", ""))
+        cause = f"needs {package}, not installed: {hint}" if hint else f"unsupported: {err}"
         raise MiroError(f"{url}: {cause}") from None
     env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
     key = (os.getpid(), proto, env)

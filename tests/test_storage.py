@@ -302,3 +302,21 @@ def test_miro_train_steps_on_shards_in_a_bucket(pipeline, s3, tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     log = (out / "log.csv").read_text().splitlines()
     assert len(log) == 3  # a header and one row per step: batches came from the bucket
+
+
+def test_without_s3fs_installed_a_bucket_is_one_line_saying_what_to_install(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    # a fresh interpreter in which s3fs cannot be imported, as where the extra is not installed
+    code = (
+        "import runpy, sys; sys.modules['s3fs'] = None; "
+        f"sys.argv = ['miro', 'data', 'annotate', 's3://b/shards', {str(tmp_path / 'd.db')!r}, "
+        "'-r', 'sharpness']; runpy.run_module('cli.main', run_name='__main__')"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert 's3://b/shards: needs s3fs, not installed: pip install "miro[s3]"' in lines[0]
+    assert list(tmp_path.iterdir()) == []
