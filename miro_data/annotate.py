@@ -422,6 +422,8 @@ def annotate(cfg: AnnotateConfig) -> AnnotateReport:
             cfg.workers, len(shards), len(shards),
         )  # fmt: skip
     with output_lock(cfg.db):  # one annotate per database: the parts in flight are its own
+        if cfg.parts is not None:
+            db.claim_parts(db.parts_dir(cfg.db, cfg.parts), cfg.db)
         con = db.connect_waiting(cfg.db, DB_WAIT, create=True)
         try:
             recover_parts(con, cfg.db, cfg.parts)

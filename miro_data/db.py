@@ -14,6 +14,7 @@ import itertools
 import json
 import logging
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -281,16 +282,35 @@ def _write_part_files(part: Path, rows: dict[str, list[dict]], marker: dict) -> 
 
 
 def list_parts(root: Path | str) -> tuple[list[Path | str], list[Path | str]]:
-    """(finished, unfinished) part folders under `root` (a folder or a URL), by name."""
-    if not storage.is_url(root):
-        folders = sorted(Path(root).glob("*")) if Path(root).exists() else []
-        done = [p for p in folders if (p / "done.json").exists()]
-        return list(done), [p for p in folders if p not in done]
-    finished, unfinished = [], []
-    for folder in storage.list_names(root):
-        url = storage.join(root, folder)
-        (finished if "done.json" in storage.list_names(url) else unfinished).append(url)
+    """(finished, unfinished) part folders under `root` (a folder or a URL), by name; dot
+    names (the owner record, temporaries) are not parts."""
+    finished: list[Path | str] = []
+    unfinished: list[Path | str] = []
+    for folder in storage.list_names(root, folders_only=True):
+        if folder.startswith("."):
+            continue
+        part = storage.join(root, folder) if storage.is_url(root) else Path(root) / folder
+        (finished if "done.json" in storage.list_names(part) else unfinished).append(part)
     return finished, unfinished
+
+
+OWNER = ".miro-parts-owner"
+
+
+def claim_parts(root: Path | str, db: Path) -> None:
+    """Bind a parts location the user chose to one database: a second database's run would
+    ingest this one's parts and drop its unfinished ones. The first run records its database
+    (host and absolute path); a run for another database is one line."""
+    owner = f"{socket.gethostname()}:{Path(db).absolute()}"
+    record = storage.join(root, OWNER)
+    found = storage.read_if_exists(record)
+    if found is None:
+        storage.write_bytes(record, owner.encode())
+    elif found.decode(errors="replace") != owner:
+        raise MiroError(
+            f"--parts {root} holds the parts of another database ({found.decode(errors='replace')}); "
+            f"give each database its own parts location (or remove {record} if that one is gone)"
+        )
 
 
 def ingest_part(con: duckdb.DuckDBPyConnection, part: Path | str) -> dict:

@@ -290,19 +290,22 @@ def exists(location: str | Path) -> bool:
         return bool(fs.exists(path))
 
 
-def list_names(folder: str | Path) -> list[str]:
+def list_names(folder: str | Path, folders_only: bool = False) -> list[str]:
     """The names directly inside a folder (a prefix of an object store); [] when none."""
     if not is_url(folder):
         path = local_path(folder)
-        return sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+        if not path.is_dir():
+            return []
+        return sorted(p.name for p in path.iterdir() if p.is_dir() or not folders_only)
     fs, path = filesystem(str(folder))
     with errors(folder, "list"):
         fs.invalidate_cache()
         try:
-            return sorted(name(p) for p in fs.ls(path, detail=False))
+            entries = fs.ls(path, detail=True)
         except FileNotFoundError:
             check_reachable(folder, "list")
             return []
+    return sorted(name(e["name"]) for e in entries if e["type"] == "directory" or not folders_only)
 
 
 # ----------------------------------------------------------------------------

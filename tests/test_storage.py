@@ -140,7 +140,8 @@ def test_annotate_from_a_bucket_equals_annotating_the_local_folder(
     report = annotate(cfg)
     assert report.unreadable == () and report.shards == 3
     assert _rows(out) == _rows(pipeline.db)  # download failures from the sidecars included
-    assert _objects(s3, "parts") == []  # ingested parts are removed from the bucket
+    # ingested parts are removed from the bucket; the record of whose parts these are stays
+    assert _objects(s3, "parts") == [f"{s3.bucket}/parts/{db.OWNER}"]
     assert not Path(f"{out}.parts").exists()
     assert annotate(cfg).skipped == 3  # the ledger holds for URL shards too
 
@@ -181,6 +182,10 @@ def test_parts_left_in_a_bucket_are_recovered(s3, tmp_path: Path) -> None:
     db.write_part(parts, "s", rows, marker)
     s3.fs().pipe_file(f"{s3.bucket}/parts/unfinished-1/samples.parquet", b"half")
     path = tmp_path / "db.duckdb"
+    db.claim_parts(parts, path)
+    db.claim_parts(parts, path)  # the same database again: its own
+    with pytest.raises(MiroError, match="holds the parts of another database"):
+        db.claim_parts(parts, tmp_path / "other.duckdb")
     con = db.connect(path, create=True)
     try:
         assert recover_parts(con, path, parts) == 1
@@ -189,7 +194,7 @@ def test_parts_left_in_a_bucket_are_recovered(s3, tmp_path: Path) -> None:
         ).fetchall() == [("s", "k", 1)]
     finally:
         con.close()
-    assert _objects(s3, "parts") == []
+    assert _objects(s3, "parts") == [f"{s3.bucket}/parts/{db.OWNER}"]  # the owner record stays
 
 
 # ----------------------------------------------------------------------------
