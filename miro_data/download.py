@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import tempfile
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -53,6 +54,17 @@ Incremental = Literal["incremental", "overwrite", "extend"]
 RESIZE_MODES: tuple[ResizeMode, ...] = get_args(ResizeMode)
 DISTRIBUTORS: tuple[Distributor, ...] = get_args(Distributor)
 INCREMENTAL: tuple[Incremental, ...] = get_args(Incremental)
+
+
+def _location(value: str | Path) -> str:
+    """A path as text, a `file://` URL as its path (so a local OUT is locked as one), and
+    another URL without a trailing '/' (img2dataset appends '/NNNNN.tar' to it)."""
+    text = str(value)
+    if text.startswith("file://"):
+        return urllib.parse.unquote(urllib.parse.urlparse(text).path)
+    if "://" in text and not text.endswith("://"):
+        return text.rstrip("/")
+    return text
 
 
 @dataclass(frozen=True)
@@ -108,8 +120,8 @@ class DownloadConfig:
 
     def __post_init__(self) -> None:
         # a Path is welcome from Python callers; a URL must stay text (Path drops a '/')
-        object.__setattr__(self, "url_list", str(self.url_list))
-        object.__setattr__(self, "out", str(self.out))
+        object.__setattr__(self, "url_list", _location(self.url_list))
+        object.__setattr__(self, "out", _location(self.out))
         for name in ("image_size", "processes", "threads", "shard_size", "timeout"):
             check_positive(f"--{name.replace('_', '-')}", getattr(self, name))
         check_int("--retries", self.retries, 0)
@@ -237,7 +249,8 @@ def summarize(out: str | Path) -> DownloadReport:
     if is_url(out):
         fs, path = _filesystem(out)
         fs.invalidate_cache()  # written by other processes since this one last listed
-        texts = [fs.cat_file(p).decode() for p in sorted(fs.glob(f"{path}/*_stats.json"))]
+        pattern = f"{path.rstrip('/')}/*_stats.json"
+        texts = [fs.cat_file(p).decode() for p in sorted(fs.glob(pattern))]
     else:
         texts = [p.read_text() for p in sorted(Path(out).glob("*_stats.json"))]
     stats = [json.loads(text) for text in texts]

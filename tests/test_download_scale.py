@@ -155,7 +155,7 @@ def _upload_url_list(pipeline, s3, name: str = "urls.parquet") -> str:  # noqa: 
 
 
 def test_url_list_and_shards_in_a_bucket(pipeline, s3, tmp_path: Path) -> None:  # noqa: F811
-    url_list, out = _upload_url_list(pipeline, s3), s3.url("shards")
+    url_list, out = _upload_url_list(pipeline, s3), s3.url("shards") + "/"  # "/" is dropped
     result = runner.invoke(
         app,
         ["data", "download", url_list, out, "--image-size", "32", "--resize-mode", "no",
@@ -208,3 +208,19 @@ def test_a_bucket_that_cannot_be_used_is_one_line_and_nothing_is_written(
     s3.fs().invalidate_cache()
     assert sorted(s3.fs().find(s3.bucket)) == before  # no probe, no _tmp, no shard
     assert list(tmp_path.iterdir()) == []
+
+
+def test_pyspark_without_java_is_one_line(pipeline, tmp_path: Path) -> None:
+    # pyspark itself is not installed here: an empty package stands in for it, so the check
+    # that follows the import (Java, which pyspark starts) is what the test exercises
+    (tmp_path / "site" / "pyspark").mkdir(parents=True)
+    (tmp_path / "site" / "pyspark" / "__init__.py").write_text("")
+    env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "data", "download", str(pipeline.url_list),
+         str(tmp_path / "o"), "--distributor", "pyspark"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={**env, "PATH": str(tmp_path), "PYTHONPATH": f"{REPO}:{tmp_path / 'site'}"},
+    )  # fmt: skip
+    assert_one_line(result, "--distributor pyspark needs Java")
+    assert not (tmp_path / "o").exists()
