@@ -5,30 +5,40 @@ column), `NNNNN.parquet` (every row, failures included, with status and error me
 `NNNNN_stats.json`. URLs without a scheme are paths (relative ones to the URL list's folder):
 they become `file://` URLs, which img2dataset's urllib reads directly, so a local corpus takes
 the path a remote one does and every sample keeps its file's real location as its `url`.
+On a cluster (`--distributor ray` / `pyspark` over several nodes) every node reads those
+`file://` URLs, and writes a local OUT, itself: both must be on a filesystem shared at the same
+path — or the images served over http(s) and OUT a bucket. The URL list and OUT may be
+fsspec URLs (`s3://bucket/prefix`, credentials from the standard environment); img2dataset
+writes through fsspec.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import math
 import os
+import tempfile
+import urllib.parse
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal, get_args
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, Literal, get_args
 
 import polars as pl
 
 from miro_data.checks import check_choice, check_int, check_nonempty_text, check_positive
 from miro_data.common import MiroError, require_file
+from miro_data.download_engines import ray_cluster, require_engine
 from miro_data.options import opt
-from miro_data.processes import owns_output
+from miro_data.processes import output_lock
 
 log = logging.getLogger(__name__)
 
-_READERS: dict[str, Callable[[Path], pl.DataFrame]] = {
+_READERS: dict[str, Callable[[Path | IO[bytes]], pl.DataFrame]] = {
     ".parquet": pl.read_parquet,
     ".csv": pl.read_csv,
     ".tsv": lambda p: pl.read_csv(p, separator="\t"),
@@ -46,12 +56,31 @@ DISTRIBUTORS: tuple[Distributor, ...] = get_args(Distributor)
 INCREMENTAL: tuple[Incremental, ...] = get_args(Incremental)
 
 
+def _location(value: str | Path) -> str:
+    """A path as text, a `file://` URL as its path (so a local OUT is locked as one), and
+    another URL without a trailing '/' (img2dataset appends '/NNNNN.tar' to it)."""
+    text = str(value)
+    if text.startswith("file://"):
+        return urllib.parse.unquote(urllib.parse.urlparse(text).path)
+    if "://" in text and not text.endswith("://"):
+        return text.rstrip("/")
+    return text
+
+
 @dataclass(frozen=True)
 class DownloadConfig:
     """img2dataset's options that matter, with defaults for a laptop or one node."""
 
-    url_list: Path = field(metadata=opt(help="parquet/csv/tsv/json/jsonl with url and caption."))
-    out: Path = field(metadata=opt(help="Folder for the WebDataset shards."))
+    url_list: str = field(
+        metadata=opt(
+            help="parquet/csv/tsv/json/jsonl with url and caption; a path or a URL "
+            "(s3://bucket/urls.parquet). Paths in it become file:// URLs: on a cluster, "
+            "every node must see them on a shared filesystem."
+        )
+    )
+    out: str = field(
+        metadata=opt(help="Folder or bucket prefix (s3://bucket/shards) for the WebDataset shards.")
+    )
     image_size: int = field(default=256, metadata=opt(help="Target side for resizing."))
     resize_mode: ResizeMode = field(
         default="border", metadata=opt(help="How images are fitted to --image-size.")
@@ -62,11 +91,22 @@ class DownloadConfig:
         default=None, metadata=opt(help="Default: 95 (jpg/webp), 9 (png).")
     )
     processes: int = field(
-        default_factory=lambda: os.cpu_count() or 1, metadata=opt(help="Download processes.")
+        default_factory=lambda: os.cpu_count() or 1,
+        metadata=opt(help="Download processes (ray: the CPUs of the local Ray it starts)."),
     )
     threads: int = field(default=32, metadata=opt(help="Threads per process."))
     shard_size: int = field(default=10_000, metadata=opt(help="Samples per shard."))
-    distributor: Distributor = field(default="multiprocessing", metadata=opt())
+    distributor: Distributor = field(
+        default="multiprocessing",
+        metadata=opt(help="img2dataset's engine: one machine or a cluster."),
+    )
+    ray_address: str | None = field(
+        default=None,
+        metadata=opt(
+            help="--distributor ray: auto, HOST:PORT or ray://HOST:PORT of a running cluster; "
+            "unset: start a local Ray."
+        ),
+    )
     incremental: Incremental = field(
         default="incremental",
         metadata=opt(help="incremental resumes, overwrite starts again, extend adds shards."),
@@ -79,6 +119,9 @@ class DownloadConfig:
     max_aspect_ratio: float = math.inf
 
     def __post_init__(self) -> None:
+        # a Path is welcome from Python callers; a URL must stay text (Path drops a '/')
+        object.__setattr__(self, "url_list", _location(self.url_list))
+        object.__setattr__(self, "out", _location(self.out))
         for name in ("image_size", "processes", "threads", "shard_size", "timeout"):
             check_positive(f"--{name.replace('_', '-')}", getattr(self, name))
         check_int("--retries", self.retries, 0)
@@ -96,36 +139,81 @@ class DownloadConfig:
         check_nonempty_text("--caption-col", self.caption_col)
         if isinstance(self.max_aspect_ratio, bool) or not self.max_aspect_ratio > 0:
             raise MiroError(f"max_aspect_ratio must be positive, not {self.max_aspect_ratio}")
+        if self.ray_address is not None and self.distributor != "ray":
+            raise MiroError("--ray-address is for --distributor ray")
+        if self.ray_address is not None:
+            check_nonempty_text("--ray-address", self.ray_address)
 
 
 @dataclass(frozen=True)
 class DownloadReport:
     """What the download produced, summed over every shard's stats."""
 
-    out: Path
+    out: str
     shards: int
     count: int
     successes: int
     failures: dict[str, int]  # reason → count
 
 
-def read_url_list(path: Path, url_col: str, caption_col: str) -> pl.DataFrame:
-    """The URL list as a DataFrame, checked for its url and caption columns."""
-    require_file(path, "URL list")
-    reader = _READERS.get(path.suffix.lower())
-    if reader is None:
-        raise MiroError(f"URL list {path}: unsupported format; use {', '.join(_READERS)}")
+def is_url(location: str | Path) -> bool:
+    """`s3://…`, `gs://…`, `file://…`: a location fsspec opens, not a local path."""
+    return "://" in str(location)
+
+
+def _filesystem(url: str) -> tuple[Any, str]:
+    """fsspec's filesystem and path for `url`; a missing backend is one line naming it."""
+    import fsspec
+
     try:
-        df = reader(path)
+        return fsspec.core.url_to_fs(url)
+    except ImportError as err:
+        if url.startswith(("s3://", "s3a://")):
+            raise MiroError(f'{url} needs s3fs: pip install "miro[s3]"') from None
+        raise MiroError(f"{url}: {err}") from None
+    except ValueError as err:  # an unknown protocol
+        raise MiroError(f"{url}: {err}") from None
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def _open_table(location: str) -> Path | IO[bytes]:
+    """A local URL list as its path; one in a bucket read into memory (it is one table)."""
+    if not is_url(location):
+        return require_file(location, "URL list")
+    fs, path = _filesystem(location)
+    try:
+        with fs.open(path, "rb") as f:
+            return io.BytesIO(f.read())
+    except FileNotFoundError:
+        raise MiroError(f"URL list not found: {location}") from None
+    except Exception as err:  # auth, endpoint, network: each is one line naming the cause
+        raise MiroError(f"URL list {location} could not be read: {_reason(err)}") from None
+
+
+def read_url_list(location: str | Path, url_col: str, caption_col: str) -> pl.DataFrame:
+    """The URL list as a DataFrame, checked for its url and caption columns."""
+    location = str(location)
+    reader = _READERS.get(PurePosixPath(location).suffix.lower())
+    if reader is None:
+        if not is_url(location):
+            require_file(location, "URL list")  # a missing file says so, whatever its name
+        raise MiroError(f"URL list {location}: unsupported format; use {', '.join(_READERS)}")
+    source = _open_table(location)
+    try:
+        df = reader(source)
     except Exception as err:  # polars raises many kinds; all mean "not a readable table"
-        raise MiroError(f"URL list {path} could not be read: {err}") from None
+        raise MiroError(f"URL list {location} could not be read: {err}") from None
     missing = [c for c in (url_col, caption_col) if c not in df.columns]
     if missing:
         raise MiroError(
-            f"URL list {path} lacks column(s) {', '.join(missing)} (has: {', '.join(df.columns)})"
+            f"URL list {location} lacks column(s) {', '.join(missing)} (has: {', '.join(df.columns)})"
         )
     if df.height == 0:
-        raise MiroError(f"URL list {path} is empty")
+        raise MiroError(f"URL list {location} is empty")
     return df
 
 
@@ -142,9 +230,30 @@ def file_urls(urls: pl.Series, root: Path) -> pl.Series:
     return urls.map_elements(to_url, return_dtype=pl.String).alias("url")
 
 
-def summarize(out: Path) -> DownloadReport:
-    """Sum img2dataset's per-shard `*_stats.json` files."""
-    stats = [json.loads(p.read_text()) for p in sorted(out.glob("*_stats.json"))]
+def _absolute_urls(df: pl.DataFrame, location: str) -> pl.DataFrame:
+    """Paths → file:// URLs; a list in a bucket has no folder its paths could be read from."""
+    if not is_url(location):
+        return df.with_columns(file_urls(df["url"], Path(location).parent))
+    paths = df.filter(pl.col("url").is_not_null() & ~pl.col("url").str.contains("://"))
+    if paths.height:
+        raise MiroError(
+            f"URL list {location} holds paths ({paths['url'][0]!r}, {paths.height:,} in all): "
+            "a URL list in a bucket needs full URLs (http(s):// or file://)"
+        )
+    return df
+
+
+def summarize(out: str | Path) -> DownloadReport:
+    """Sum img2dataset's per-shard `*_stats.json` files (in a folder or under a bucket prefix)."""
+    out = str(out)
+    if is_url(out):
+        fs, path = _filesystem(out)
+        fs.invalidate_cache()  # written by other processes since this one last listed
+        pattern = f"{path.rstrip('/')}/*_stats.json"
+        texts = [fs.cat_file(p).decode() for p in sorted(fs.glob(pattern))]
+    else:
+        texts = [p.read_text() for p in sorted(Path(out).glob("*_stats.json"))]
+    stats = [json.loads(text) for text in texts]
     failures: Counter[str] = Counter()
     for s in stats:
         for reason, n in s.get("status_dict", {}).items():
@@ -159,6 +268,31 @@ def summarize(out: Path) -> DownloadReport:
     )
 
 
+def _check_writable(out: str) -> None:
+    """Write and remove one empty object under a URL output: a missing bucket, a wrong
+    endpoint or credentials are one line now, before img2dataset or Ray start."""
+    fs, path = _filesystem(out)
+    probe = f"{path.rstrip('/')}/.miro-write-probe-{os.getpid()}"
+    try:
+        fs.pipe_file(probe, b"")
+        fs.rm_file(probe)
+    except Exception as err:
+        raise MiroError(f"cannot write {out}: {_reason(err)}") from None
+
+
+@contextlib.contextmanager
+def _owned_output(out: str) -> Iterator[None]:
+    """A local folder is locked for the run and created; a bucket prefix cannot be locked
+    (object stores have no flock), so two runs into one prefix are the user's to avoid."""
+    if is_url(out):
+        _check_writable(out)
+        yield
+        return
+    with output_lock(out):
+        Path(out).mkdir(parents=True, exist_ok=True)
+        yield
+
+
 def _run_img2dataset(cfg: DownloadConfig, url_list: Path, extra: list[str]) -> None:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # else it asks PyPI on import
     import img2dataset
@@ -168,7 +302,7 @@ def _run_img2dataset(cfg: DownloadConfig, url_list: Path, extra: list[str]) -> N
         quality = _DEFAULT_QUALITY.get(cfg.encode_format, 95)
     img2dataset.download(
         url_list=str(url_list),
-        output_folder=str(cfg.out),
+        output_folder=cfg.out,
         input_format="parquet",
         output_format="webdataset",
         url_col="url",
@@ -192,21 +326,44 @@ def _run_img2dataset(cfg: DownloadConfig, url_list: Path, extra: list[str]) -> N
     )
 
 
-@owns_output  # one process writes an output folder at a time
+@contextlib.contextmanager
+def _engine(cfg: DownloadConfig, local_files: bool) -> Iterator[None]:
+    """The distributor's engine for the block (Ray connected or started; others need nothing)."""
+    if cfg.distributor != "ray":
+        if local_files and cfg.distributor == "pyspark":
+            log.info("file:// URLs and a local OUT: on a cluster, every node must share them")
+        yield
+        return
+    with ray_cluster(cfg.ray_address, cfg.processes) as nodes:
+        if nodes > 1 and local_files:
+            log.warning(
+                "Ray has %d nodes: each reads file:// URLs and writes a local OUT itself, so "
+                "both must be on a filesystem shared at the same path (or use http(s) and a bucket)",
+                nodes,
+            )
+        yield
+
+
 def download(cfg: DownloadConfig) -> DownloadReport:
     """Download every URL of the list into WebDataset shards under cfg.out."""
+    require_engine(cfg.distributor)
     df = read_url_list(cfg.url_list, cfg.url_col, cfg.caption_col)
     df = df.rename({cfg.url_col: "url", cfg.caption_col: "caption"})
     extra = [c for c in df.columns if c not in ("url", "caption")]
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    # img2dataset reads one parquet; paths in it become file:// URLs.
-    staged = cfg.out / "_url_list.parquet"
-    try:
-        df.with_columns(file_urls(df["url"], cfg.url_list.parent)).write_parquet(staged)
-        _run_img2dataset(cfg, staged, extra)
-    finally:
-        staged.unlink(missing_ok=True)
-    report = summarize(cfg.out)
+    df = _absolute_urls(df, cfg.url_list)
+    has_files = df.filter(pl.col("url").str.starts_with("file://")).height > 0
+    # Ray first: an unreachable cluster is refused before anything is written
+    with _engine(cfg, has_files or not is_url(cfg.out)), _owned_output(cfg.out):
+        # img2dataset reads one parquet on this (the driver's) machine
+        with tempfile.TemporaryDirectory(prefix="miro-download-") as tmp:
+            staged = Path(tmp) / "urls.parquet"
+            df.write_parquet(staged)
+            _run_img2dataset(cfg, staged, extra)
+        if is_url(cfg.out):  # img2dataset leaves its shard lists behind in a bucket
+            fs, path = _filesystem(cfg.out)
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm(f"{path.rstrip('/')}/_tmp", recursive=True)
+        report = summarize(cfg.out)
     log.info(
         "%d of %d images downloaded into %d shards at %s",
         report.successes,

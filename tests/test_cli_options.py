@@ -63,8 +63,8 @@ PINNED = {
         ("--overwrite", False, "bool", ""),
     ],
     "data download": [
-        ("URL_LIST", None, "Path", "required"),
-        ("OUT", None, "Path", "required"),
+        ("URL_LIST", None, "str", "required"),
+        ("OUT", None, "str", "required"),
         ("--caption-col", "caption", "str", ""),
         ("--distributor", "multiprocessing", ("multiprocessing", "pyspark", "ray"), ""),
         ("--encode-format", "jpg", ("jpg", "png", "webp"), ""),
@@ -73,6 +73,7 @@ PINNED = {
         ("--incremental", "incremental", ("incremental", "overwrite", "extend"), ""),
         ("--min-image-size", 0, "int", ""),
         ("--processes", "cpu_count", "int", ""),
+        ("--ray-address", None, "str", ""),
         (
             "--resize-mode",
             "border",
