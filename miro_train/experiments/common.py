@@ -144,7 +144,8 @@ def load_for(checkpoint: Path, settings: EvalSettings) -> Any:
     """The model of a checkpoint or run, loaded as the settings' sampler says."""
     from miro_train.sample import load_bundle
 
-    return load_bundle(checkpoint, settings.sampler.device, settings.sampler.weights)
+    sampler = settings.sampler
+    return load_bundle(checkpoint, sampler.device, sampler.weights, sampler.allow_download)
 
 
 def train_arm(shards: Path, out: Path, train: TrainSettings, *, baseline: bool = False,
