@@ -196,9 +196,10 @@ def sample(cfg: SampleConfig) -> Path:
     about = provenance(bundle, settings)  # also refuses targets for a baseline, before work
     scorer = None
     if cfg.best_of > 1:
-        from miro_data.rewards import build_reward
+        from miro_data.rewards import RewardContext, build_reward
 
-        scorer = build_reward(str(cfg.select_by))
+        ctx = RewardContext(allow_download=settings.allow_download)
+        scorer = build_reward(str(cfg.select_by), ctx)
     cfg.out.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails before sampling
     items = [(p, k) for p in cfg.prompts for k in range(cfg.n)]
     captions = [p for p, _ in items for _ in range(cfg.best_of)]  # candidates of item i together
