@@ -14,8 +14,11 @@ Every failure is one `MiroError` naming the repo, the file and the cause.
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
+import posixpath
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -117,6 +120,31 @@ def download_file(
     raise MiroError(f"cannot download {names} from {endpoint()}/{repo}: the repo has no such file")
 
 
+# Files of other frameworks and formats a torch `from_pretrained` never reads (a repo such as
+# google/flan-t5-xl also holds TF and Flax copies of its weights, tens of GB)
+_FOREIGN = (".msgpack", ".h5", ".ot", ".onnx", ".onnx_data", ".tflite", ".mlmodel", ".pb")
+_FOREIGN_DIRS = {"onnx", "openvino", "coreml", "flax", "tf"}
+_PICKLES = (".bin", ".pt", ".pth", ".ckpt")
+_VARIANT = re.compile(r"\.(fp16|bf16|non_ema|ema)[.-][^/]*$")  # diffusers' weight variants
+
+
+def torch_files(files: Sequence[str], subfolder: str | None = None) -> list[str]:
+    """The repo files a torch `from_pretrained` reads (of `subfolder` only, if given):
+    configs, tokenizers and one weight format per folder — safetensors where a folder has
+    them (not its pickled copies nor fp16/EMA variants), else what it has."""
+    if subfolder:
+        files = [f for f in files if f.startswith(subfolder.strip("/") + "/")]
+    files = [f for f in files
+             if not f.endswith(_FOREIGN) and f.split("/")[0] not in _FOREIGN_DIRS]  # fmt: skip
+    safe = {posixpath.dirname(f) for f in files
+            if f.endswith(".safetensors") and not _VARIANT.search(f)}  # fmt: skip
+    return [
+        f
+        for f in files
+        if posixpath.dirname(f) not in safe or not (f.endswith(_PICKLES) or _VARIANT.search(f))
+    ]
+
+
 def download_snapshot(
     repo: str,
     *,
@@ -124,17 +152,25 @@ def download_snapshot(
     subfolder: str | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> Path:
-    """A model repo (or one subfolder of it) fetched into the hub cache; the snapshot folder."""
-    from huggingface_hub import snapshot_download
+    """A model repo (or one subfolder of it) fetched into the hub cache, the files a torch
+    `from_pretrained` reads only (`torch_files`); the snapshot folder."""
+    from huggingface_hub import HfApi, snapshot_download
 
-    patterns = [f"{subfolder.strip('/')}/*"] if subfolder else None
+    what = f"{subfolder}/" if subfolder else "the model"
     try:
         with online():
-            path = snapshot_download(repo, revision=revision, cache_dir=_cache(cache_dir),
-                                     allow_patterns=patterns, endpoint=endpoint())  # fmt: skip
+            files = HfApi(endpoint=endpoint()).list_repo_files(repo, revision=revision)
+            wanted = torch_files(files, subfolder)
+            if wanted:
+                path = snapshot_download(repo, revision=revision, cache_dir=_cache(cache_dir),
+                                         allow_patterns=[glob.escape(f) for f in wanted],
+                                         endpoint=endpoint())  # fmt: skip
     except Exception as err:
-        raise _error(repo, subfolder or "the model", err) from None
-    log.info("downloaded %s to %s", repo, path)
+        raise _error(repo, what, err) from None
+    if not wanted:
+        raise MiroError(f"cannot download {what} from {endpoint()}/{repo}: the repo has no "
+                        f"{'such folder' if subfolder else 'files'}")  # fmt: skip
+    log.info("downloaded %s (%d files) to %s", repo, len(wanted), path)
     return Path(path)
 
 

@@ -189,6 +189,9 @@ def test_encoders_download_on_opt_in_for_train_and_sample(hub, hf_models, tmp_pa
 
     hub.add("miro-test/tiny-t5", hf_models[0])
     hub.add("miro-test/tiny-vae", hf_models[1], prefix="vae/")
+    # copies in other formats, as real repos hold: never fetched (safetensors are there)
+    hub.repos["miro-test/tiny-t5"] |= {"tf_model.h5": b"tf", "pytorch_model.bin": b"pickle"}
+    hub.repos["miro-test/tiny-vae"] |= {"vae/diffusion_pytorch_model.fp16.safetensors": b"x"}
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-train"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
@@ -198,7 +201,10 @@ def test_encoders_download_on_opt_in_for_train_and_sample(hub, hf_models, tmp_pa
                       text_encoder="miro-test/tiny-t5", vae="miro-test/tiny-vae",
                       vae_subfolder="vae", resolution=32, steps=1, batch_size=4, warmup=0,
                       workers=0, allow_download=True))  # fmt: skip
-    assert list((tmp_path / "hf-train" / "hub").glob("models--miro-test--tiny-t5/snapshots/*"))
+    (t5_snapshot,) = (tmp_path / "hf-train" / "hub").glob("models--miro-test--tiny-t5/snapshots/*")
+    assert {"config.json", "model.safetensors"} <= {p.name for p in t5_snapshot.iterdir()}
+    assert not (t5_snapshot / "tf_model.h5").exists()
+    assert not (t5_snapshot / "pytorch_model.bin").exists()
 
     from miro_train.sample import load_bundle
 
@@ -220,3 +226,19 @@ def test_encoders_download_on_opt_in_for_train_and_sample(hub, hf_models, tmp_pa
     assert (tmp_path / "s" / "grid.png").is_file()
     cached = tmp_path / "hf-sample" / "hub"
     assert list(cached.glob("models--miro-test--tiny-vae/snapshots/*/vae/config.json"))
+
+
+def test_snapshots_fetch_only_what_torch_reads():
+    from miro_data.hub import torch_files
+
+    files = ["config.json", "model.safetensors", "pytorch_model.bin", "tf_model.h5",
+             "flax_model.msgpack", "spiece.model", "onnx/encoder.onnx", "vae/config.json",
+             "vae/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.bin",
+             "vae/diffusion_pytorch_model.fp16.safetensors", "unet/diffusion_pytorch_model.bin"]  # fmt: skip
+    assert torch_files(files) == ["config.json", "model.safetensors", "spiece.model",
+                                  "vae/config.json", "vae/diffusion_pytorch_model.safetensors",
+                                  "unet/diffusion_pytorch_model.bin"]  # fmt: skip
+    assert torch_files(files, "vae/") == [
+        "vae/config.json",
+        "vae/diffusion_pytorch_model.safetensors",
+    ]
