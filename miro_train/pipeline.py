@@ -113,7 +113,7 @@ class MiroPipeline(DiffusionPipeline):
         sched = FlowMatchEulerDiscreteScheduler.from_pretrained(folder / "scheduler")
         pipe = cls(transformer.eval(), sched, **_load_components(folder))
         if torch_dtype is not None:
-            pipe.to(torch_dtype=torch_dtype)
+            pipe = pipe.to(torch_dtype)
         pipe.miro_info = json.loads((folder / MIRO_JSON).read_text())
         return pipe
 

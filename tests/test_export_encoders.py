@@ -1,7 +1,8 @@
 """`miro export` of a model with a Hugging Face text encoder in VAE latent space (issue 17):
 the pipeline folder carries `text_encoder/`, `tokenizer/` and `vae/`, and loads in a fresh
 process, with neither the run nor the encoders' own folders around, to draw `miro sample`'s
-images."""
+images — here fetched as a Hub repo (`from_pretrained(REPO, allow_download=True)` from a
+local endpoint), loaded as diffusers users load every other model."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from hub_fixtures import serving
 from PIL import Image
 from train_fixtures import micro_config, write_shards
 
 _LOAD_AND_DRAW = """
 import sys, numpy as np, torch
 from miro_train.pipeline import MiroPipeline
-pipe = MiroPipeline.from_pretrained(sys.argv[1])
+pipe = MiroPipeline.from_pretrained(sys.argv[1], allow_download=True)
 out = pipe(["a photo of a blue square", "two red circle"], reward_targets={"noise": 0.5},
            negative_reward_targets={"noise": 0.0}, guidance_scale=3.0, num_inference_steps=3,
            generator=torch.Generator().manual_seed(7))
@@ -76,9 +78,14 @@ def test_export_with_a_hf_text_encoder_in_latent_space_draws_miro_samples_images
     for folder in (run, t5, vae):
         shutil.rmtree(folder)
     drawn, again = tmp_path / "drawn.npy", tmp_path / "again"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    subprocess.run([sys.executable, "-c", _LOAD_AND_DRAW, str(out), str(drawn), str(again)],
-                   check=True, env=env, cwd=tmp_path)  # fmt: skip
+    with serving() as hub:
+        hub.add("miro-test/tiny-miro", out)
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+               "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}  # fmt: skip
+        env.pop("HF_HUB_CACHE", None)
+        subprocess.run([sys.executable, "-c", _LOAD_AND_DRAW, "miro-test/tiny-miro", str(drawn),
+                        str(again)], check=True, env=env, cwd=tmp_path)  # fmt: skip
+    assert list((tmp_path / "hf" / "hub").glob("models--miro-test--tiny-miro/snapshots/*/vae"))
     np.testing.assert_array_equal(np.load(drawn), expected)
     for name in ("text_encoder/model.safetensors", "vae/diffusion_pytorch_model.safetensors"):
         assert (again / name).read_bytes() == (out / name).read_bytes(), name
