@@ -6,6 +6,7 @@ X-Repo-Commit, ETag and Content-Length headers, and the `/api/models/…` listin
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -170,3 +171,29 @@ def test_snapshots_fetch_only_what_torch_reads():
         "vae/config.json",
         "vae/diffusion_pytorch_model.safetensors",
     ]
+
+
+def test_a_sharded_checkpoint_comes_with_its_shards_and_only_files_beside_it(
+    hub, tmp_path, monkeypatch
+):
+    from miro_data.rewards.weights import Wanted, download_missing
+
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    index = {"weight_map": {"a.weight": "model-1.safetensors", "b.weight": "model-2.safetensors"}}
+    hub.repos["miro-test/sharded"] = {
+        "model.safetensors.index.json": json.dumps(index).encode(),
+        "model-1.safetensors": b"one",
+        "model-2.safetensors": b"two",
+    }
+    names = ("model.safetensors.index.json", "model.safetensors")
+    wanted = Wanted("weights", names, repo="miro-test/sharded")
+    download_missing("vqascore", [wanted], tmp_path / "hf")
+    folder = wanted.find(tmp_path / "hf").parent
+    assert (folder / "model-2.safetensors").read_bytes() == b"two"
+    assert (folder / "model-1.safetensors").read_bytes() == b"one"
+
+    index["weight_map"]["c.weight"] = "../../../escape.safetensors"
+    hub.repos["miro-test/bad-index"] = {"model.safetensors.index.json": json.dumps(index).encode()}
+    bad = Wanted("weights", names, repo="miro-test/bad-index")
+    with pytest.raises(MiroError, match="not a file beside it"):
+        download_missing("vqascore", [bad], tmp_path / "hf")

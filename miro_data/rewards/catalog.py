@@ -292,6 +292,16 @@ _SPECS = [
      vqascore_files, "miro_data.rewards.vqascore", "VQAScore"),
 ]  # fmt: skip
 
+
+def _vqascore_download_files(opts: dict) -> list[Wanted]:
+    """What a download fetches for vqascore: also the vision tower's own weights, which
+    loading reads only when the checkpoint lacks the tower (known only once it is read)."""
+    return [*vqascore_files(opts), vqascore_vision_weights(opts)]
+
+
+_DOWNLOADS = {"vqascore": _vqascore_download_files}  # where a download fetches more than `files`
+
 for _name, _summary, _files, _module, _cls in _SPECS:
+    _fetch = _DOWNLOADS.get(_name, _files)
     register(RewardSpec(_name, _summary, _lazy(_module, _cls), _weights(_name, _files),
-                        _download(_name, _files)))  # fmt: skip
+                        _download(_name, _fetch)))  # fmt: skip

@@ -18,7 +18,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from miro_data.common import MiroError
@@ -137,14 +137,36 @@ def resolve(
     return [p for p in found if p is not None]
 
 
+def shard_names(index: Path) -> list[str]:
+    """The files a sharded checkpoint's `*.index.json` names (relative, inside its folder)."""
+    try:
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
+        raise MiroError(f"cannot read the shard index {index}: {err}") from None
+    for name in names:
+        parts = PurePosixPath(str(name)).parts
+        if not isinstance(name, str) or not parts or parts[0] == "/" or ".." in parts:
+            raise MiroError(f"shard index {index} names {name!r}, not a file beside it")
+    return names
+
+
 def download_missing(
     reward: str, wanted: Iterable[Wanted], hf_home: str | os.PathLike | None = None
 ) -> None:
-    """Fetch each Hub file of `wanted` that the cache lacks (explicit paths are the user's)."""
+    """Fetch each Hub file of `wanted` that the cache lacks, and the shards of a sharded
+    checkpoint's index (explicit paths and folders are the user's own)."""
+    cache = hub_cache(hf_home)
     for w in wanted:
-        if w.repo and not (w.explicit or w.folder) and w.find(hf_home) is None:
+        if not w.repo or w.explicit or w.folder:
+            continue
+        path = w.find(hf_home)
+        if path is None:
             log.info("reward %s: %s not in the cache, downloading from %s", reward, w.label, w.repo)
-            download_file(w.repo, w.filenames, revision=w.revision, cache_dir=hub_cache(hf_home))
+            path = download_file(w.repo, w.filenames, revision=w.revision, cache_dir=cache)
+        if path.name.endswith(".index.json"):
+            for name in shard_names(path):
+                if not (path.parent / name).is_file():
+                    download_file(w.repo, [name], revision=w.revision, cache_dir=cache)
 
 
 def statuses(
