@@ -179,4 +179,6 @@ def local_model(name: str, allow_download: bool, subfolder: str | None = None) -
     cache resolves), or with `allow_download` and no such folder, the downloaded snapshot."""
     if not allow_download or Path(name).expanduser().exists():
         return name
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1:  # a path, not ORG/NAME
+        raise MiroError(f"{name}: no such folder (nor a Hub repo id to download)")
     return str(download_snapshot(name, subfolder=subfolder))

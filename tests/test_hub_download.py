@@ -197,3 +197,13 @@ def test_a_sharded_checkpoint_comes_with_its_shards_and_only_files_beside_it(
     bad = Wanted("weights", names, repo="miro-test/bad-index")
     with pytest.raises(MiroError, match="not a file beside it"):
         download_missing("vqascore", [bad], tmp_path / "hf")
+
+
+@pytest.mark.parametrize("name", ["/no/such/t5", "./t5", "org/name/extra"])
+def test_a_missing_folder_is_not_taken_for_a_repo_to_download(name):
+    from miro_data.encoders import FrozenTextEncoder, ImageAutoencoder
+
+    with pytest.raises(MiroError, match="no such folder"):
+        FrozenTextEncoder(name, allow_download=True)
+    with pytest.raises(MiroError, match="no such folder"):
+        ImageAutoencoder(name, allow_download=True)
