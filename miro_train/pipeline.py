@@ -183,22 +183,24 @@ class MiroPipeline(DiffusionPipeline):
 
 
 def _load_components(folder: Path) -> dict[str, Any]:
-    """The text encoder, tokenizer and VAE the folder holds (the classes model_index.json
-    names), each None when absent."""
+    """The text encoder, tokenizer and VAE the folder holds (the text encoder as the
+    transformers class model_index.json names), each None when absent."""
     import transformers
     from diffusers import AutoencoderKL
 
-    index = json.loads((folder / "model_index.json").read_text())
     out: dict[str, Any] = {"text_encoder": None, "tokenizer": None, "vae": None}
     try:
+        entry = json.loads((folder / "model_index.json").read_text()).get("text_encoder")
         if (folder / "text_encoder").is_dir():
-            _, name = index.get("text_encoder") or ("transformers", "AutoModel")
-            model_cls = getattr(transformers, name, transformers.AutoModel)
+            named = getattr(transformers, str(entry[1]), None) if isinstance(entry, list) else None
+            model_cls = (named if isinstance(named, type)
+                         and issubclass(named, transformers.PreTrainedModel)
+                         else transformers.AutoModel)  # fmt: skip
             out["text_encoder"] = model_cls.from_pretrained(folder / "text_encoder")
             out["tokenizer"] = transformers.AutoTokenizer.from_pretrained(folder / "tokenizer")
         if (folder / "vae").is_dir():
             out["vae"] = AutoencoderKL.from_pretrained(folder / "vae", low_cpu_mem_usage=False)
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, AttributeError, IndexError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise MiroError(f"{folder}: cannot load the pipeline's encoders: {first}") from None
+        raise MiroError(f"{folder}: cannot load the pipeline's components: {first}") from None
     return out

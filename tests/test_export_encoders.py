@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hub_fixtures import serving
 from PIL import Image
 from train_fixtures import micro_config, write_shards
@@ -89,3 +90,13 @@ def test_export_with_a_hf_text_encoder_in_latent_space_draws_miro_samples_images
     np.testing.assert_array_equal(np.load(drawn), expected)
     for name in ("text_encoder/model.safetensors", "vae/diffusion_pytorch_model.safetensors"):
         assert (again / name).read_bytes() == (out / name).read_bytes(), name
+
+    # a damaged component is one line naming the folder, not a traceback
+    from miro_data.common import MiroError
+    from miro_train.pipeline import MiroPipeline
+
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    (broken / "vae" / "config.json").write_text("{not json")
+    with pytest.raises(MiroError, match="cannot load the pipeline's components"):
+        MiroPipeline.from_pretrained(broken)
