@@ -44,13 +44,18 @@ def online() -> Iterator[None]:
     HF_HUB_OFFLINE said at import; the previous setting is restored afterwards."""
     from huggingface_hub import constants
 
+    # its retry warnings (5 tries, printed twice: its handler and ours) would bury the one
+    # error line a failure ends with
+    hub_log = logging.getLogger("huggingface_hub")
     with _LOCK:
-        saved = constants.HF_HUB_OFFLINE
+        saved = constants.HF_HUB_OFFLINE, hub_log.level
         constants.HF_HUB_OFFLINE = False
+        hub_log.setLevel(logging.ERROR)
         try:
             yield
         finally:
-            constants.HF_HUB_OFFLINE = saved
+            constants.HF_HUB_OFFLINE = saved[0]
+            hub_log.setLevel(saved[1])
 
 
 def _cache(cache_dir: str | os.PathLike | None) -> str:
@@ -73,6 +78,7 @@ def _cause(err: BaseException) -> str:
 
 
 def _error(repo: str, what: str, err: BaseException) -> MiroError:
+    import httpx2
     from huggingface_hub.errors import (
         GatedRepoError,
         LocalEntryNotFoundError,
@@ -89,6 +95,8 @@ def _error(repo: str, what: str, err: BaseException) -> MiroError:
         reason = "no such revision"
     elif isinstance(err, LocalEntryNotFoundError):
         reason = f"the Hub cannot be reached ({_cause(err.__cause__ or err)})"
+    elif isinstance(err, httpx2.TransportError):  # refused, timed out, no route, DNS
+        reason = f"the Hub cannot be reached ({_cause(err)})"
     else:
         reason = _cause(err)
     return MiroError(f"cannot download {what} from {where}: {reason}")

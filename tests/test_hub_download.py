@@ -207,3 +207,18 @@ def test_a_missing_folder_is_not_taken_for_a_repo_to_download(name):
         FrozenTextEncoder(name, allow_download=True)
     with pytest.raises(MiroError, match="no such folder"):
         ImageAutoencoder(name, allow_download=True)
+
+
+def test_an_unreachable_hub_is_one_line_for_encoders_too(tmp_path, monkeypatch, capfd):
+    import huggingface_hub.utils._http as hf_http
+
+    from miro_data.encoders import FrozenTextEncoder
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: refused
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(hf_http.time, "sleep", lambda seconds: None)  # (retries still happen)
+    with pytest.raises(MiroError) as err:
+        FrozenTextEncoder("miro-test/tiny-t5", allow_download=True)
+    assert str(err.value).startswith("cannot download the model from http://127.0.0.1:9/miro-test")
+    assert "the Hub cannot be reached" in str(err.value) and "\n" not in str(err.value)
+    assert "Retrying" not in capfd.readouterr().err  # huggingface_hub's retry noise held back
