@@ -90,6 +90,9 @@ class AnnotateConfig:
         help="Largest image decoded, in pixels (a JPEG above it is decoded at 1/2, 1/4 or 1/8 "
         "scale when that fits); larger images are recorded as decode failures."
     ))  # fmt: skip
+    allow_download: bool = field(default=False, metadata=opt("--allow-download", help=(
+        "Fetch reward weights missing from the local Hugging Face cache from the Hub."
+    )))  # fmt: skip
 
     def __post_init__(self) -> None:
         if isinstance(self.rewards, list):
@@ -275,7 +278,10 @@ def _device(cfg: AnnotateConfig, worker_index: int) -> str:
 
 def build_rewards(cfg: AnnotateConfig, worker_index: int = 0) -> list[Reward]:
     ctx = RewardContext(
-        device=_device(cfg, worker_index), precision=cfg.precision, options=cfg.reward_options
+        device=_device(cfg, worker_index),
+        precision=cfg.precision,
+        options=cfg.reward_options,
+        allow_download=cfg.allow_download,
     )
     rewards = [build_reward(name, ctx) for name in cfg.rewards]
     names = [r.name for r in rewards]

@@ -13,20 +13,26 @@ local folder works; failures become one-line `MiroError`s.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from miro_data.common import MiroError
+from miro_data.hub import OPT_IN, local_model
 
 log = logging.getLogger(__name__)
 
 
-def _load_error(what: str, name: str, err: Exception) -> MiroError:
+def _load_error(what: str, name: str, err: Exception, allow_download: bool) -> MiroError:
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return MiroError(f"cannot load {what} {name!r}: {first}")
+    hint = ""
+    if not allow_download and not Path(name).expanduser().exists():
+        hint = f" (a Hub id missing from the local cache? {OPT_IN})"
+    return MiroError(f"cannot load {what} {name!r}: {first}{hint}")
 
 
 class FrozenTextEncoder:
@@ -38,22 +44,39 @@ class FrozenTextEncoder:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         max_length: int = 77,
+        allow_download: bool = False,
     ) -> None:
         from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel, T5EncoderModel
 
         model: Any  # one of transformers' encoder classes
+        source = local_model(name, allow_download)
         try:
-            config = AutoConfig.from_pretrained(name)
-            self.tokenizer = AutoTokenizer.from_pretrained(name)
+            config = AutoConfig.from_pretrained(source)
+            tokenizer = AutoTokenizer.from_pretrained(source)
             if config.model_type in ("t5", "mt5", "umt5"):
-                model = T5EncoderModel.from_pretrained(name, dtype=dtype)
+                model = T5EncoderModel.from_pretrained(source, dtype=dtype)
             elif config.model_type in ("clip", "clip_text_model"):
-                model = CLIPTextModel.from_pretrained(name, dtype=dtype)
+                model = CLIPTextModel.from_pretrained(source, dtype=dtype)
             else:
-                model = AutoModel.from_pretrained(name, dtype=dtype)
+                model = AutoModel.from_pretrained(source, dtype=dtype)
         except (OSError, ValueError, KeyError) as err:
-            raise _load_error("text encoder", name, err) from None
+            raise _load_error("text encoder", name, err, allow_download) from None
+        self._setup(name, model, tokenizer, device, max_length)
+
+    @classmethod
+    def of(
+        cls, name: str, model: Any, tokenizer: Any, device: str | torch.device, max_length: int
+    ) -> FrozenTextEncoder:
+        """An encoder around an already loaded model and tokenizer (a pipeline's components)."""
+        self = cls.__new__(cls)
+        self._setup(name, model, tokenizer, device, max_length)
+        return self
+
+    def _setup(
+        self, name: str, model: Any, tokenizer: Any, device: str | torch.device, max_length: int
+    ) -> None:
         self.name, self.max_length, self.device = name, max_length, torch.device(device)
+        self.tokenizer = tokenizer
         self.model = model.to(self.device).eval().requires_grad_(False)
         hidden = getattr(self.model.config, "d_model", None) or self.model.config.hidden_size
         self.dim = int(hidden)
@@ -81,13 +104,31 @@ class ImageAutoencoder:
         subfolder: str | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        allow_download: bool = False,
     ) -> None:
         from diffusers import AutoencoderKL
 
+        source = local_model(name, allow_download, subfolder)
         try:
-            vae = AutoencoderKL.from_pretrained(name, subfolder=subfolder, torch_dtype=dtype)
+            with warnings.catch_warnings():  # diffusers passes huggingface_hub a retired argument
+                warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks")
+                # low_cpu_mem_usage=False: plain loading, no `accelerate` needed (nor its warning)
+                vae = AutoencoderKL.from_pretrained(source, subfolder=subfolder, torch_dtype=dtype,
+                                                    low_cpu_mem_usage=False)  # fmt: skip
         except (OSError, ValueError, KeyError) as err:
-            raise _load_error("VAE", name, err) from None
+            raise _load_error("VAE", name, err, allow_download) from None
+        self._setup(name, vae, device, dtype)
+
+    @classmethod
+    def of(
+        cls, name: str, vae: Any, device: str | torch.device, dtype: torch.dtype = torch.float32
+    ) -> ImageAutoencoder:
+        """An autoencoder around an already loaded AutoencoderKL (a pipeline's `vae`)."""
+        self = cls.__new__(cls)
+        self._setup(name, vae, device, dtype)
+        return self
+
+    def _setup(self, name: str, vae: Any, device: str | torch.device, dtype: torch.dtype) -> None:
         self.name, self.device, self.dtype = name, torch.device(device), dtype
         self.vae = vae.to(self.device).eval().requires_grad_(False)
         self.channels = int(vae.config.latent_channels)

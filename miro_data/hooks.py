@@ -35,11 +35,14 @@ class TextEmbeddingHook(Hook):
 
     kind = "text"
 
-    def __init__(self, model: str, device: str = "cpu", max_length: int = 77) -> None:
+    def __init__(
+        self, model: str, device: str = "cpu", max_length: int = 77, allow_download: bool = False
+    ) -> None:
         super().__init__(model)
         from miro_data.encoders import FrozenTextEncoder
 
-        self.encoder = FrozenTextEncoder(model, device=device, max_length=max_length)
+        self.encoder = FrozenTextEncoder(model, device=device, max_length=max_length,
+                                         allow_download=allow_download)  # fmt: skip
 
     def __call__(self, images: Sequence[np.ndarray], captions: Sequence[str]) -> list[np.ndarray]:
         emb, mask = self.encoder.encode(captions)
@@ -52,11 +55,11 @@ class VaeLatentHook(Hook):
 
     kind = "vae"
 
-    def __init__(self, model: str, device: str = "cpu") -> None:
+    def __init__(self, model: str, device: str = "cpu", allow_download: bool = False) -> None:
         super().__init__(model)
         from miro_data.encoders import ImageAutoencoder
 
-        self.vae = ImageAutoencoder(model, device=device)
+        self.vae = ImageAutoencoder(model, device=device, allow_download=allow_download)
 
     def __call__(self, images: Sequence[np.ndarray], captions: Sequence[str]) -> list[np.ndarray]:
         out: list[np.ndarray | None] = [None] * len(images)
@@ -86,6 +89,10 @@ def parse_hooks(specs: Sequence[str]) -> list[tuple[str, str]]:
     return parsed
 
 
-def build_hooks(specs: Sequence[str], device: str = "cpu") -> list[Hook]:
-    """'text=google/flan-t5-base', 'vae=madebyollin/sdxl-vae-fp16-fix' → hooks."""
-    return [HOOKS[kind](model, device=device) for kind, model in parse_hooks(specs)]
+def build_hooks(
+    specs: Sequence[str], device: str = "cpu", allow_download: bool = False
+) -> list[Hook]:
+    """'text=google/flan-t5-base', 'vae=madebyollin/sdxl-vae-fp16-fix' → hooks (their models
+    fetched from the Hub when missing from the cache, with `allow_download`)."""
+    return [HOOKS[kind](model, device=device, allow_download=allow_download)
+            for kind, model in parse_hooks(specs)]  # fmt: skip

@@ -80,6 +80,9 @@ class ReshardConfig:
     ))  # fmt: skip
     hook_batch_size: int = 64
     device: str = field(default="cpu", metadata=opt(help="Device for the hooks' models."))
+    allow_download: bool = field(default=False, metadata=opt("--allow-download", help=(
+        "Fetch a hook's model missing from the local Hugging Face cache from the Hub."
+    )))  # fmt: skip
     overwrite: bool = field(default=False, metadata=opt(
         help="Replace OUT if it exists (only once the new one is complete)."
     ))  # fmt: skip
@@ -375,7 +378,7 @@ def reshard(cfg: ReshardConfig) -> ReshardReport:
 
 def _reshard(cfg: ReshardConfig) -> ReshardReport:
     version, levels, names, df, excluded = _load_selection(cfg)
-    hooks = build_hooks(cfg.hooks, cfg.device)
+    hooks = build_hooks(cfg.hooks, cfg.device, cfg.allow_download)
     # Everything is written into a hidden staging folder that replaces `out` only when complete.
     staging = staging_folder(cfg.out)
     try:

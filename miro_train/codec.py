@@ -43,6 +43,7 @@ def resolve_spec(
     vae: str | None = None,
     vae_subfolder: str | None = None,
     resolution: int | None = None,
+    allow_download: bool = False,
 ) -> ModelSpec:
     """The registry config completed by the data: rewards, text side, image space. A latent
     space still lacks its statistics (`prepare.latent_stats` measures them with this spec)."""
@@ -52,8 +53,8 @@ def resolve_spec(
             name=config["name"],
             backbone=BackboneSpec.of(config["backbone"], config.get("backbone_args", {})),
             conditioning=ConditioningSpec(**config["conditioning"]),
-            text=_text_spec(config, shards, captions, text_encoder),
-            image=_image_spec(config, shards, vae, vae_subfolder, resolution),
+            text=_text_spec(config, shards, captions, text_encoder, allow_download),
+            image=_image_spec(config, shards, vae, vae_subfolder, resolution, allow_download),
             rewards=tuple(rewards),
             edges_version=shards.manifest.edges_version,
             summary=config.get("summary"),
@@ -63,7 +64,11 @@ def resolve_spec(
 
 
 def _text_spec(
-    config: dict[str, Any], shards: Shards, captions: Iterable[str], text_encoder: str | None
+    config: dict[str, Any],
+    shards: Shards,
+    captions: Iterable[str],
+    text_encoder: str | None,
+    allow_download: bool,
 ) -> TextSpec:
     text = dict(config.get("text", {"kind": "word", "dim": 128, "max_len": 16}))
     if text_encoder == "word" or (text_encoder is None and text.get("kind") == "word"):
@@ -73,7 +78,7 @@ def _text_spec(
     name = text_encoder or text["name"]
     dim = text.get("dim") if name == text.get("name") else None
     if dim is None:  # another encoder than the config's: ask it its width
-        dim = FrozenTextEncoder(name).dim
+        dim = FrozenTextEncoder(name, allow_download=allow_download).dim
     return TextSpec("hf", int(dim), text.get("max_len", 128), name=name,
                     precomputed=shards.manifest.hooks.text == name)  # fmt: skip
 
@@ -84,13 +89,14 @@ def _image_spec(
     vae: str | None,
     vae_subfolder: str | None,
     resolution: int | None,
+    allow_download: bool,
 ) -> ImageSpec:
     image = config.get("image", {})
     vae = vae if vae is not None else image.get("vae") if image.get("space") == "latent" else None
     size = resolution or image.get("resolution", 32)
     if vae in (None, "", "none"):
         return ImageSpec("pixel", size, channels=3, size=size)
-    ae = ImageAutoencoder(vae, subfolder=vae_subfolder)
+    ae = ImageAutoencoder(vae, subfolder=vae_subfolder, allow_download=allow_download)
     if size % ae.factor:
         raise MiroError(f"resolution {size} is not a multiple of the VAE's factor {ae.factor}")
     return ImageSpec("latent", size, ae.channels, size // ae.factor, vae=vae,
@@ -98,17 +104,28 @@ def _image_spec(
 
 
 class Codec:
-    """Captions → text tensors; images ↔ model space. Loads frozen encoders only when needed."""
+    """Captions → text tensors; images ↔ model space. Loads frozen encoders only when needed
+    (fetching them from the Hub with `allow_download`), or uses those given (a pipeline's)."""
 
-    def __init__(self, spec: ModelSpec, device: torch.device, *, need_vae: bool = True):
-        self.spec, self.device = spec, device
+    def __init__(
+        self,
+        spec: ModelSpec,
+        device: torch.device,
+        *,
+        need_vae: bool = True,
+        allow_download: bool = False,
+        text_encoder: FrozenTextEncoder | None = None,
+        vae: ImageAutoencoder | None = None,
+    ):
+        self.spec, self.device, self.allow_download = spec, device, allow_download
         text, image = spec.text, spec.image
         self.vocab = WordVocab(text.vocab, text.max_len) if text.kind == "word" else None
-        self.text_encoder: FrozenTextEncoder | None = None
-        self.vae = None
-        if image.space == "latent" and need_vae:
+        self.text_encoder = text_encoder
+        self.vae = vae
+        if image.space == "latent" and need_vae and vae is None:
             assert image.vae is not None  # ImageSpec checks it
-            self.vae = ImageAutoencoder(image.vae, image.vae_subfolder, device=device)
+            self.vae = ImageAutoencoder(image.vae, image.vae_subfolder, device=device,
+                                        allow_download=allow_download)  # fmt: skip
         self.mean: torch.Tensor | None = None
         self.std: torch.Tensor | None = None
         if image.stats is not None:
@@ -117,11 +134,13 @@ class Codec:
 
     # ---- text -------------------------------------------------------------
 
-    def _encoder(self) -> FrozenTextEncoder:
+    def encoder(self) -> FrozenTextEncoder:
+        """The frozen text encoder (kind "hf"), loaded on first use."""
         if self.text_encoder is None:
             t = self.spec.text
             assert t.name is not None  # TextSpec checks it
-            self.text_encoder = FrozenTextEncoder(t.name, self.device, max_length=t.max_len)
+            self.text_encoder = FrozenTextEncoder(t.name, self.device, max_length=t.max_len,
+                                                  allow_download=self.allow_download)  # fmt: skip
         return self.text_encoder
 
     def text(
@@ -138,7 +157,7 @@ class Codec:
         if batch and "text_emb" in batch:
             mask = batch["text_mask"].to(self.device, non_blocking=True)
             return batch["text_emb"].to(self.device, non_blocking=True).float(), mask
-        return self._encoder().encode(captions)
+        return self.encoder().encode(captions)
 
     def inputs(self, batch: dict[str, Any]) -> ConditioningInput:
         """A training batch's conditioning inputs on the device: captions and reward values."""

@@ -50,6 +50,9 @@ class TrainConfig:
         help="AutoencoderKL id / folder, or 'none' for pixel space (default: the model config's)."
     ))  # fmt: skip
     vae_subfolder: str | None = field(default=None, metadata=opt())
+    allow_download: bool = field(default=False, metadata=opt("--allow-download", help=(
+        "Fetch a text encoder or VAE missing from the local Hugging Face cache from the Hub."
+    )))  # fmt: skip
     resolution: int | None = field(
         default=None, metadata=opt(help="Image side in pixels (default: the model config's).")
     )

@@ -220,7 +220,8 @@ def _checkpoint_images(cfg: GenevalConfig) -> tuple[list[str], np.ndarray]:
 
     settings = cfg.sampler
     assert cfg.checkpoint is not None  # GenevalConfig takes a checkpoint or a manifest
-    bundle = load_bundle(cfg.checkpoint, settings.device, settings.weights)
+    bundle = load_bundle(cfg.checkpoint, settings.device, settings.weights,
+                         settings.allow_download)  # fmt: skip
     about = provenance(bundle, settings)
     cfg.out.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails before sampling
     prompts, images = geneval_images(
@@ -269,6 +270,9 @@ class RewardEvalConfig:
         help="Folder for rewards.json and rewards.png (default: beside the manifest)."
     ))  # fmt: skip
     reward_options: dict = field(default_factory=dict)
+    allow_download: bool = field(default=False, metadata=opt("--allow-download", help=(
+        "Fetch reward weights missing from the local Hugging Face cache from the Hub."
+    )))  # fmt: skip
 
     def __post_init__(self) -> None:
         check_reward_names(self.rewards)  # none, unknown and twice-named rewards
@@ -296,7 +300,7 @@ def eval_rewards(cfg: RewardEvalConfig) -> dict[str, dict]:
     from miro_data.rewards import RewardContext, build_reward
 
     rows, images = read_manifest(cfg.manifest)
-    ctx = RewardContext(options=cfg.reward_options)
+    ctx = RewardContext(options=cfg.reward_options, allow_download=cfg.allow_download)
     rewards = [build_reward(name, ctx) for name in cfg.rewards]
     summary = reward_summary(images, [r["prompt"] for r in rows], rewards)
     out = cfg.out or cfg.manifest.parent

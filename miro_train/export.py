@@ -1,4 +1,5 @@
-"""Stage `miro export`: a run's checkpoint as a diffusers-style folder `MiroPipeline` loads.
+"""Stage `miro export`: a run's checkpoint as a diffusers-style folder `MiroPipeline` loads,
+with the model's frozen text encoder, tokenizer and VAE as components when it has them.
 
 Written into a hidden staging folder beside OUT and renamed into place when complete (an
 existing OUT is replaced only with `--overwrite`). See miro_train/pipeline.py for the layout.
@@ -11,7 +12,7 @@ import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from miro_data.checks import check_choice
 from miro_data.common import MiroError
@@ -20,6 +21,9 @@ from miro_data.processes import owns_output
 from miro_data.trainshards import read_manifest
 from miro_train.checkpoint import read_meta
 from miro_train.sampler import WEIGHTS, Weights
+
+if TYPE_CHECKING:
+    from miro_train.sample import ModelBundle
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,9 @@ class ExportConfig:
     overwrite: bool = field(
         default=False, metadata=opt("--overwrite", help="Replace a pipeline already in OUT.")
     )
+    allow_download: bool = field(default=False, metadata=opt("--allow-download", help=(
+        "Fetch the model's text encoder or VAE from the Hub if not in the local cache."
+    )))  # fmt: skip
 
     def __post_init__(self) -> None:
         check_choice("--weights", self.weights, WEIGHTS)
@@ -51,6 +58,25 @@ def _levels(checkpoint: Path) -> dict[str, Any]:
     return {"n_levels": dict(manifest.n_levels), "edges": dict(manifest.edges)}
 
 
+def _encoders(bundle: ModelBundle) -> dict[str, Any]:
+    """The frozen text encoder + tokenizer and the VAE the model reads through, as pipeline
+    components; the VAE's config gets the model's latent normalisation (diffusers' SDXL
+    convention: model input = (z − latents_mean) · scaling_factor / latents_std)."""
+    spec, codec = bundle.model.spec, bundle.codec
+    out: dict[str, Any] = {}
+    if spec.text.kind == "hf":
+        encoder = codec.encoder()
+        out |= {"text_encoder": encoder.model, "tokenizer": encoder.tokenizer}
+    if spec.image.space == "latent":
+        assert codec.vae is not None and spec.image.stats is not None  # a complete latent spec
+        vae = codec.vae.vae
+        vae.register_to_config(latents_mean=list(spec.image.stats.mean),
+                               latents_std=list(spec.image.stats.std),
+                               scaling_factor=1.0, shift_factor=None)  # fmt: skip
+        out["vae"] = vae
+    return out
+
+
 @owns_output  # one process writes an output folder at a time
 def export(cfg: ExportConfig) -> Path:
     """Write the pipeline folder; returns OUT."""
@@ -61,16 +87,11 @@ def export(cfg: ExportConfig) -> Path:
         raise MiroError(f"{cfg.out} already exists: choose another OUT or pass --overwrite")
     if cfg.out.exists() and not (cfg.out / "model_index.json").is_file():
         raise MiroError(f"{cfg.out} is not a pipeline folder (no model_index.json): left alone")
-    bundle = load_bundle(cfg.run, "cpu", cfg.weights)
+    bundle = load_bundle(cfg.run, "cpu", cfg.weights, cfg.allow_download)
     spec = bundle.model.spec
-    if spec.text.kind != "word" or spec.image.space != "pixel":
-        raise MiroError(
-            f"{bundle.checkpoint}: exporting a model with a {spec.text.kind} text encoder in "
-            f"{spec.image.space} space is not supported yet (word vocabulary, pixel space only)"
-        )
     transformer = MiroTransformer(spec=spec.to_json())
     transformer.net.load_state_dict(bundle.model.state_dict(), strict=True)
-    pipe = MiroPipeline(transformer.eval(), flow_scheduler())
+    pipe = MiroPipeline(transformer.eval(), flow_scheduler(), **_encoders(bundle))
     pipe.miro_info = {
         "source": {"checkpoint": str(bundle.checkpoint.resolve()), "step": bundle.step,
                    "weights": cfg.weights},

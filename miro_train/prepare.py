@@ -49,6 +49,7 @@ RESUMABLE = (
     "compile",
     "tensorboard",
     "resume",
+    "allow_download",
 )
 
 
@@ -122,13 +123,15 @@ def prepare_run(cfg: TrainConfig, info: DistInfo) -> RunSetup:
             vae=cfg.vae,
             vae_subfolder=cfg.vae_subfolder,
             resolution=cfg.resolution,
+            allow_download=cfg.allow_download,
         )
     _check_numbers(cfg, info)
     batch_spec = batch_spec_for(spec, cfg.batch_size // info.world, cfg.seed, cfg.shuffle_buffer)
     peek(shards, batch_spec)  # a bad first sample fails here, in this process, in one line
     cfg.out.mkdir(parents=True, exist_ok=True)
     if resume is None and not spec.complete:  # new latent run: statistics before the build
-        stats = latent_stats(shards, spec, batch_spec, info.device)
+        stats = latent_stats(shards, spec, batch_spec, info.device,
+                             allow_download=cfg.allow_download)  # fmt: skip
         spec = replace(spec, image=replace(spec.image, stats=stats))
     return RunSetup(cfg, spec, shards, batch_spec, resume)
 
@@ -199,9 +202,11 @@ def latent_stats(
     batch_spec: BatchSpec,
     device: torch.device,
     samples: int = 1024,
+    allow_download: bool = False,
 ) -> LatentStats:
     """Per-channel mean and std of the unscaled VAE latents over the first samples."""
-    codec = Codec(spec, device, need_vae=not spec.image.precomputed)
+    codec = Codec(spec, device, need_vae=not spec.image.precomputed,
+                  allow_download=allow_download)  # fmt: skip
     loader = iter(make_loader(shards, batch_spec, workers=0))
     chunks, seen = [], 0
     while seen < min(samples, shards.total):

@@ -57,8 +57,11 @@ class ModelBundle:
         return self.model.reward_names
 
 
-def load_bundle(checkpoint: str | Path, device: str = "auto", weights: str = "ema") -> ModelBundle:
-    """Load a miro checkpoint (a checkpoint folder, or a run folder → its latest)."""
+def load_bundle(
+    checkpoint: str | Path, device: str = "auto", weights: str = "ema", allow_download: bool = False
+) -> ModelBundle:
+    """Load a miro checkpoint (a checkpoint folder, or a run folder → its latest); its frozen
+    encoders from the local cache, or with `allow_download` from the Hub when missing."""
     check_choice("--weights", weights, WEIGHTS)
     ckpt = find_checkpoint(checkpoint)
     spec = read_spec(ckpt)
@@ -66,7 +69,8 @@ def load_bundle(checkpoint: str | Path, device: str = "auto", weights: str = "em
     model = build_model(spec)
     load_weights(model, ckpt, weights)
     model = model.to(dev).eval()
-    return ModelBundle(model, Codec(spec, dev), ckpt, read_step(ckpt), weights)
+    codec = Codec(spec, dev, allow_download=allow_download)
+    return ModelBundle(model, codec, ckpt, read_step(ckpt), weights)
 
 
 # ----------------------------------------------------------------------------
@@ -187,13 +191,15 @@ def sample(cfg: SampleConfig) -> Path:
             f"{cfg.out} already holds samples: choose another --out or pass --overwrite"
         )
     settings = cfg.sampler
-    bundle = load_bundle(cfg.checkpoint, settings.device, settings.weights)
+    bundle = load_bundle(cfg.checkpoint, settings.device, settings.weights,
+                         settings.allow_download)  # fmt: skip
     about = provenance(bundle, settings)  # also refuses targets for a baseline, before work
     scorer = None
     if cfg.best_of > 1:
-        from miro_data.rewards import build_reward
+        from miro_data.rewards import RewardContext, build_reward
 
-        scorer = build_reward(str(cfg.select_by))
+        ctx = RewardContext(allow_download=settings.allow_download)
+        scorer = build_reward(str(cfg.select_by), ctx)
     cfg.out.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails before sampling
     items = [(p, k) for p in cfg.prompts for k in range(cfg.n)]
     captions = [p for p, _ in items for _ in range(cfg.best_of)]  # candidates of item i together

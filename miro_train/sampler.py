@@ -60,6 +60,10 @@ class SamplerSettings:
     batch_size: int = field(default=32, metadata=opt(help="Images per model call."))
     weights: Weights = field(default="ema", metadata=opt(help="The EMA or the trained weights."))
     device: str = field(default="auto", metadata=opt(help="auto, cpu, cuda or cuda:N."))
+    allow_download: bool = field(default=False, metadata=opt("--allow-download", help=(
+        "Fetch weights missing from the local Hugging Face cache (the model's text encoder "
+        "or VAE, a scoring reward's) from the Hub."
+    )))  # fmt: skip
 
     # The option each field is set by, for error messages; a command that spells one
     # differently (the experiments' --sampler-steps) subclasses with its own names.

@@ -116,7 +116,9 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, callback: Callable | None) -> 
     if run.resume is not None:
         restore_state(run.resume, state, info)
         log.info("resuming %s at step %d", cfg.out, state.step)
-    model, codec = state.model, Codec(spec, device, need_vae=not spec.image.precomputed)
+    codec = Codec(spec, device, need_vae=not spec.image.precomputed,
+                  allow_download=cfg.allow_download)  # fmt: skip
+    model = state.model
     assert isinstance(model, MiroModel)  # (RunState holds any module)
     if info.main:
         log.info("%s: %s parameters on %s", spec.name, f"{count_parameters(model):,}", device)

@@ -37,6 +37,7 @@ PINNED = {
     "data annotate": [
         ("SHARDS", None, "str", "required"),
         ("DB", None, "Path", "required"),
+        ("--allow-download", False, "bool", ""),
         ("--batch-size", 256, "int", ""),
         ("--decode-workers", 1, "int", ""),
         ("--device", "auto", "str", ""),
@@ -99,6 +100,7 @@ PINNED = {
         ("SHARDS", None, "str", "required"),
         ("DB", None, "Path", "required"),
         ("OUT", None, "Path", "required"),
+        ("--allow-download", False, "bool", ""),
         ("--device", "cpu", "str", ""),
         ("--edges-version", None, "int", ""),
         ("--hook", (), "str", "multiple"),
@@ -127,6 +129,7 @@ PINNED = {
     ],
     "eval geneval": [
         ("CHECKPOINT", None, "Path", ""),
+        ("--allow-download", False, "bool", ""),
         ("--batch-size", 64, "int", ""),
         ("--device", "auto", "str", ""),
         ("--guidance", 7.0, "float", ""),
@@ -143,6 +146,7 @@ PINNED = {
     ],
     "eval rewards": [
         ("MANIFEST", None, "Path", "required"),
+        ("--allow-download", False, "bool", ""),
         ("--out", None, "Path", ""),
         ("--reward-option", (), "str", "multiple"),
         ("--rewards-config", None, "Path", ""),
@@ -161,6 +165,7 @@ PINNED = {
     ],
     "experiment best-of-n": [
         ("OUT", None, "Path", "required"),
+        ("--allow-download", False, "bool", ""),
         ("--baseline", None, "Path", ""),
         ("--device", "auto", "str", ""),
         ("--guidance", 3.0, "float", ""),
@@ -175,6 +180,7 @@ PINNED = {
     "experiment compare": [
         ("SHARDS", None, "Path", "required"),
         ("OUT", None, "Path", "required"),
+        ("--allow-download", False, "bool", ""),
         ("--batch-size", 64, "int", ""),
         ("--device", "auto", "str", ""),
         ("--eval-every", 500, "int", ""),
@@ -193,6 +199,7 @@ PINNED = {
     "experiment guidance": [
         ("CHECKPOINT", None, "Path", "required"),
         ("OUT", None, "Path", "required"),
+        ("--allow-download", False, "bool", ""),
         ("--device", "auto", "str", ""),
         ("--images-per-prompt", 4, "int", ""),
         ("--prompts-per-category", 8, "int", ""),
@@ -203,6 +210,7 @@ PINNED = {
     "experiment single-vs-multi": [
         ("SHARDS", None, "Path", "required"),
         ("OUT", None, "Path", "required"),
+        ("--allow-download", False, "bool", ""),
         ("--baseline", None, "Path", ""),
         ("--batch-size", 64, "int", ""),
         ("--device", "auto", "str", ""),
@@ -222,6 +230,7 @@ PINNED = {
     "experiment sweep": [
         ("CHECKPOINT", None, "Path", "required"),
         ("OUT", None, "Path", "required"),
+        ("--allow-download", False, "bool", ""),
         ("--device", "auto", "str", ""),
         ("--guidance", 3.0, "float", ""),
         ("--images-per-prompt", 4, "int", ""),
@@ -253,11 +262,13 @@ PINNED = {
     "export": [
         ("RUN", None, "Path", "required"),
         ("OUT", None, "Path", "required"),
+        ("--allow-download", False, "bool", ""),
         ("--overwrite", False, "bool", ""),
         ("--weights", "ema", ("ema", "model"), ""),
     ],
     "sample": [
         ("CHECKPOINT", None, "Path", "required"),
+        ("--allow-download", False, "bool", ""),
         ("--batch-size", 32, "int", ""),
         ("--best-of", 1, "int", ""),
         ("--device", "auto", "str", ""),
@@ -277,6 +288,7 @@ PINNED = {
     ],
     "train": [
         ("SHARDS", None, "Path", "required"),
+        ("--allow-download", False, "bool", ""),
         ("--baseline", False, "bool", ""),
         ("--batch-size", 64, "int", ""),
         ("--ckpt-every", 500, "int", ""),

@@ -92,13 +92,15 @@ class RewardContext:
     """What a reward factory may use: device, autocast, per-reward options, a shared cache.
 
     `cache` lets rewards share loaded models within one process (e.g. `clip` and `aesthetic`
-    encoding images once with the same CLIP tower).
+    encoding images once with the same CLIP tower). `allow_download`: weights missing from
+    the local Hugging Face cache are fetched from the Hub before the reward is built.
     """
 
     device: str = "cpu"
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast on CUDA only)
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     cache: dict[Any, Any] = field(default_factory=dict)
+    allow_download: bool = False
 
     def options_for(self, name: str) -> dict[str, Any]:
         return dict(self.options.get(name, {}))
@@ -120,6 +122,8 @@ class RewardSpec:
     summary: str
     factory: Callable[[RewardContext], Reward]
     weights: Callable[[RewardContext], list[WeightStatus]] | None = None
+    # fetches the weights missing from the cache into it (`allow_download`)
+    download: Callable[[RewardContext], None] | None = None
 
     @property
     def learned(self) -> bool:
@@ -160,7 +164,10 @@ def build_reward(name: str, ctx: RewardContext | None = None) -> Reward:
     if name not in REGISTRY:
         known = ", ".join(sorted(REGISTRY))
         raise MiroError(f"unknown reward {name!r}; registered rewards: {known} (or module:Class)")
-    return REGISTRY[name].factory(ctx)
+    spec = REGISTRY[name]
+    if ctx.allow_download and spec.download is not None:
+        spec.download(ctx)
+    return spec.factory(ctx)
 
 
 _PLUGIN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")  # package.module:ClassName

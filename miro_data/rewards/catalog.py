@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from miro_data.common import MiroError
 from miro_data.rewards.base import Reward, RewardContext, RewardSpec, WeightStatus, register
-from miro_data.rewards.weights import Wanted, statuses
+from miro_data.rewards.weights import Wanted, download_missing, statuses
 
 OPENCLIP_SAFE, OPENCLIP_BIN = "open_clip_model.safetensors", "open_clip_pytorch_model.bin"
 # open_clip's own table maps a (model, tag) to its hub repo; the default is known without it.
@@ -266,6 +266,14 @@ def _weights(
     return weights
 
 
+def _download(name: str, files: Callable[[dict], list[Wanted]]) -> Callable[[RewardContext], None]:
+    def download(ctx: RewardContext) -> None:
+        opts = ctx.options_for(name)
+        download_missing(name, files(opts), opts.get("hf_home"))
+
+    return download
+
+
 _OPENCLIP = "miro_data.rewards.openclip_rewards"
 _SPECS = [
     ("aesthetic", "LAION improved aesthetic predictor (MLP on CLIP ViT-L/14 embeddings), ≈1–10",
@@ -284,5 +292,16 @@ _SPECS = [
      vqascore_files, "miro_data.rewards.vqascore", "VQAScore"),
 ]  # fmt: skip
 
+
+def _vqascore_download_files(opts: dict) -> list[Wanted]:
+    """What a download fetches for vqascore: also the vision tower's own weights, which
+    loading reads only when the checkpoint lacks the tower (known only once it is read)."""
+    return [*vqascore_files(opts), vqascore_vision_weights(opts)]
+
+
+_DOWNLOADS = {"vqascore": _vqascore_download_files}  # where a download fetches more than `files`
+
 for _name, _summary, _files, _module, _cls in _SPECS:
-    register(RewardSpec(_name, _summary, _lazy(_module, _cls), _weights(_name, _files)))
+    _fetch = _DOWNLOADS.get(_name, _files)
+    register(RewardSpec(_name, _summary, _lazy(_module, _cls), _weights(_name, _files),
+                        _download(_name, _fetch)))  # fmt: skip

@@ -44,6 +44,7 @@ from miro_data.rewards.weights import (
     load_strict,
     present,
     resolve,
+    shard_names,
 )
 
 QUESTION = 'Does this figure show "{}"? Please answer yes or no.'
@@ -71,11 +72,7 @@ def checkpoint_files(weights: Path) -> list[Path]:
     """The weight files: the shards an index names, or the one file."""
     if not weights.name.endswith(".index.json"):
         return [weights]
-    try:
-        names = sorted(set(json.loads(weights.read_text())["weight_map"].values()))
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
-        raise MiroError(f"cannot read the shard index {weights}: {err}") from None
-    shards = [weights.parent / name for name in names]
+    shards = [weights.parent / name for name in shard_names(weights)]
     missing = [str(p) for p in shards if not p.is_file()]
     if missing or not shards:
         raise MiroError(f"{weights}: shard(s) missing: {', '.join(missing) or 'none listed'}")

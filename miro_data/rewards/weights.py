@@ -2,7 +2,8 @@
 
 A file is looked for at an explicit path (rewards config or `--reward-option`) or, failing
 that, in the local Hugging Face cache by repo id (`$HF_HOME/hub/models--ORG--NAME/snapshots/…`,
-the layout `HF_HUB_OFFLINE=1` resolves). Nothing here touches the network: a missing file is a
+the layout `HF_HUB_OFFLINE=1` resolves). Only `download_missing` touches the network (for
+`--allow-download`); otherwise a missing file is a
 `MiroError` naming every file and every place looked. Checkpoints load with `weights_only=True`
 or safetensors (no arbitrary pickle) and into the model strictly. Importing this module does
 not import torch, so `miro data rewards` can tell what is available without it.
@@ -12,19 +13,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from miro_data.common import MiroError
+from miro_data.hub import OPT_IN, download_file
 from miro_data.rewards.base import WeightStatus
 
 if TYPE_CHECKING:
     import torch
 
+log = logging.getLogger(__name__)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 
@@ -126,11 +130,43 @@ def resolve(
         raise MiroError(
             f"reward {reward!r}: weights not found: "
             + " | ".join(missing)
-            + ". Put them in the Hugging Face cache (e.g. `huggingface-cli download REPO FILE` on a "
-            "machine with network, then copy the cache) or give explicit paths "
-            f"(`--reward-option {reward}.KEY=PATH`, see docs/rewards.md)."
+            + ". Put them in the Hugging Face cache (e.g. `hf download REPO FILE` on a "
+            "machine with network, then copy the cache), give explicit paths "
+            f"(`--reward-option {reward}.KEY=PATH`, see docs/rewards.md), or {OPT_IN}."
         )
     return [p for p in found if p is not None]
+
+
+def shard_names(index: Path) -> list[str]:
+    """The files a sharded checkpoint's `*.index.json` names (relative, inside its folder)."""
+    try:
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
+        raise MiroError(f"cannot read the shard index {index}: {err}") from None
+    for name in names:
+        parts = PurePosixPath(str(name)).parts
+        if not isinstance(name, str) or not parts or parts[0] == "/" or ".." in parts:
+            raise MiroError(f"shard index {index} names {name!r}, not a file beside it")
+    return names
+
+
+def download_missing(
+    reward: str, wanted: Iterable[Wanted], hf_home: str | os.PathLike | None = None
+) -> None:
+    """Fetch each Hub file of `wanted` that the cache lacks, and the shards of a sharded
+    checkpoint's index (explicit paths and folders are the user's own)."""
+    cache = hub_cache(hf_home)
+    for w in wanted:
+        if not w.repo or w.explicit or w.folder:
+            continue
+        path = w.find(hf_home)
+        if path is None:
+            log.info("reward %s: %s not in the cache, downloading from %s", reward, w.label, w.repo)
+            path = download_file(w.repo, w.filenames, revision=w.revision, cache_dir=cache)
+        if path.name.endswith(".index.json"):
+            for name in shard_names(path):
+                if not (path.parent / name).is_file():
+                    download_file(w.repo, [name], revision=w.revision, cache_dir=cache)
 
 
 def statuses(

@@ -92,7 +92,9 @@ def _curves(
 @owns_output  # one process writes an output folder at a time
 def best_of_n(cfg: BestOfNConfig) -> dict[str, Any]:
     select = cfg.select_by or cfg.eval.rewards
-    scorers = {r.name: r for r in metric_rewards(select)}
+    scorers = {
+        r.name: r for r in metric_rewards(select, allow_download=cfg.eval.sampler.allow_download)
+    }
     ns = n_values(cfg.n_max)
     curves: dict[str, dict] = {}
     prompts: list[str] = []

@@ -28,7 +28,7 @@ from miro_data.checks import (
 )
 from miro_data.common import MiroError, atomic_path, save_json
 from miro_data.options import opt
-from miro_data.rewards import Reward, build_reward
+from miro_data.rewards import Reward, RewardContext, build_reward
 from miro_train.evaluate import geneval_images, reward_summary, score_geneval
 from miro_train.sampler import SamplerSettings
 
@@ -112,9 +112,12 @@ class TrainSettings:
         check_device("--device", self.device)
 
 
-def metric_rewards(names: Sequence[str], also: Sequence[str] = ()) -> list[Reward]:
+def metric_rewards(
+    names: Sequence[str], also: Sequence[str] = (), *, allow_download: bool = False
+) -> list[Reward]:
     """The metric rewards, plus `also` (a model's own conditioning, which must be measured too)."""
-    return [build_reward(n) for n in dict.fromkeys([*names, *also])]
+    ctx = RewardContext(allow_download=allow_download)
+    return [build_reward(n, ctx) for n in dict.fromkeys([*names, *also])]
 
 
 def evaluate(
@@ -130,7 +133,11 @@ def evaluate(
     prompts, images = geneval_images(bundle, sampler or settings.sampler,
                                      settings.prompts_per_category, settings.images_per_prompt)  # fmt: skip
     gen = score_geneval(prompts, images)
-    means = reward_summary(images, prompts, rewards or metric_rewards(settings.rewards))
+    means = reward_summary(
+        images,
+        prompts,
+        rewards or metric_rewards(settings.rewards, allow_download=settings.sampler.allow_download),
+    )
     result = {
         "step": bundle.step,
         "geneval": gen.to_dict(),
@@ -144,7 +151,8 @@ def load_for(checkpoint: Path, settings: EvalSettings) -> Any:
     """The model of a checkpoint or run, loaded as the settings' sampler says."""
     from miro_train.sample import load_bundle
 
-    return load_bundle(checkpoint, settings.sampler.device, settings.sampler.weights)
+    sampler = settings.sampler
+    return load_bundle(checkpoint, sampler.device, sampler.weights, sampler.allow_download)
 
 
 def train_arm(shards: Path, out: Path, train: TrainSettings, *, baseline: bool = False,

@@ -104,7 +104,8 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
         )
         for arm in ARMS
     }
-    rewards = metric_rewards(cfg.eval.rewards, also=cfg.rewards or ())
+    rewards = metric_rewards(cfg.eval.rewards, also=cfg.rewards or (),
+                             allow_download=cfg.eval.sampler.allow_download)  # fmt: skip
     evals: dict[str, list[dict]] = {arm: [] for arm in ARMS}
     for arm in ARMS:
         for step, ckpt in checkpoints_by_step(cfg.out / arm):

@@ -73,7 +73,8 @@ def single_vs_multi(cfg: SingleVsMultiConfig) -> dict[str, Any]:
             train_arm(cfg.shards, run, cfg.train, baseline=True)
         else:
             train_arm(cfg.shards, run, cfg.train, rewards=(name.removeprefix("only "),))
-    scorers = metric_rewards(cfg.eval.rewards, also=rewards)
+    scorers = metric_rewards(cfg.eval.rewards, also=rewards,
+                             allow_download=cfg.eval.sampler.allow_download)  # fmt: skip
     results = {
         name: evaluate(load_for(run, cfg.eval), cfg.eval, rewards=scorers)[0]
         for name, run in runs.items()

@@ -66,7 +66,8 @@ def sweep(cfg: SweepConfig) -> dict[str, Any]:
         raise MiroError(
             f"the checkpoint is not conditioned on {', '.join(unknown)}; it knows {', '.join(bundle.rewards)}"
         )
-    scorers = metric_rewards(cfg.eval.rewards, also=swept)
+    scorers = metric_rewards(cfg.eval.rewards, also=swept,
+                             allow_download=cfg.eval.sampler.allow_download)  # fmt: skip
     runs: dict[str, list[dict]] = {}
     for reward in swept:
         runs[reward] = []
@@ -159,7 +160,8 @@ class GuidanceConfig:
 def guidance(cfg: GuidanceConfig) -> dict[str, Any]:
     bundle = load_for(cfg.checkpoint, cfg.eval)
     require_rewards(bundle, "guidance")
-    scorers = metric_rewards(cfg.eval.rewards, also=bundle.rewards)
+    scorers = metric_rewards(cfg.eval.rewards, also=bundle.rewards,
+                             allow_download=cfg.eval.sampler.allow_download)  # fmt: skip
     runs = []
     for omega in cfg.scales:
         sampler = replace(cfg.eval.sampler, guidance=omega)
