@@ -6,7 +6,7 @@
 1. Rewards — each published checkpoint's files at its real configuration, random weights,
    written to a temporary Hugging Face cache under the real repo ids (`gpu_weights.py`), so
    the project's loaders read them as users' real files. A WebDataset shard of 256 px JPEGs
-   (`timed`, --n images; a `warmup` shard is scored first) goes through `miro data annotate`
+   (--n images; a warm-up shard of --n-warmup is scored first) goes through `miro data annotate`
    (`annotate()`, what the CLI calls) with all chosen rewards in one pass; each reward's
    end-to-end images/s is the timed shard's images over its ledger seconds (decoded uint8
    image → score: preprocessing, tokenising, transfer, model). Then each reward alone, loaded
@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import tarfile
 import tempfile
@@ -52,6 +51,7 @@ PEAK_BF16 = (
     ("A100", 312e12),
 )
 GIB = 2**30
+WARMUP, TIMED = "0-warmup", "1-timed"  # shard names
 
 
 def offline_env(work: Path) -> None:
@@ -133,6 +133,17 @@ def peak_bytes(device: str) -> int | None:
     return torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
 
 
+def release(device: str) -> None:
+    """Give back the GPU memory of models no longer referenced."""
+    import gc
+
+    import torch
+
+    if device.startswith("cuda"):
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
 def annotate_pass(shards: Path, db: Path, names: list[str], options: dict, device: str) -> dict:
     """`miro data annotate` with every reward in one pass; per-reward seconds of the timed shard."""
     import duckdb
@@ -148,7 +159,7 @@ def annotate_pass(shards: Path, db: Path, names: list[str], options: dict, devic
     peak = peak_bytes(device)
     with duckdb.connect(str(db), read_only=True) as con:
         rows = con.execute(
-            "SELECT reward, n_scored, seconds FROM ledger WHERE shard = 'timed'"
+            "SELECT reward, n_scored, seconds FROM ledger WHERE shard = ?", [TIMED]
         ).fetchall()
     seconds = {reward: (n, s) for reward, n, s in rows}
     missing = set(names) - set(seconds)
@@ -211,8 +222,6 @@ def model_only(name: str, options: dict, device: str, warm: tuple, timed: tuple)
 
 def reward_check(work: Path, args: argparse.Namespace, names: list[str], device: str) -> dict:
     """Weights, shards, the one annotate pass, then each reward alone."""
-    import gc
-
     import gpu_weights
     import torch
 
@@ -224,13 +233,15 @@ def reward_check(work: Path, args: argparse.Namespace, names: list[str], device:
         _, options = gpu_weights.write_real_rewards(work / "weights", names, args.vqa_model, build)
     written = time.perf_counter() - start
     print(f"  reward checkpoints written in {written:.0f} s", flush=True)
-    jpeg_shard(work / "shards" / "warmup.tar", args.n_warmup, args.side, seed=1)
-    jpeg_shard(work / "shards" / "timed.tar", args.n, args.side, seed=2)
+    # annotate reads shards in name order: the warm-up one first
+    jpeg_shard(work / "shards" / f"{WARMUP}.tar", args.n_warmup, args.side, seed=1)
+    jpeg_shard(work / "shards" / f"{TIMED}.tar", args.n, args.side, seed=2)
     one = annotate_pass(work / "shards", work / "scores.duckdb", names, options, device)
     print(f"  annotate, {len(names)} rewards in one pass: {one['wall_s']:.0f} s", flush=True)
+    release(device)
     warm, timed = (
-        read_shard(work / "shards" / "warmup.tar"),
-        read_shard(work / "shards" / "timed.tar"),
+        read_shard(work / "shards" / f"{WARMUP}.tar"),
+        read_shard(work / "shards" / f"{TIMED}.tar"),
     )
     rows = {}
     for name in names:
@@ -240,130 +251,12 @@ def reward_check(work: Path, args: argparse.Namespace, names: list[str], device:
         row["ratio"] = row["e2e_img_s"] / row["model_img_s"]
         rows[name] = row
         print(f"  {name}: {rate(row['model_img_s'])} img/s model-only", flush=True)
-        if device.startswith("cuda"):  # the next reward's peak without this one's weights
-            gc.collect()
-            torch.cuda.empty_cache()
+        release(device)  # the next reward's figures without this one's weights
     total = sum(s for _, s in one["seconds"].values())
     summary = {"img_s": args.n / total, "annotate_wall_s": one["wall_s"],
                "peak_gib": None if one["peak"] is None else one["peak"] / GIB,
                "weights_written_s": written}  # fmt: skip
     return {"rewards": rows, "one_pass": summary}
-
-
-# ----------------------------------------------------------------------------
-# Training
-# ----------------------------------------------------------------------------
-
-
-def write_vae(folder: Path, dry_run: bool) -> Path:
-    """An AutoencoderKL of SDXL-VAE's configuration (tiny widths for --dry-run): only its
-    latent channels and factor are read, the latents being precomputed."""
-    from diffusers import AutoencoderKL
-
-    widths, layers, groups = ((8, 8, 8, 8), 1, 8) if dry_run else ((128, 256, 512, 512), 2, 32)
-    AutoencoderKL(
-        block_out_channels=widths, down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=layers, latent_channels=4,
-        norm_num_groups=groups, sample_size=1024, scaling_factor=0.13025,
-    ).save_pretrained(folder)  # fmt: skip
-    return folder
-
-
-def dry_run_model(path: Path) -> str:
-    """A tiny latent-space RIN with a frozen-encoder text input, the shape of miro-360m."""
-    config = {
-        "backbone": "rin",
-        "backbone_args": {"patch": 2, "data_dim": 32, "latents": 8, "latent_dim": 32,
-                          "blocks": 2, "layers": 1, "rw_heads": 2, "heads": 2,
-                          "self_conditioning": True},
-        "conditioning": {"dim": 32, "fourier_dim": 16, "hidden": 32, "registers": 2,
-                         "layers": 2, "heads": 2, "pool": False},
-        "text": {"kind": "hf", "name": "miro-dry-run/text-encoder", "dim": 24, "max_len": 16},
-        "image": {"space": "latent", "resolution": 64},
-    }  # fmt: skip
-    path.write_text(json.dumps(config))
-    return str(path)
-
-
-def step_flops(spec, batch: int) -> tuple[float, int]:
-    """Analytic FLOPs of one training step (2 per multiply-add), from shapes on the meta
-    device, and the model's parameter count."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from miro_train.conditioning import ConditioningInput
-    from miro_train.models import build_model, count_parameters
-
-    text, image = spec.text, spec.image
-    with torch.device("meta"):
-        model = build_model(spec)
-        emb = torch.randn(1, text.max_len, text.dim)
-        inputs = ConditioningInput(
-            torch.rand(1, len(spec.rewards)), emb, torch.ones(1, text.max_len, dtype=torch.bool)
-        )
-        x, t = torch.randn(1, image.channels, image.size, image.size), torch.rand(1)
-        with FlopCounterMode(display=False) as cond_count:
-            cond = model.condition(inputs)
-        with FlopCounterMode(display=False) as first_count:
-            _, state = model.velocity(x, t, cond)
-        with FlopCounterMode(display=False) as step_count:
-            model.velocity(x, t, cond, state if model.self_conditioning else None)
-    per_sample = 3 * (cond_count.get_total_flops() + step_count.get_total_flops())
-    if model.self_conditioning:  # the stop-gradient first pass: forward only
-        per_sample += first_count.get_total_flops()
-    return float(per_sample * batch), count_parameters(model)
-
-
-def train_check(work: Path, args: argparse.Namespace, device: str, device_name: str) -> dict:
-    """`miro train` steps/s and MFU on precomputed latents and caption embeddings."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from train_fixtures import write_shards
-
-    from miro_train.checkpoint import find_checkpoint, read_spec
-    from miro_train.models import model_config
-    from miro_train.train import TrainConfig, train
-
-    model = dry_run_model(work / "model.json") if args.dry_run else "miro-360m"
-    config = model_config(model)
-    vae = write_vae(work / "vae", args.dry_run)
-    side = config["image"]["resolution"] // 8
-    text = config["text"]
-    batch = args.train_batch
-    shards = write_shards(
-        work / "train_shards", n=max(2 * batch, 64), per_shard=max(batch, 32),
-        rewards=("sharpness", "noise", "contrast", "colorfulness", "edge_sharpness", "shapes_alignment"),
-        txt_emb_dim=text["dim"], latent_shape=(4, side, side),
-        hooks={"text": text["name"], "vae": str(vae)},
-    )  # fmt: skip
-    stamps: list[float] = []
-
-    def stamp(_info) -> None:
-        sync(device)
-        stamps.append(time.perf_counter())
-
-    warmup = 2 if args.dry_run else 5
-    cfg = TrainConfig(shards=shards, out=work / "run", model=model, vae=str(vae),
-                      steps=warmup + args.train_steps + 1, batch_size=batch,
-                      precision="bf16" if device.startswith("cuda") else "fp32", device=device,
-                      log_every=10_000, ckpt_every=10_000, workers=0 if args.dry_run else None)  # fmt: skip
-    base = reset_peak(device)
-    train(cfg, stamp)
-    peak = peak_bytes(device)
-    intervals = [b - a for a, b in zip(stamps[warmup - 1 : -2], stamps[warmup:-1], strict=True)]
-    steps_s = 1.0 / statistics.median(intervals)
-    spec = read_spec(find_checkpoint(work / "run"))
-    flops, params = step_flops(spec, batch)
-    peak_rate = peak_flops(device_name) if device.startswith("cuda") else None
-    return {
-        "model": model if not args.dry_run else "dry-run RIN (miro-360m's shape, tiny widths)",
-        "params_m": params / 1e6, "batch_size": batch, "resolution": config["image"]["resolution"],
-        "latent_shape": [4, side, side], "precision": cfg.precision, "steps_s": steps_s,
-        "img_s": steps_s * batch, "flops_per_step": flops, "achieved_tflops": flops * steps_s / 1e12,
-        "peak_tflops": None if peak_rate is None else peak_rate / 1e12,
-        "mfu": None if peak_rate is None else flops * steps_s / peak_rate,
-        "peak_known": peak_rate is not None,
-        "peak_gib": None if peak is None else (peak - base) / GIB,
-    }  # fmt: skip
 
 
 # ----------------------------------------------------------------------------
@@ -391,6 +284,9 @@ def print_report(result: dict) -> None:
         print(f"| {name} | {r['batch_size']}{halved} | {rate(r['model_img_s'])} | {rate(r['e2e_img_s'])} | "
               f"{r['ratio']:.2f}{flag} | {fmt(r['weights_gib'])} | {fmt(r['peak_gib'])} | "
               f"{fmt(r['per_image_mib'], '.0f')} | {fmt(r['batch_80gb'], 'd')} |")  # fmt: skip
+    if {"clip", "aesthetic"} <= set(result["rewards"]):
+        print("(clip and aesthetic share one CLIP encoding in the pass: whichever runs second "
+              "reuses it, so read their ratios together)")  # fmt: skip
     one = result["one_pass"]
     print(f"\nall {len(result['rewards'])} in one annotate pass: {rate(one['img_s'])} img/s "
           f"(scoring time), peak {fmt(one['peak_gib'])} GiB, annotate wall "
@@ -460,6 +356,8 @@ def main(argv: list[str] | None = None) -> dict:
             result.update(reward_check(work, args, args.names, device))
         if not args.skip_train:
             print("training", flush=True)
+            from gpu_train_check import train_check
+
             result["train"] = train_check(work, args, device, name)
     finally:
         shutil.rmtree(work, ignore_errors=True)

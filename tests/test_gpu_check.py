@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import gpu_check  # noqa: E402
+import gpu_train_check  # noqa: E402
 
 REWARD_FIELDS = {"batch_size", "default_batch", "halved", "model_img_s", "e2e_img_s", "ratio", "weights_gib", "peak_gib",
                  "per_image_mib", "batch_80gb"}  # fmt: skip
@@ -89,6 +90,6 @@ def test_miro_360m_step_flops_are_four_backbone_passes_and_three_conditionings()
             "image": config["image"] | {"channels": 4, "size": 32},
         }
     )
-    one, params = gpu_check.step_flops(spec, 1)
+    one, params = gpu_train_check.step_flops(spec, 1)
     assert 355e6 < params < 365e6
     assert 4 * 150e9 < one < 4 * 190e9, one
