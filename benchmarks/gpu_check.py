@@ -37,6 +37,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -278,19 +279,20 @@ def print_report(result: dict) -> None:
           f"{result['images']} JPEGs of {result['image_side']} px; vqascore = {result['vqa_model']}")  # fmt: skip
     print("\n| reward | batch | model-only img/s | end-to-end img/s | e2e / model | "
           f"weights GiB | peak GiB | MiB / image | batch in 80 GB |\n|{'---|' * 9}")  # fmt: skip
-    for name, r in result["rewards"].items():
+    for name, r in result.get("rewards", {}).items():
         flag = "" if r["ratio"] >= GOAL_RATIO else " (below 0.9)"
         halved = f" (halved {r['halved']}× from {r['default_batch']})" if r["halved"] else ""
         print(f"| {name} | {r['batch_size']}{halved} | {rate(r['model_img_s'])} | {rate(r['e2e_img_s'])} | "
               f"{r['ratio']:.2f}{flag} | {fmt(r['weights_gib'])} | {fmt(r['peak_gib'])} | "
               f"{fmt(r['per_image_mib'], '.0f')} | {fmt(r['batch_80gb'], 'd')} |")  # fmt: skip
-    if {"clip", "aesthetic"} <= set(result["rewards"]):
+    if {"clip", "aesthetic"} <= set(result.get("rewards", {})):
         print("(clip and aesthetic share one CLIP encoding in the pass: whichever runs second "
               "reuses it, so read their ratios together)")  # fmt: skip
-    one = result["one_pass"]
-    print(f"\nall {len(result['rewards'])} in one annotate pass: {rate(one['img_s'])} img/s "
-          f"(scoring time), peak {fmt(one['peak_gib'])} GiB, annotate wall "
-          f"{one['annotate_wall_s']:.0f} s with loading")  # fmt: skip
+    one = result.get("one_pass")
+    if one:
+        print(f"\nall {len(result['rewards'])} in one annotate pass: {rate(one['img_s'])} img/s "
+              f"(scoring time), peak {fmt(one['peak_gib'])} GiB, annotate wall "
+              f"{one['annotate_wall_s']:.0f} s with loading")  # fmt: skip
     t = result.get("train")
     if t:
         mfu = ("n/a (unknown GPU peak: add it to PEAK_BF16)" if t["mfu"] is None and
@@ -330,13 +332,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def run_phase(result: dict, phase: str, fn, *args) -> None:
+    """One phase's figures into `result`; a failure is recorded (and printed), not fatal, so
+    one failing phase does not cost the other's figures on a lent GPU."""
+    try:
+        result.update(fn(*args))
+    except Exception as err:  # reported in the JSON and on stderr
+        traceback.print_exc()
+        result.setdefault("errors", {})[phase] = f"{type(err).__name__}: {err}"
+
+
+def save(result: dict, start: float) -> None:
+    """Write the JSON now (again after each phase: a run cut short keeps what it measured)."""
+    result["seconds"] = time.perf_counter() - start
+    Path(result["json"]).write_text(json.dumps(result, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="miro-gpu-check-"))
-    work = out / "work"
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".gpu-check-work-", dir=out))  # never a user's folder
     offline_env(work)
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -349,22 +365,23 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict = {"device": device, "device_name": name, "dry_run": args.dry_run,
                     "torch": torch.__version__, "images": args.n, "image_side": args.side,
                     "vqa_model": args.vqa_model, "goals": {"e2e_over_model": GOAL_RATIO,
-                                                           "mfu": GOAL_MFU}}  # fmt: skip
+                    "mfu": GOAL_MFU}, "json": str(out / "gpu_check.json")}  # fmt: skip
     try:
         if args.names:
             print(f"rewards ({', '.join(args.names)}) on {name}", flush=True)
-            result.update(reward_check(work, args, args.names, device))
+            run_phase(result, "rewards", reward_check, work, args, args.names, device)
+            save(result, start)
         if not args.skip_train:
             print("training", flush=True)
             from gpu_train_check import train_check
 
-            result["train"] = train_check(work, args, device, name)
+            run_phase(result, "train", lambda: {"train": train_check(work, args, device, name)})
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    result["seconds"] = time.perf_counter() - start
-    result["json"] = str(out / "gpu_check.json")
-    Path(result["json"]).write_text(json.dumps(result, indent=2) + "\n")
+    save(result, start)
     print_report(result)
+    if result.get("errors"):
+        sys.exit(f"gpu-check: failed phases: {result['errors']}")
     return result
 
 
