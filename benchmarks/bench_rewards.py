@@ -15,7 +15,9 @@ vocabularies (tokenising is not what costs).
   sharing what they share; the ratio printed last is its seconds over the sum of the
   single-reward passes' (goal ≤ 1).
 All are timed batch by batch in turn, so that they see the same machine load (other
-processes on a shared machine move every figure); the first batch only warms up.
+processes on a shared machine move every figure); the first batch only warms up. On a CPU the
+clock is this process's CPU time (wall time on a GPU): on a shared machine the wall clock
+moved the same computation by up to 80 % between two passes.
 
 - `--tiny NAMES`: those rewards from the tests' tiny checkpoints (`tests/rewards_fixtures.py`,
   loaded by the project's loaders) instead of real size — for a machine whose memory or time
@@ -187,13 +189,20 @@ def forget_features(rewards: dict[str, TorchReward]) -> None:
             reward.shared_pixels._items.clear()
 
 
+def clock(device: torch.device) -> float:
+    """Wall seconds on a GPU; on a CPU this process's CPU seconds, which other processes on a
+    shared machine move far less than the wall clock (run with OMP_NUM_THREADS=1 there: idle
+    OpenMP threads spin and count)."""
+    return time.perf_counter() if device.type == "cuda" else time.process_time()
+
+
 def timed(device: torch.device, fn, *args) -> float:
     """Seconds taken by fn(*args), the GPU included."""
     sync(device)
-    start = time.perf_counter()
+    start = clock(device)
     fn(*args)
     sync(device)
-    return time.perf_counter() - start
+    return clock(device) - start
 
 
 def measure(rewards, images, captions, batch, device) -> dict[str, dict[str, float]]:
@@ -210,10 +219,10 @@ def measure(rewards, images, captions, batch, device) -> dict[str, dict[str, flo
         for name, reward in rewards.items():  # the model alone, on inputs prepared beforehand
             forget_features(rewards)
             with torch.inference_mode(), reward.autocast():
-                start = time.perf_counter()
+                start = clock(device)
                 inputs = reward.prepare(ims, caps)
                 sync(device)
-                prep[name] += warm * (time.perf_counter() - start)
+                prep[name] += warm * (clock(device) - start)
                 model[name] += warm * timed(device, reward.forward, inputs)
         forget_features(rewards)
         for name, reward in rewards.items():  # one pass, as `miro data annotate` calls them
@@ -282,7 +291,10 @@ def main() -> None:
         rng.integers(0, 256, SIZES[i % len(SIZES)] + (3,), dtype=np.uint8) for i in range(total)
     ]
     captions = [f"{CAPTION} #{i}" for i in range(total)]
-    print(f"machine: {machine(device)}; device {device}, precision {args.precision}")
+    what = "wall seconds" if device.type == "cuda" else "this process's CPU seconds"
+    print(
+        f"machine: {machine(device)}; device {device}, precision {args.precision}; timed in {what}"
+    )
     print(
         f"{args.n} images of assorted sizes ({', '.join(f'{w}x{h}' for h, w in SIZES)}), batch {args.batch}"
     )
