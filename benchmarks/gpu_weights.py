@@ -93,7 +93,7 @@ def write_clip_h(work: Path, hf_home: Path, device: torch.device) -> None:
     model.to("cpu")
     for repo in (catalog.PICKSCORE_REPO, catalog.SCISCORE_REPO):
         folder = work / repo.replace("/", "--")
-        model.save_pretrained(folder)
+        model.save_pretrained(folder, max_shard_size="50GB")  # one file, as published
         into_hub(hf_home, repo, {p.name: p for p in folder.iterdir()})
     del model
     into_hub(hf_home, catalog.PICKSCORE_PROCESSOR, rf.clip_processor_files(work / "laion"))
