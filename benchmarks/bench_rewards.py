@@ -15,11 +15,17 @@ vocabularies (tokenising is not what costs).
   sharing what they share; the ratio printed last is its seconds over the sum of the
   single-reward passes' (goal ≤ 1).
 All are timed batch by batch in turn, so that they see the same machine load (other
-processes on a shared machine move every figure); the first batch only warms up.
+processes on a shared machine move every figure); the first batch only warms up. On a CPU the
+clock is this process's CPU time (wall time on a GPU): on a shared machine the wall clock
+moved the same computation by up to 80 % between two passes.
+
+- `--tiny NAMES`: those rewards from the tests' tiny checkpoints (`tests/rewards_fixtures.py`,
+  loaded by the project's loaders) instead of real size — for a machine whose memory or time
+  does not fit them all: each still takes its turn in the one pass, so the ratio covers all k.
 
     python benchmarks/bench_rewards.py [--n 6] [--batch 2] [--device auto] [--precision auto]
         [--rewards clip,aesthetic,pickscore,hpsv2,imagereward,sciscore,vqascore]
-        [--vqa-model clip-flant5-xxl|clip-flant5-xl]
+        [--vqa-model clip-flant5-xxl|clip-flant5-xl] [--tiny hpsv2,vqascore]
 """
 
 from __future__ import annotations
@@ -120,34 +126,49 @@ def vqascore_parts(name: str, work: Path) -> VQAParts:
     return VQAParts(net, tokenizer, image_processor, 32100, "random")
 
 
-def build(ctx: RewardContext, work: Path, names: list[str], vqa: str) -> dict[str, TorchReward]:
+def build_tiny(ctx: RewardContext, work: Path, names: list[str]) -> dict[str, TorchReward]:
+    """The tests' tiny checkpoints, through the loaders `annotate` uses."""
+    from miro_data.rewards import build_reward
+
+    tiny = rf.build_tiny_rewards(work / "tiny")
+    options = {name: tiny.options[name] for name in names}
+    tiny_ctx = RewardContext(device=ctx.device, precision=ctx.precision, options=options)
+    return {name: build_reward(name, tiny_ctx) for name in names}  # type: ignore[misc]
+
+
+def build(
+    ctx: RewardContext, work: Path, names: list[str], vqa: str, tiny: list[str]
+) -> dict[str, TorchReward]:
     device = torch.device(ctx.device)
-    out: dict[str, TorchReward] = {}
-    if {"clip", "aesthetic"} & set(names):
+    out: dict[str, TorchReward] = build_tiny(ctx, work, tiny) if tiny else {}
+    real = set(names) - set(tiny)
+    if {"clip", "aesthetic"} & real:
         l14 = OpenClip.from_model(
             build_open_clip("ViT-L-14", quick_gelu=True), "ViT-L-14",
             open_clip.get_pretrained_cfg("ViT-L-14", "openai"), "random", device,
         )  # fmt: skip
-        out["clip"] = ClipScore(ctx, clip=l14)
-        out["aesthetic"] = Aesthetic(ctx, clip=l14, mlp=ScoreHead(768))
-    if "pickscore" in names:
+        if "clip" in real:
+            out["clip"] = ClipScore(ctx, clip=l14)
+        if "aesthetic" in real:
+            out["aesthetic"] = Aesthetic(ctx, clip=l14, mlp=ScoreHead(768))
+    if "pickscore" in real:
         out["pickscore"] = PickScore(ctx, parts=pickscore_parts(device, work))
-    if "hpsv2" in names:
+    if "hpsv2" in real:
         h14 = OpenClip.from_model(
             build_open_clip("ViT-H-14"), "ViT-H-14", {}, "random", device, "letterbox"
         )
         out["hpsv2"] = HPSv2(ctx, clip=h14)
-    if "imagereward" in names:
+    if "imagereward" in real:
         net = ImageRewardNet(VisionConfig(), TextConfig()).eval().requires_grad_(False).to(device)
         tokenizer = blip_tokenizer(rf.tiny_bert_vocab(work / "bert"))
         parts = ImageRewardParts(net, tokenizer, "random")
         out["imagereward"] = ImageReward(ctx, parts=parts)
-    if "sciscore" in names:
+    if "sciscore" in real:
         sci = pickscore_parts(device, work)  # SciScore is a CLIP-H of PickScore's shape
-        if "pickscore" in out:  # the same processor: each image is preprocessed once for both
+        if "pickscore" in real:  # the same processor: each image is preprocessed once for both
             sci.image_processor = out["pickscore"].parts.image_processor
         out["sciscore"] = SciScore(ctx, parts=sci)
-    if "vqascore" in names:
+    if "vqascore" in real:
         reward = VQAScore(ctx, parts=vqascore_parts(vqa, work))
         reward.parts.net.to(device=device, dtype=reward.dtype)
         out["vqascore"] = reward
@@ -168,13 +189,20 @@ def forget_features(rewards: dict[str, TorchReward]) -> None:
             reward.shared_pixels._items.clear()
 
 
+def clock(device: torch.device) -> float:
+    """Wall seconds on a GPU; on a CPU this process's CPU seconds, which other processes on a
+    shared machine move far less than the wall clock (run with OMP_NUM_THREADS=1 there: idle
+    OpenMP threads spin and count)."""
+    return time.perf_counter() if device.type == "cuda" else time.process_time()
+
+
 def timed(device: torch.device, fn, *args) -> float:
     """Seconds taken by fn(*args), the GPU included."""
     sync(device)
-    start = time.perf_counter()
+    start = clock(device)
     fn(*args)
     sync(device)
-    return time.perf_counter() - start
+    return clock(device) - start
 
 
 def measure(rewards, images, captions, batch, device) -> dict[str, dict[str, float]]:
@@ -191,10 +219,10 @@ def measure(rewards, images, captions, batch, device) -> dict[str, dict[str, flo
         for name, reward in rewards.items():  # the model alone, on inputs prepared beforehand
             forget_features(rewards)
             with torch.inference_mode(), reward.autocast():
-                start = time.perf_counter()
+                start = clock(device)
                 inputs = reward.prepare(ims, caps)
                 sync(device)
-                prep[name] += warm * (time.perf_counter() - start)
+                prep[name] += warm * (clock(device) - start)
                 model[name] += warm * timed(device, reward.forward, inputs)
         forget_features(rewards)
         for name, reward in rewards.items():  # one pass, as `miro data annotate` calls them
@@ -248,10 +276,12 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--rewards", default=",".join(ALL), help=f"subset of {','.join(ALL)}")
     parser.add_argument("--vqa-model", default="clip-flant5-xxl", choices=sorted(FLAN_T5))
+    parser.add_argument("--tiny", default="", help="rewards built from the tiny test checkpoints")
     args = parser.parse_args()
     names = [n.strip() for n in args.rewards.split(",") if n.strip()]
-    if not names or set(names) - set(ALL):
-        parser.error(f"--rewards: choose from {', '.join(ALL)}")
+    tiny = [n.strip() for n in args.tiny.split(",") if n.strip()]
+    if not names or set(names) - set(ALL) or set(tiny) - set(names):
+        parser.error(f"--rewards: choose from {', '.join(ALL)}; --tiny: some of --rewards")
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)  # fmt: skip
     ctx = RewardContext(device=str(device), precision=args.precision)
@@ -261,16 +291,19 @@ def main() -> None:
         rng.integers(0, 256, SIZES[i % len(SIZES)] + (3,), dtype=np.uint8) for i in range(total)
     ]
     captions = [f"{CAPTION} #{i}" for i in range(total)]
-    print(f"machine: {machine(device)}; device {device}, precision {args.precision}")
+    what = "wall seconds" if device.type == "cuda" else "this process's CPU seconds"
+    print(
+        f"machine: {machine(device)}; device {device}, precision {args.precision}; timed in {what}"
+    )
     print(
         f"{args.n} images of assorted sizes ({', '.join(f'{w}x{h}' for h, w in SIZES)}), batch {args.batch}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        rewards = build(ctx, Path(tmp), names, args.vqa_model)
+        rewards = build(ctx, Path(tmp), names, args.vqa_model, tiny)
         print(
-            f"built {len(rewards)} real-size models at random init in "
-            f"{time.perf_counter() - start:.0f} s ({', '.join(rewards)})"
+            f"built {len(rewards)} models at random init in {time.perf_counter() - start:.0f} s "
+            f"({', '.join(rewards)}; tiny: {', '.join(tiny) or 'none'}, the others real size)"
         )
         rows = measure(rewards, images, captions, args.batch, device)
     print(
@@ -282,6 +315,7 @@ def main() -> None:
         prep = f"{row['prep_ms']:.0f}" if "prep_ms" in row else ""
         model = f"{row['model']:.3f}" if "model" in row else ""
         note = " (reuses `clip`'s image encoding)" if name == "aesthetic" and "clip" in rows else ""
+        note += " (tiny)" if name in tiny else ""
         print(
             f"| {name} | {params} | {prep} | {model} | {row['e2e']:.3f} | {row['together']:.3f}{note} |"
         )
@@ -292,6 +326,9 @@ def main() -> None:
     )
     print(
         f"load average after the run: {os.getloadavg()[0]:.1f} (other processes share these cores)"
+    )
+    print(
+        f"goal: one pass <= the sum of the single-reward passes: {'met' if ratio <= 1 else 'NOT met'}"
     )
 
 
