@@ -38,9 +38,15 @@ def geneval_cmd(cfg: GenevalConfig) -> None:
     table = Table(title=f"Shapes World GenEval ({result.n_images} images)")
     table.add_column("category")
     table.add_column("score", justify="right")
+    table.add_column("95 % interval", justify="right")
+
+    def interval(key: str) -> str:
+        e = result.intervals.get(key)
+        return "" if e is None else f"{100 * e.low:.1f} – {100 * e.high:.1f}"
+
     for category, score in result.categories.items():
-        table.add_row(category, f"{100 * score:.1f}")
-    table.add_row("overall", f"{100 * result.overall:.1f}", style="bold")
+        table.add_row(category, f"{100 * score:.1f}", interval(f"geneval/{category}"))
+    table.add_row("overall", f"{100 * result.overall:.1f}", interval("geneval"), style="bold")
     Console().print(table)
     typer.echo(f"results: {cfg.out / 'results.json'}")
 
