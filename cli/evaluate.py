@@ -60,10 +60,11 @@ def rewards_cmd(cfg: RewardEvalConfig) -> None:
 
     summary = eval_rewards(cfg)
     table = Table(title=f"rewards of {cfg.manifest}")
-    for col in ("reward", "mean", "std", "n", "undefined"):
+    for col in ("reward", "mean", "95 % interval", "std", "n", "undefined"):
         table.add_column(col, justify="left" if col == "reward" else "right")
     for name, s in summary.items():
-        table.add_row(name, f"{s['mean']:.4g}", f"{s['std']:.4g}", str(s["n"]), str(s["undefined"]))
+        table.add_row(name, f"{s['mean']:.4g}", f"{s['low']:.4g} – {s['high']:.4g}",
+                      f"{s['std']:.4g}", str(s["n"]), str(s["undefined"]))  # fmt: skip
     Console().print(table)
 
 

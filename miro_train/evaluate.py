@@ -312,13 +312,17 @@ class RewardEvalConfig:
 def reward_summary(
     images: Sequence[np.ndarray] | np.ndarray, prompts: Sequence[str], rewards: Sequence
 ) -> dict[str, dict]:
-    """Mean, std and count (NaN excluded) of each reward over the images."""
+    """Mean, its 95 % bootstrap interval (prompts and images within a prompt resampled), std
+    and count (NaN excluded) of each reward over the images."""
     out = {}
     for reward in rewards:
         values = np.asarray(reward.score(list(images), list(prompts)), dtype=np.float64)
         ok = values[np.isfinite(values)]
+        est = bootstrap({reward.name: values}, prompts)[reward.name]
         out[reward.name] = {
             "mean": float(ok.mean()) if ok.size else math.nan,
+            "low": est.low,
+            "high": est.high,
             "std": float(ok.std()) if ok.size else math.nan,
             "n": int(ok.size),
             "undefined": int(values.size - ok.size),
@@ -342,7 +346,7 @@ def eval_rewards(cfg: RewardEvalConfig) -> dict[str, dict]:
 
 
 def plot_reward_bars(groups: dict[str, dict[str, dict]], path: Path) -> None:
-    """One panel per reward, one bar (mean ± std) per group (e.g. per model)."""
+    """One panel per reward, one bar per group (e.g. per model): the mean and its 95 % interval."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -352,9 +356,10 @@ def plot_reward_bars(groups: dict[str, dict[str, dict]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.8), squeeze=False)
     for ax, reward in zip(axes[0], names, strict=True):
         labels = [g for g in groups if reward in groups[g]]
-        means = [groups[g][reward]["mean"] for g in labels]
-        stds = [groups[g][reward]["std"] for g in labels]
-        ax.bar(range(len(labels)), means, yerr=stds, color="#4a78b5", capsize=3)
+        means = np.array([groups[g][reward]["mean"] for g in labels])
+        bounds = np.array([[groups[g][reward]["low"], groups[g][reward]["high"]] for g in labels])
+        yerr = np.abs(bounds.T - means)  # matplotlib wants distances below and above
+        ax.bar(range(len(labels)), means, yerr=yerr, color="#4a78b5", capsize=3)
         ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7)
         ax.set_title(reward, fontsize=9)
     fig.tight_layout()

@@ -81,6 +81,8 @@ def test_eval_cli_scores_a_manifest_and_refuses_bad_input(tmp_path: Path, monkey
     assert result.exit_code == 0
     rewards = json.loads((tmp_path / "imgs" / "rewards.json").read_text())
     assert rewards["shapes_alignment"]["mean"] == 1.0 and rewards["contrast"]["n"] == 6
+    assert rewards["shapes_alignment"]["low"] == rewards["shapes_alignment"]["high"] == 1.0
+    assert rewards["contrast"]["low"] <= rewards["contrast"]["mean"] <= rewards["contrast"]["high"]
     monkeypatch.chdir(tmp_path / "imgs")  # the default --out, ./geneval, is relative
     bad = runner.invoke(app, ["eval", "geneval", "--manifest", str(tmp_path / "nope.jsonl")])
     assert bad.exit_code == 2 and "manifest not found" in bad.stderr

@@ -12,7 +12,7 @@ import pytest
 
 from miro_train.evaluate import geneval_prompts
 from miro_train.experiments.best_of_n import BestOfNConfig, best_of_n, n_values
-from miro_train.experiments.common import EXPERIMENT_SAMPLER, EvalSettings, TrainSettings, train_arm
+from miro_train.experiments.common import EXPERIMENT_SAMPLER, EvalSettings, TrainSettings
 from miro_train.experiments.compare import CompareConfig, compare, speedups
 from miro_train.experiments.scores import Scores
 from miro_train.experiments.single_vs_multi import (
@@ -95,12 +95,14 @@ def test_compare_over_training_seeds_reuses_resumes_and_averages(
     compared: Path, pipeline, tmp_path: Path
 ) -> None:
     out = tmp_path / "seeds"
-    # finished runs: the single-seed experiment's (its first checkpoint dropped) for seed 0 of
-    # both arms and seed 1 of the baseline; MIRO's seed 1 stopped after its first checkpoint
-    for arm, seed in (("baseline", 0), ("baseline", 1), ("miro", 0)):
+    # the single-seed experiment's runs stand in (training them again would only cost time):
+    # finished for seed 0 of both arms and seed 1 of the baseline (their first checkpoint
+    # dropped), and killed after its first checkpoint for MIRO's seed 1
+    for arm, seed in (("baseline", 0), ("baseline", 1), ("miro", 0), ("miro", 1)):
         shutil.copytree(compared / arm, out / arm / f"seed-{seed}")
-        shutil.rmtree(out / arm / f"seed-{seed}" / "checkpoints" / "step_0000001")
-    train_arm(pipeline.train, out / "miro" / "seed-1", replace(TINY_TRAIN, steps=1, seed=1))
+    for arm, seed, step in (("baseline", 0, 1), ("baseline", 1, 1), ("miro", 0, 1), ("miro", 1, 2)):
+        shutil.rmtree(out / arm / f"seed-{seed}" / "checkpoints" / f"step_000000{step}")
+    (out / "miro" / "seed-1" / "arm.json").unlink()
     first = (out / "miro" / "seed-1" / "checkpoints" / "step_0000001").stat().st_mtime_ns
     done = (out / "miro" / "seed-0" / "arm.json").read_text()
     cfg = CompareConfig(shards=pipeline.train, out=out, train=TINY_TRAIN, eval=TINY_EVAL,

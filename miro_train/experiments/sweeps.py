@@ -118,20 +118,23 @@ def sweep(cfg: SweepConfig) -> dict[str, Any]:
         f"{list(cfg.values)}, the others at 1; s⁻ = all 0; ω = {cfg.eval.sampler.guidance}. "
         "95 % bootstrap intervals in brackets; differences are paired (same prompts and noise).",
         "## Does each reward's own score rise with its target?\n\n" + _trend_table(trends),
-        *(
-            f"## Sweep of {r}\n\n"
-            + metric_table({f"{r}={x['value']:g}": x for x in runs[r]})
-            + f"\n\nDifference to {r}={cfg.values[0]:g} (✓: interval above zero):\n\n"
-            + difference_table(
-                {f"{r}={v:g}": d for v, d in zip(cfg.values[1:], diffs[r][1:], strict=True)}
-                or {"—": diffs[r][0]}
-            )
-            for r in swept
-        ),
+        *(_sweep_section(r, cfg.values, runs[r], diffs[r]) for r in swept),
         "![sweep](sweep.png)",
     ]
     write_report(cfg.out, "Reward-target sweep", sections)
     return results
+
+
+def _sweep_section(reward: str, values: tuple[float, ...], runs: list[dict],
+                   diffs: list[dict[str, Estimate]]) -> str:  # fmt: skip
+    """One swept reward: figures per target, and each target paired with the first."""
+    rows = {f"{reward}={v:g}": d for v, d in zip(values[1:], diffs[1:], strict=True)}
+    return (
+        f"## Sweep of {reward}\n\n"
+        + metric_table({f"{reward}={x['value']:g}": x for x in runs})
+        + f"\n\nDifference to {reward}={values[0]:g} (✓: interval above zero):\n\n"
+        + difference_table(rows or {"—": diffs[0]})
+    )
 
 
 def _against_first(scores: list[Scores]) -> list[dict[str, Estimate]]:
