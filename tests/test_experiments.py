@@ -120,7 +120,7 @@ def test_compare_over_training_seeds_reuses_resumes_and_averages(
     single = json.loads((compared / "results.json").read_text())["evaluations"]["miro"][-1]
     rows = [json.loads(line) for line in (out / "per_image.jsonl").open()]
     mine = [r["reward/sharpness"] for r in rows if r["arm"] == "miro"]
-    assert [r["seed_index"] for r in rows if r["arm"] == "miro"] == [0] * 6 + [1] * 6
+    assert [r["train_seed"] for r in rows if r["arm"] == "miro"] == [0] * 6 + [1] * 6
     assert final["rewards"]["sharpness"] == pytest.approx(np.mean(mine))
     assert np.mean(mine[:6]) == pytest.approx(single["rewards"]["sharpness"])
     assert "training seed(s) 0, 1" in (out / "report.md").read_text()

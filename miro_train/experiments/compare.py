@@ -133,9 +133,11 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
     last = {arm: max(scores[arm]) for arm in ARMS}
     difference = estimates(scores["miro"][last["miro"]], scores["baseline"][last["baseline"]])
     summary = speedups(scores)
+    seeds = cfg.train_seeds or (cfg.train.seed,)
     write_scores(cfg.out / "per_image.jsonl",
-                 [({"arm": arm, "step": step}, s) for arm in ARMS for step, s in scores[arm].items()])  # fmt: skip
-    results = {"config": cfg, "train_seeds": list(cfg.train_seeds or (cfg.train.seed,)),
+                 [({"arm": arm, "step": step}, s) for arm in ARMS for step, s in scores[arm].items()],
+                 seeds)  # fmt: skip
+    results = {"config": cfg, "train_seeds": list(seeds),
                "seconds": seconds, "evaluations": evals, "difference": to_dicts(difference),
                "speedup": summary}  # fmt: skip
     save_json(cfg.out / "results.json", results)

@@ -125,13 +125,19 @@ def to_dicts(diffs: dict[str, Estimate]) -> dict[str, dict[str, float]]:
     return {k: e.to_dict() for k, e in diffs.items()}
 
 
-def write_scores(path: Path, evaluations: Sequence[tuple[dict[str, Any], Scores]]) -> None:
+def write_scores(
+    path: Path,
+    evaluations: Sequence[tuple[dict[str, Any], Scores]],
+    train_seeds: Sequence[int] = (),
+) -> None:
     """Every image of every evaluation as a JSON line: the labels (model, step, setting…),
-    the training seed's position, the prompt and each metric — what the intervals come from."""
+    the training seed (and its position), the prompt and each metric — what the intervals
+    come from."""
     rows = []
     for labels, scores in evaluations:
         for s in range(scores.n_seeds):
+            seed = {"train_seed": train_seeds[s]} if len(train_seeds) == scores.n_seeds else {}
             for i, prompt in enumerate(scores.prompts):
                 metrics = {k: float(v[s, i]) for k, v in scores.values.items()}
-                rows.append({**labels, "seed_index": s, "prompt": prompt, **metrics})
+                rows.append({**labels, **seed, "seed_index": s, "prompt": prompt, **metrics})
     write_per_image(path, rows)

@@ -123,7 +123,8 @@ def single_vs_multi(cfg: SingleVsMultiConfig) -> dict[str, Any]:
     verdict = hacking_verdict(
         {n: {k: e.value for k, e in b.items()} for n, b in bands.items()}, rewards
     )
-    write_scores(cfg.out / "per_image.jsonl", [({"model": n}, s) for n, s in scores.items()])
+    write_scores(cfg.out / "per_image.jsonl", [({"model": n}, s) for n, s in scores.items()],
+                 cfg.train_seeds or (cfg.train.seed,))  # fmt: skip
     save_json(cfg.out / "results.json", {"config": cfg, "results": results, "verdict": verdict,
               "differences": {k: to_dicts(d) for k, d in differences.items()}})  # fmt: skip
     radar_plot(bands, cfg.out / "radar.png")
