@@ -38,9 +38,15 @@ def geneval_cmd(cfg: GenevalConfig) -> None:
     table = Table(title=f"Shapes World GenEval ({result.n_images} images)")
     table.add_column("category")
     table.add_column("score", justify="right")
+    table.add_column("95 % interval", justify="right")
+
+    def interval(key: str) -> str:
+        e = result.intervals.get(key)
+        return "" if e is None else f"{100 * e.low:.1f} – {100 * e.high:.1f}"
+
     for category, score in result.categories.items():
-        table.add_row(category, f"{100 * score:.1f}")
-    table.add_row("overall", f"{100 * result.overall:.1f}", style="bold")
+        table.add_row(category, f"{100 * score:.1f}", interval(f"geneval/{category}"))
+    table.add_row("overall", f"{100 * result.overall:.1f}", interval("geneval"), style="bold")
     Console().print(table)
     typer.echo(f"results: {cfg.out / 'results.json'}")
 
@@ -54,10 +60,11 @@ def rewards_cmd(cfg: RewardEvalConfig) -> None:
 
     summary = eval_rewards(cfg)
     table = Table(title=f"rewards of {cfg.manifest}")
-    for col in ("reward", "mean", "std", "n", "undefined"):
+    for col in ("reward", "mean", "95 % interval", "std", "n", "undefined"):
         table.add_column(col, justify="left" if col == "reward" else "right")
     for name, s in summary.items():
-        table.add_row(name, f"{s['mean']:.4g}", f"{s['std']:.4g}", str(s["n"]), str(s["undefined"]))
+        table.add_row(name, f"{s['mean']:.4g}", f"{s['low']:.4g} – {s['high']:.4g}",
+                      f"{s['std']:.4g}", str(s["n"]), str(s["undefined"]))  # fmt: skip
     Console().print(table)
 
 

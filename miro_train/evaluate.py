@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +27,7 @@ from miro_data.rewards import check_reward_names
 from miro_data.shapes import CATEGORIES, caption_for, parse_caption, sample_prompt
 from miro_train.imagefolder import read_manifest, write_manifest
 from miro_train.sampler import SamplerSettings, draw_numbers
+from miro_train.stats import Estimate, bootstrap, fmt
 
 if TYPE_CHECKING:  # torch is imported only when images are generated
     from miro_train.sample import ModelBundle
@@ -68,19 +69,38 @@ class GenevalResult:
     overall: float
     n_images: int
     passed: list[bool] = field(repr=False, default_factory=list)
+    # 95 % bootstrap intervals (miro_train.stats) keyed "geneval" and "geneval/<category>"
+    intervals: dict[str, Estimate] = field(repr=False, default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"overall": self.overall, "categories": self.categories, "n_images": self.n_images}
+        out = {"overall": self.overall, "categories": self.categories, "n_images": self.n_images}
+        if self.intervals:
+            out |= interval_fields(self.intervals)
+        return out
 
     def to_markdown(self) -> str:
         head = "| " + " | ".join(["overall", *CATEGORIES]) + " |"
         rule = "|" + "---|" * (len(CATEGORIES) + 1)
-        row = (
-            "| "
-            + " | ".join(f"{100 * v:.1f}" for v in [self.overall, *self.categories.values()])
-            + " |"
-        )
-        return "\n".join([head, rule, row])
+        keys = ["geneval", *(f"geneval/{c}" for c in self.categories)]
+        values = [self.overall, *self.categories.values()]
+        cells = [fmt(self.intervals[k], 100) if k in self.intervals else f"{100 * v:.1f}"
+                 for k, v in zip(keys, values, strict=True)]  # fmt: skip
+        return "\n".join([head, rule, "| " + " | ".join(cells) + " |"])
+
+
+def interval_fields(intervals: dict[str, Estimate]) -> dict:
+    """The `interval` of the overall score and the `intervals` of the categories, as
+    [low, high] pairs: the fields results.json gives beside each GenEval figure."""
+    pair = [intervals["geneval"].low, intervals["geneval"].high]
+    cats = {k.removeprefix("geneval/"): [e.low, e.high] for k, e in intervals.items()
+            if k.startswith("geneval/")}  # fmt: skip
+    return {"interval": pair, "intervals": cats}
+
+
+def with_intervals(result: GenevalResult, prompts: Sequence[str]) -> GenevalResult:
+    """The result with 95 % intervals (prompts and images within a prompt resampled)."""
+    passed = np.asarray(result.passed, dtype=np.float64)
+    return replace(result, intervals=bootstrap({"geneval": passed}, prompts))
 
 
 def score_geneval(
@@ -231,6 +251,15 @@ def _checkpoint_images(cfg: GenevalConfig) -> tuple[list[str], np.ndarray]:
     return prompts, images
 
 
+PER_IMAGE = "per_image.jsonl"  # one row per image: what the intervals are bootstrapped from
+
+
+def write_per_image(path: Path, rows: Sequence[dict]) -> None:
+    """Per-image results as JSON lines (written whole, then renamed into place)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(dumps_json(row) + "\n" for row in rows))
+
+
 @owns_output  # one process writes an output folder at a time
 def geneval(cfg: GenevalConfig) -> GenevalResult:
     """GenEval of a checkpoint or manifest; writes results.json, results.md and category grids.
@@ -247,10 +276,16 @@ def geneval(cfg: GenevalConfig) -> GenevalResult:
         prompts, generated = _checkpoint_images(cfg)
         images = list(generated)
         result = score_geneval(prompts, images)
+    result = with_intervals(result, prompts)
+    write_per_image(
+        cfg.out / PER_IMAGE,
+        [{"prompt": p, "passed": ok} for p, ok in zip(prompts, result.passed, strict=True)],
+    )
     save_json(cfg.out / "results.json", {**result.to_dict(), "settings": cfg})
     with atomic_path(cfg.out / "results.md") as tmp:
         tmp.write_text(
-            f"# Shapes World GenEval\n\n{result.to_markdown()}\n\n{result.n_images} images.\n"
+            f"# Shapes World GenEval\n\n{result.to_markdown()}\n\n{result.n_images} images; "
+            "95 % bootstrap intervals in brackets (prompts, and images within a prompt, resampled).\n"
         )
     save_category_grids(
         cfg.out, prompts, images, result.passed, cfg.images_per_prompt if cfg.checkpoint else 8
@@ -281,13 +316,17 @@ class RewardEvalConfig:
 def reward_summary(
     images: Sequence[np.ndarray] | np.ndarray, prompts: Sequence[str], rewards: Sequence
 ) -> dict[str, dict]:
-    """Mean, std and count (NaN excluded) of each reward over the images."""
+    """Mean, its 95 % bootstrap interval (prompts and images within a prompt resampled), std
+    and count (NaN excluded) of each reward over the images."""
     out = {}
     for reward in rewards:
         values = np.asarray(reward.score(list(images), list(prompts)), dtype=np.float64)
         ok = values[np.isfinite(values)]
+        est = bootstrap({reward.name: values}, prompts)[reward.name]
         out[reward.name] = {
             "mean": float(ok.mean()) if ok.size else math.nan,
+            "low": est.low,
+            "high": est.high,
             "std": float(ok.std()) if ok.size else math.nan,
             "n": int(ok.size),
             "undefined": int(values.size - ok.size),
@@ -311,7 +350,7 @@ def eval_rewards(cfg: RewardEvalConfig) -> dict[str, dict]:
 
 
 def plot_reward_bars(groups: dict[str, dict[str, dict]], path: Path) -> None:
-    """One panel per reward, one bar (mean ± std) per group (e.g. per model)."""
+    """One panel per reward, one bar per group (e.g. per model): the mean and its 95 % interval."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -321,9 +360,10 @@ def plot_reward_bars(groups: dict[str, dict[str, dict]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.8), squeeze=False)
     for ax, reward in zip(axes[0], names, strict=True):
         labels = [g for g in groups if reward in groups[g]]
-        means = [groups[g][reward]["mean"] for g in labels]
-        stds = [groups[g][reward]["std"] for g in labels]
-        ax.bar(range(len(labels)), means, yerr=stds, color="#4a78b5", capsize=3)
+        means = np.array([groups[g][reward]["mean"] for g in labels])
+        bounds = np.array([[groups[g][reward]["low"], groups[g][reward]["high"]] for g in labels])
+        yerr = np.abs(bounds.T - means)  # matplotlib wants distances below and above
+        ax.bar(range(len(labels)), means, yerr=yerr, color="#4a78b5", capsize=3)
         ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7)
         ax.set_title(reward, fontsize=9)
     fig.tight_layout()

@@ -116,14 +116,16 @@ def _geneval_section(folder: Path) -> list[str]:
     if results.exists():
         r = json.loads(results.read_text())
         cats = r["categories"]
+        # results.json of earlier versions has no intervals: the figures alone are shown then
+        bounds = [r.get("interval"), *(r.get("intervals", {}).get(c) for c in cats)]
+        cells = [
+            f"{100 * v:.1f}" + ("" if b is None else f" [{100 * b[0]:.1f}, {100 * b[1]:.1f}]")
+            for v, b in zip([r["overall"], *cats.values()], bounds, strict=True)
+        ]
+        parts.append(_table(["overall", *cats], [cells]))
         parts.append(
-            _table(
-                ["overall", *cats],
-                [[f"{100 * r['overall']:.1f}", *(f"{100 * v:.1f}" for v in cats.values())]],
-            )
-        )
-        parts.append(
-            f"<p class='note'>{r['n_images']} images; green frame = the detector's check passed.</p>"
+            f"<p class='note'>{r['n_images']} images; 95 % bootstrap intervals in brackets; "
+            "green frame = the detector's check passed.</p>"
         )
     grids = sorted(folder.glob("grid_*.png"))
     if grids:

@@ -169,6 +169,16 @@ BAD_VALUES = [
     (("experiment", "best-of-n", "OUT", "--n-max", "0"), "--n-max must be positive"),
     (("experiment", "single-vs-multi", "S", "OUT", "--rewards", "noise"), "two rewards"),
     (("experiment", "single-vs-multi", "S", "OUT", "--time-shift", "0"), "--time-shift"),
+    (("experiment", "compare", "S", "OUT", "--train-seeds", "0,x"), "comma-separated integers"),
+    (("experiment", "compare", "S", "OUT", "--train-seeds", "1.5"), "comma-separated integers"),
+    (("experiment", "compare", "S", "OUT", "--train-seeds", "0,-1"), "--train-seeds must be 0 or"),
+    (("experiment", "compare", "S", "OUT", "--train-seeds", "4294967296"), "below 2**32"),
+    (("experiment", "compare", "S", "OUT", "--train-seeds", "1,0,1"), "names a seed twice"),
+    (("experiment", "compare", "S", "OUT", "--train-seeds", ","), "names no seed"),
+    (
+        ("experiment", "single-vs-multi", "S", "OUT", "--train-seeds", "0,1", "--multi", "M"),
+        "--multi reuse one run",
+    ),
 ]
 
 

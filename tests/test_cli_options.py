@@ -195,6 +195,7 @@ PINNED = {
         ("--steps", 3000, "int", ""),
         ("--time-shift", 1.0, "float", ""),
         ("--time-shift-end", None, "float", ""),
+        ("--train-seeds", None, "str", ""),
     ],
     "experiment guidance": [
         ("CHECKPOINT", None, "Path", "required"),
@@ -226,6 +227,7 @@ PINNED = {
         ("--steps", 3000, "int", ""),
         ("--time-shift", 1.0, "float", ""),
         ("--time-shift-end", None, "float", ""),
+        ("--train-seeds", None, "str", ""),
     ],
     "experiment sweep": [
         ("CHECKPOINT", None, "Path", "required"),
@@ -447,7 +449,11 @@ def test_experiments_one_seed_and_their_sampler(tmp_path: Path) -> None:
     guidance = build(experiment.commands, "guidance", "c", "o", "--scales", "0,2")
     assert guidance.scales == (0.0, 2.0) and guidance.eval.sampler.guidance == 0.0
     single = build(experiment.commands, "single-vs-multi", "s", "o", "--steps", "40")
-    assert single.train.eval_every == 40
+    assert single.train.eval_every == 40 and single.train_seeds is None
+    seeds = build(experiment.commands, "compare", "s", "o", "--train-seeds", "0, 1,2")
+    assert seeds.train_seeds == (0, 1, 2) and seeds.train.seed == 0
+    single = build(experiment.commands, "single-vs-multi", "s", "o", "--train-seeds", "3,4")
+    assert single.train_seeds == (3, 4)
     best = build(experiment.commands, "best-of-n", "o", "--miro", "m")
     assert best.checkpoints == {"miro": Path("m")}
     assert (best.eval.prompts_per_category, best.eval.images_per_prompt) == (4, 2)

@@ -53,6 +53,17 @@ def test_geneval_of_a_manifest_writes_results_and_grids(tmp_path: Path) -> None:
     assert result.categories["single_object"] == 0.5 and result.n_images == 12
     saved = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert saved["overall"] == result.overall
+    # every figure carries its 95 % interval: one failed image of two makes single_object's
+    # wide; the categories where every image passed have none
+    assert saved["intervals"]["single_object"] == [0.0, 1.0]
+    assert saved["intervals"]["counting"] == [1.0, 1.0]
+    assert saved["interval"][0] < saved["overall"] <= saved["interval"][1] == 1.0
+    assert "[0.0, 100.0]" in (tmp_path / "eval" / "results.md").read_text()
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "per_image.jsonl").open()]
+    assert [r["prompt"] for r in rows] == prompts and [r["passed"] for r in rows][:2] == [
+        False,
+        True,
+    ]
     assert "| overall |" in (tmp_path / "eval" / "results.md").read_text()
     assert len(list((tmp_path / "eval").glob("grid_*.png"))) == 6
 
@@ -70,6 +81,8 @@ def test_eval_cli_scores_a_manifest_and_refuses_bad_input(tmp_path: Path, monkey
     assert result.exit_code == 0
     rewards = json.loads((tmp_path / "imgs" / "rewards.json").read_text())
     assert rewards["shapes_alignment"]["mean"] == 1.0 and rewards["contrast"]["n"] == 6
+    assert rewards["shapes_alignment"]["low"] == rewards["shapes_alignment"]["high"] == 1.0
+    assert rewards["contrast"]["low"] <= rewards["contrast"]["mean"] <= rewards["contrast"]["high"]
     monkeypatch.chdir(tmp_path / "imgs")  # the default --out, ./geneval, is relative
     bad = runner.invoke(app, ["eval", "geneval", "--manifest", str(tmp_path / "nope.jsonl")])
     assert bad.exit_code == 2 and "manifest not found" in bad.stderr

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from miro_train.evaluate import geneval_prompts
 from miro_train.experiments.best_of_n import BestOfNConfig, best_of_n, n_values
 from miro_train.experiments.common import EXPERIMENT_SAMPLER, EvalSettings, TrainSettings
-from miro_train.experiments.compare import CompareConfig, compare, speedups, steps_to_reach
+from miro_train.experiments.compare import CompareConfig, compare, speedups
+from miro_train.experiments.scores import Scores
 from miro_train.experiments.single_vs_multi import (
     SingleVsMultiConfig,
     hacking_verdict,
@@ -39,38 +43,105 @@ def compared(pipeline, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_compare_trains_both_arms_and_evaluates_every_checkpoint(compared: Path) -> None:
-    _written(compared, "results.json", "report.md", "convergence.png")
+    _written(compared, "results.json", "report.md", "convergence.png", "per_image.jsonl")
     results = json.loads((compared / "results.json").read_text())
     assert [e["step"] for e in results["evaluations"]["baseline"]] == [1, 2]
     assert [e["step"] for e in results["evaluations"]["miro"]] == [1, 2]
     assert {"geneval", "geneval/counting", "reward/sharpness"} <= set(results["speedup"])
-    assert "Speed-up" in (compared / "report.md").read_text()
+    # every figure carries its interval, and MIRO − baseline is a paired difference
+    final = results["evaluations"]["miro"][-1]
+    low, high = final["geneval"]["interval"]
+    assert low <= final["geneval"]["overall"] <= high
+    assert set(final["geneval"]["intervals"]) == set(final["geneval"]["categories"])
+    low, high = final["reward_intervals"]["sharpness"]
+    assert low <= final["rewards"]["sharpness"] <= high
+    diff = results["difference"]["reward/sharpness"]
+    assert diff["value"] == pytest.approx(
+        final["rewards"]["sharpness"]
+        - results["evaluations"]["baseline"][-1]["rewards"]["sharpness"]
+    )
+    assert diff["low"] <= diff["value"] <= diff["high"]
+    rows = [json.loads(line) for line in (compared / "per_image.jsonl").open()]
+    assert len(rows) == 2 * 2 * 6 and {"arm", "step", "prompt", "geneval", "reward/noise"} <= set(
+        rows[0]
+    )
+    report = (compared / "report.md").read_text()
+    assert "Speed-up" in report and "MIRO − baseline" in report
 
 
-def test_compare_reuses_finished_arms(compared: Path, pipeline) -> None:
-    before = (compared / "miro" / "arm.json").read_text()
-    compare(CompareConfig(shards=pipeline.train, out=compared, train=TINY_TRAIN, eval=TINY_EVAL))
-    assert (compared / "miro" / "arm.json").read_text() == before
+def _scores(passes: np.ndarray, prompts: list[str]) -> Scores:
+    return Scores(prompts, {"geneval": passes.astype(float)[None]})
 
 
-def test_speedup_is_steps_to_reach_the_baseline_final_score() -> None:
-    assert steps_to_reach([(100, 0.1), (200, 0.3), (300, 0.5)], 0.4) == pytest.approx(250)
-    assert steps_to_reach([(100, 0.1), (200, 0.2)], 0.4) is None
-    curves = {"baseline": {"g": [(100, 0.1), (400, 0.3)]}, "miro": {"g": [(100, 0.2), (200, 0.4)]}}
-    assert speedups(curves)["g"]["speedup"] == pytest.approx(400 / 150)
-    assert not speedups(curves)["g"]["lower_bound"]
-    curves["miro"]["g"] = [(100, 0.35), (200, 0.4)]  # there at the first evaluation: ≥ 4×
-    assert speedups(curves)["g"] == pytest.approx(
-        {"baseline_final": 0.3, "baseline_steps": 400, "miro_steps_to_reach": 100.0,
-         "speedup": 4.0, "lower_bound": True})  # fmt: skip
+def test_speedup_only_where_the_paired_difference_is_established() -> None:
+    prompts = [p for p in geneval_prompts(8) for _ in range(4)]
+    i = np.arange(len(prompts))
+    base = {500: _scores(i % 20 == 0, prompts), 1500: _scores(i % 10 == 0, prompts)}
+    # 1.6 points more, passing other images than the baseline: noise at 192 images
+    small_lead = (i % 10 == 3) | (i % 37 == 5)
+    miro = {500: _scores(small_lead, prompts), 1000: _scores(i % 10 < 6, prompts),
+            1500: _scores(i % 10 < 7, prompts)}  # fmt: skip
+    found = speedups({"baseline": base, "miro": miro})["geneval"]
+    assert found["established"] and found["step"] == 1000 and found["speedup"] == 1.5
+    assert found["difference"]["low"] > 0 and found["baseline_steps"] == 1500
+    # a small lead at the first evaluation, as in issue 20, is no speed-up
+    miro = {500: _scores(small_lead, prompts), 1500: _scores(small_lead, prompts)}
+    found = speedups({"baseline": base, "miro": miro})["geneval"]
+    assert not found["established"] and found["speedup"] is None
+    assert found["difference"]["low"] < 0 < found["difference"]["value"]
+
+
+def test_compare_over_training_seeds_reuses_resumes_and_averages(
+    compared: Path, pipeline, tmp_path: Path
+) -> None:
+    out = tmp_path / "seeds"
+    # the single-seed experiment's runs stand in (training them again would only cost time):
+    # finished for seed 0 of both arms and seed 1 of the baseline (their first checkpoint
+    # dropped), and killed after its first checkpoint for MIRO's seed 1
+    for arm, seed in (("baseline", 0), ("baseline", 1), ("miro", 0), ("miro", 1)):
+        shutil.copytree(compared / arm, out / arm / f"seed-{seed}")
+    for arm, seed, step in (("baseline", 0, 1), ("baseline", 1, 1), ("miro", 0, 1), ("miro", 1, 2)):
+        shutil.rmtree(out / arm / f"seed-{seed}" / "checkpoints" / f"step_000000{step}")
+    (out / "miro" / "seed-1" / "arm.json").unlink()
+    first = (out / "miro" / "seed-1" / "checkpoints" / "step_0000001").stat().st_mtime_ns
+    done = (out / "miro" / "seed-0" / "arm.json").read_text()
+    cfg = CompareConfig(shards=pipeline.train, out=out, train=TINY_TRAIN, eval=TINY_EVAL,
+                        train_seeds=(0, 1))  # fmt: skip
+    compare(cfg)
+    assert (out / "miro" / "seed-0" / "arm.json").read_text() == done  # finished: reused
+    assert (out / "miro" / "seed-1" / "checkpoints" / "step_0000001").stat().st_mtime_ns == first
+    assert (out / "miro" / "seed-1" / "checkpoints" / "step_0000002").is_dir()  # resumed
+    results = json.loads((out / "results.json").read_text())
+    assert results["train_seeds"] == [0, 1]
+    assert [e["step"] for e in results["evaluations"]["miro"]] == [2]  # the steps all seeds have
+    final = results["evaluations"]["miro"][-1]
+    assert final["geneval"]["n_images"] == 2 * 6  # both seeds, the same 6 prompts and noise
+    # the figure is the mean over seeds, and seed 0's half is the single-seed experiment's
+    single = json.loads((compared / "results.json").read_text())["evaluations"]["miro"][-1]
+    rows = [json.loads(line) for line in (out / "per_image.jsonl").open()]
+    mine = [r["reward/sharpness"] for r in rows if r["arm"] == "miro"]
+    assert [r["train_seed"] for r in rows if r["arm"] == "miro"] == [0] * 6 + [1] * 6
+    assert final["rewards"]["sharpness"] == pytest.approx(np.mean(mine))
+    assert np.mean(mine[:6]) == pytest.approx(single["rewards"]["sharpness"])
+    assert "training seed(s) 0, 1" in (out / "report.md").read_text()
 
 
 def test_sweep_and_guidance_write_their_reports(compared: Path, tmp_path: Path) -> None:
     sweep(SweepConfig(checkpoint=compared / "miro", out=tmp_path / "sweep", rewards=("shapes_alignment",),
                       values=(0.0, 1.0), eval=TINY_EVAL))  # fmt: skip
     _written(tmp_path / "sweep", "results.json", "report.md", "sweep.png")
-    runs = json.loads((tmp_path / "sweep" / "results.json").read_text())["runs"]["shapes_alignment"]
+    saved = json.loads((tmp_path / "sweep" / "results.json").read_text())
+    runs = saved["runs"]["shapes_alignment"]
     assert [r["value"] for r in runs] == [0.0, 1.0]
+    # each target is paired with the first: same prompts and noise, so its own is exactly 0
+    assert runs[0]["difference_to_first"]["geneval"] == {"value": 0.0, "low": 0.0, "high": 0.0}
+    own = runs[1]["difference_to_first"]["reward/shapes_alignment"]
+    assert own["value"] == pytest.approx(
+        runs[1]["rewards"]["shapes_alignment"] - runs[0]["rewards"]["shapes_alignment"]
+    )
+    trend = saved["trends"]["shapes_alignment"]
+    assert trend["rises"] == (own["low"] > 0 and trend["spearman"] > 0)
+    assert "last − first (paired)" in (tmp_path / "sweep" / "report.md").read_text()
     guidance(
         GuidanceConfig(
             checkpoint=compared / "miro",
@@ -79,7 +150,11 @@ def test_sweep_and_guidance_write_their_reports(compared: Path, tmp_path: Path) 
             eval=TINY_EVAL,
         )
     )
-    _written(tmp_path / "guidance", "results.json", "report.md", "guidance.png")
+    _written(tmp_path / "guidance", "results.json", "report.md", "guidance.png", "per_image.jsonl")
+    runs = json.loads((tmp_path / "guidance" / "results.json").read_text())["runs"]
+    low, high = runs[1]["geneval"]["interval"]
+    assert low <= runs[1]["geneval"]["overall"] <= high
+    assert "ω=2 − ω=0" in (tmp_path / "guidance" / "report.md").read_text()
 
 
 def test_best_of_n_curves_for_both_models(compared: Path, tmp_path: Path) -> None:
@@ -87,11 +162,16 @@ def test_best_of_n_curves_for_both_models(compared: Path, tmp_path: Path) -> Non
     out = tmp_path / "bon"
     results = best_of_n(BestOfNConfig(out=out, checkpoints={"baseline": compared / "baseline", "miro": compared / "miro"},
                                       n_max=2, select_by=("contrast",), eval=TINY_EVAL))  # fmt: skip
-    _written(out, "results.json", "report.md", "best_of_n_miro.png", "best_of_n_baseline.png")
+    _written(out, "results.json", "report.md", "best_of_n_miro.png", "best_of_n_baseline.png",
+             "per_image.jsonl")  # fmt: skip
     assert len(results["curves"]["miro"]["contrast"]["geneval"]) == 2
     # selecting by contrast among more candidates never lowers the mean contrast of the picks
     c = results["curves"]["miro"]["contrast"]["reward/contrast"]
     assert c[1] >= c[0]
+    bands = results["intervals"]["miro"]["contrast"]["reward/contrast"]
+    assert all(lo <= v <= hi for v, (lo, hi) in zip(c, bands, strict=True))
+    gain = results["n2_minus_n1"]["miro"]["contrast"]["reward/contrast"]
+    assert gain["value"] == pytest.approx(c[1] - c[0]) and gain["low"] >= 0  # paired: never lower
 
 
 def test_single_vs_multi_writes_the_hacking_table(compared: Path, pipeline, tmp_path: Path) -> None:
@@ -105,6 +185,12 @@ def test_single_vs_multi_writes_the_hacking_table(compared: Path, pipeline, tmp_
     assert results["results"]["miro"]["step"] == 1  # one checkpoint of a longer run, as it is
     # the conditioned rewards are measured even when the metric list leaves them out
     assert set(results["results"]["miro"]["rewards"]) == {"contrast", "sharpness", "noise"}
+    diff = results["differences"]["only noise − baseline"]["reward/noise"]
+    assert diff["value"] == pytest.approx(
+        results["results"]["only noise"]["rewards"]["noise"]
+        - results["results"]["baseline"]["rewards"]["noise"]
+    )
+    assert "Paired differences to the baseline" in (out / "report.md").read_text()
 
 
 def test_hacking_verdict_finds_a_model_that_trades_rewards() -> None:

@@ -3,7 +3,8 @@
 For each model, every GenEval prompt slot gets `n_max` candidates once; the curve for N
 selects among the first N, so all points share their samples. Each candidate is scored by
 every selection reward and by the detector; a point reports the chosen images' GenEval and
-reward means.
+reward means with 95 % bootstrap intervals, and N = n_max is compared with N = 1 as a paired
+difference (the same prompt slots; the N = 1 pick is one of the N = n_max candidates).
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from miro_data.checks import check_names, check_positive
 from miro_data.common import MiroError, save_json
 from miro_data.options import NAMES, opt
 from miro_data.processes import owns_output
-from miro_data.shapes import CATEGORIES, parse_caption
-from miro_train.evaluate import geneval_images, score_geneval
+from miro_train.evaluate import geneval_images, score_geneval, write_per_image
 from miro_train.experiments.common import EvalSettings, load_for, metric_rewards, write_report
 from miro_train.experiments.plots import lines_plot
+from miro_train.experiments.scores import Scores, difference_table, estimates, to_dicts
+from miro_train.stats import Estimate, fmt
 
 log = logging.getLogger(__name__)
 
@@ -67,25 +69,48 @@ def _candidates(bundle, cfg: BestOfNConfig) -> tuple[list[str], np.ndarray]:
 
 def _curves(
     prompts: list[str], passed: np.ndarray, scores: dict[str, np.ndarray], ns: list[int]
-) -> dict:
-    """For each selection reward: metric → list over N (GenEval overall and reward means)."""
-    cats = np.array([parse_caption(p).category for p in prompts])  # type: ignore[union-attr]
-    out: dict[str, dict[str, list[float]]] = {}
+) -> dict[str, dict[str, list[Estimate]]]:
+    """For each selection reward: metric → estimates over N (GenEval overall and reward
+    means), and the per-slot picks behind them (for the paired N = n_max vs N = 1)."""
+    out: dict[str, dict[str, list[Estimate]]] = {}
     for select, by in scores.items():
         key = np.where(np.isnan(by), -np.inf, by)
-        curve: dict[str, list[float]] = {
-            m: [] for m in ["geneval", *(f"reward/{r}" for r in scores)]
-        }
+        rows = np.arange(len(prompts))
+        curve: dict[str, list[Estimate]] = {}
         for n in ns:
             pick = key[:, :n].argmax(1)
-            rows = np.arange(len(prompts))
-            ok = passed[rows, pick]
-            curve["geneval"].append(
-                float(np.mean([ok[cats == c].mean() for c in CATEGORIES if (cats == c).any()]))
-            )
-            for r, values in scores.items():
-                curve[f"reward/{r}"].append(float(np.nanmean(values[rows, pick])))
+            for metric, e in estimates(_picked(prompts, passed, scores, rows, pick)).items():
+                if not metric.startswith("geneval/"):
+                    curve.setdefault(metric, []).append(e)
         out[select] = curve
+    return out
+
+
+def _picked(prompts: list[str], passed: np.ndarray, scores: dict[str, np.ndarray],
+            rows: np.ndarray, pick: np.ndarray) -> Scores:  # fmt: skip
+    values = {"geneval": passed[rows, pick].astype(np.float64)}
+    values |= {f"reward/{r}": v[rows, pick] for r, v in scores.items()}
+    return Scores(prompts, {k: v[None] for k, v in values.items()})
+
+
+def _candidate_rows(name: str, prompts: list[str], passed: np.ndarray,
+                    scores: dict[str, np.ndarray]) -> list[dict]:  # fmt: skip
+    return [
+        {"model": name, "slot": i, "candidate": j, "prompt": prompt, "geneval": bool(passed[i, j]),
+         **{f"reward/{r}": float(v[i, j]) for r, v in scores.items()}}
+        for i, prompt in enumerate(prompts) for j in range(passed.shape[1])
+    ]  # fmt: skip
+
+
+def _largest_vs_one(prompts: list[str], passed: np.ndarray, scores: dict[str, np.ndarray]) -> dict:
+    """Per selection reward: the paired difference of the N = n_max picks to the N = 1 picks."""
+    rows, out = np.arange(len(prompts)), {}
+    for select, by in scores.items():
+        pick = np.where(np.isnan(by), -np.inf, by).argmax(1)
+        first = np.zeros_like(pick)
+        diff = estimates(_picked(prompts, passed, scores, rows, pick),
+                         _picked(prompts, passed, scores, rows, first))  # fmt: skip
+        out[select] = {k: e for k, e in diff.items() if not k.startswith("geneval/")}
     return out
 
 
@@ -97,6 +122,8 @@ def best_of_n(cfg: BestOfNConfig) -> dict[str, Any]:
     }
     ns = n_values(cfg.n_max)
     curves: dict[str, dict] = {}
+    rows: list[dict] = []  # every candidate's scores: what the intervals come from
+    gains: dict[str, dict] = {}
     prompts: list[str] = []
     for name, ckpt in cfg.checkpoints.items():
         prompts, cand = _candidates(load_for(ckpt, cfg.eval), cfg)  # (S, N, H, W, 3)
@@ -108,6 +135,8 @@ def best_of_n(cfg: BestOfNConfig) -> dict[str, Any]:
         scores = {r: np.asarray(s.score(flat_images, flat_prompts), dtype=float).reshape(len(prompts), cfg.n_max)
                   for r, s in scorers.items()}  # fmt: skip
         curves[name] = _curves(prompts, passed, scores, ns)
+        gains[name] = _largest_vs_one(prompts, passed, scores)
+        rows += _candidate_rows(name, prompts, passed, scores)
         lines_plot(
             ns,
             {f"select by {r}": c for r, c in curves[name].items()},
@@ -117,22 +146,33 @@ def best_of_n(cfg: BestOfNConfig) -> dict[str, Any]:
         log.info(
             "best-of-n %s: GenEval %.1f at N=1",
             name,
-            100 * curves[name][next(iter(scores))]["geneval"][0],
+            100 * curves[name][next(iter(scores))]["geneval"][0].value,
         )
-    results = {"config": cfg, "n": ns, "curves": curves}
+    results = {
+        "config": cfg,
+        "n": ns,
+        "curves": {m: {r: {k: [e.value for e in v] for k, v in c.items()} for r, c in by.items()}
+                   for m, by in curves.items()},
+        "intervals": {m: {r: {k: [[e.low, e.high] for e in v] for k, v in c.items()}
+                      for r, c in by.items()} for m, by in curves.items()},
+        f"n{cfg.n_max}_minus_n1": {m: {r: to_dicts(d) for r, d in by.items()} for m, by in gains.items()},
+    }  # fmt: skip
+    write_per_image(cfg.out / "per_image.jsonl", rows)
     save_json(cfg.out / "results.json", results)
     write_report(cfg.out, "Best-of-N test-time scaling", [
         f"{len(prompts)} prompt slots × up to {cfg.n_max} candidates per model; selection by each reward; "
-        f"ω = {cfg.eval.sampler.guidance} for reward-conditioned models.",
+        f"ω = {cfg.eval.sampler.guidance} for reward-conditioned models. 95 % bootstrap intervals in brackets.",
         *(_table(name, ns, c) for name, c in curves.items()),
+        *(f"## {name}: N = {cfg.n_max} − N = 1 (paired; ✓: interval above zero)\n\n"
+          + difference_table({f"select by {r}": d for r, d in g.items()}) for name, g in gains.items()),
         *(f"![{name}](best_of_n_{name}.png)" for name in curves),
     ])  # fmt: skip
     return results
 
 
-def _table(name: str, ns: list[int], curves: dict[str, dict[str, list[float]]]) -> str:
+def _table(name: str, ns: list[int], curves: dict[str, dict[str, list[Estimate]]]) -> str:
     lines = [f"## {name}: GenEval (%) of the selected images", "", "| select by | " + " | ".join(f"N={n}" for n in ns) + " |",
              "|---|" + "---|" * len(ns)]  # fmt: skip
     for select, c in curves.items():
-        lines.append(f"| {select} | " + " | ".join(f"{100 * v:.1f}" for v in c["geneval"]) + " |")
+        lines.append(f"| {select} | " + " | ".join(fmt(v, 100) for v in c["geneval"]) + " |")
     return "\n".join(lines)

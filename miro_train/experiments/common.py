@@ -12,11 +12,9 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
-
-import numpy as np
 
 from miro_data.checks import (
     check_device,
@@ -27,9 +25,10 @@ from miro_data.checks import (
     check_seed,
 )
 from miro_data.common import MiroError, atomic_path, save_json
-from miro_data.options import opt
+from miro_data.options import Parser, items, opt
 from miro_data.rewards import Reward, RewardContext, build_reward
-from miro_train.evaluate import geneval_images, reward_summary, score_geneval
+from miro_train.evaluate import geneval_images
+from miro_train.experiments.scores import Scores, result_of, score_images
 from miro_train.sampler import SamplerSettings
 
 log = logging.getLogger(__name__)
@@ -112,6 +111,41 @@ class TrainSettings:
         check_device("--device", self.device)
 
 
+def parse_seeds(text: str, option: str) -> tuple[int, ...]:
+    """'0,1,2' → (0, 1, 2): training seeds, each a valid seed."""
+    seeds = []
+    for item in items(text):
+        try:
+            seeds.append(int(item))
+        except ValueError:
+            raise MiroError(f"{option}: expected comma-separated integers, got {text!r}") from None
+    return tuple(seeds)
+
+
+SEEDS = Parser(parse_seeds, lambda seeds: ",".join(str(s) for s in seeds))
+
+
+def check_train_seeds(seeds: tuple[int, ...] | None) -> None:
+    if seeds is None:
+        return
+    if not seeds:
+        raise MiroError("--train-seeds names no seed")
+    for seed in seeds:
+        check_seed("--train-seeds", seed)
+    if len(set(seeds)) < len(seeds):
+        raise MiroError(f"--train-seeds names a seed twice: {','.join(map(str, seeds))}")
+
+
+def seed_runs(
+    out: Path, train: TrainSettings, seeds: tuple[int, ...] | None
+) -> list[tuple[TrainSettings, Path]]:
+    """Each training seed's settings and run folder: `out` itself for the one seed of
+    `train.seed` (the layout of single-seed experiments), `out/seed-N` for --train-seeds."""
+    if seeds is None:
+        return [(train, out)]
+    return [(replace(train, seed=seed), out / f"seed-{seed}") for seed in seeds]
+
+
 def metric_rewards(
     names: Sequence[str], also: Sequence[str] = (), *, allow_download: bool = False
 ) -> list[Reward]:
@@ -126,25 +160,19 @@ def evaluate(
     *,
     sampler: SamplerSettings | None = None,
     rewards: Sequence[Reward] | None = None,
-) -> tuple[dict[str, Any], list[str], np.ndarray]:
-    """GenEval and reward means of one model, sampled as `sampler` says (default: the
-    settings' own; sweeps vary targets or ω); also the prompts and images."""
+) -> tuple[dict[str, Any], Scores]:
+    """GenEval and reward means of one model with their intervals, sampled as `sampler` says
+    (default: the settings' own; sweeps vary targets or ω); also the per-image scores."""
     t0 = time.perf_counter()
     prompts, images = geneval_images(bundle, sampler or settings.sampler,
                                      settings.prompts_per_category, settings.images_per_prompt)  # fmt: skip
-    gen = score_geneval(prompts, images)
-    means = reward_summary(
-        images,
+    scores = score_images(
         prompts,
+        images,
         rewards or metric_rewards(settings.rewards, allow_download=settings.sampler.allow_download),
     )
-    result = {
-        "step": bundle.step,
-        "geneval": gen.to_dict(),
-        "rewards": {k: v["mean"] for k, v in means.items()},
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
-    return result, prompts, images
+    seconds = round(time.perf_counter() - t0, 1)
+    return result_of(scores, step=bundle.step, seconds=seconds), scores
 
 
 def load_for(checkpoint: Path, settings: EvalSettings) -> Any:
@@ -208,32 +236,6 @@ def write_report(out: Path, title: str, sections: Sequence[str]) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(f"# {title}\n\n" + "\n\n".join(s.strip() for s in sections) + "\n")
     return path
-
-
-def metric_table(rows: dict[str, dict[str, Any]]) -> str:
-    """Markdown table: one row per model/setting, GenEval overall and categories, reward means."""
-    first = next(iter(rows.values()))
-    cats = list(first["geneval"]["categories"])
-    rewards = list(first["rewards"])
-    head = ["", "step", "GenEval", *cats, *rewards]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, r in rows.items():
-        cells = [
-            str(r.get("step", "")),
-            f"{100 * r['geneval']['overall']:.1f}",
-            *(f"{100 * r['geneval']['categories'][c]:.1f}" for c in cats),
-        ]
-        cells += [f"{r['rewards'][k]:.4g}" for k in rewards]
-        lines.append("| " + " | ".join([name, *cells]) + " |")
-    return "\n".join(lines)
-
-
-def metrics_of(result: dict[str, Any]) -> dict[str, float]:
-    """Flat {metric: value}: GenEval overall, per category, and each reward mean."""
-    flat = {"geneval": result["geneval"]["overall"]}
-    flat |= {f"geneval/{c}": v for c, v in result["geneval"]["categories"].items()}
-    flat |= {f"reward/{k}": v for k, v in result["rewards"].items()}
-    return flat
 
 
 def require_rewards(bundle: Any, what: str) -> None:

@@ -1,40 +1,59 @@
 """Experiment `compare`: baseline vs MIRO on the same shards, model, seed and step budget.
 
-Both arms are trained with checkpoints every `eval_every` steps; every checkpoint's EMA model
-is evaluated (MIRO at s⁺ = all high, guided against s⁻ = all low; the baseline unguided, as it
-has no reward to guide with). The speed-up is the paper's: the baseline's final score divided
-into the steps MIRO needs to reach it, per metric (linear interpolation between evaluations).
+Both arms are trained with checkpoints every `eval_every` steps — once per training seed with
+`--train-seeds` — and every checkpoint's EMA model is evaluated on the same prompts with the
+same noise (MIRO at s⁺ = all high, guided against s⁻ = all low; the baseline unguided, as it
+has no reward to guide with). Figures are means over seeds with 95 % bootstrap intervals;
+MIRO vs baseline is a paired difference. The speed-up is claimed only where established
+(miro_train.stats.speedup): the first evaluated step at which MIRO is above the baseline's
+final score with the paired difference's interval above zero; baseline steps / that step.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from miro_data.checks import check_names
-from miro_data.common import save_json
+from miro_data.common import MiroError, save_json
 from miro_data.options import NAMES, opt
 from miro_data.processes import owns_output
 from miro_train.experiments.common import (
+    SEEDS,
     EvalSettings,
     TrainSettings,
+    check_train_seeds,
     checkpoints_by_step,
     evaluate,
     load_for,
     metric_rewards,
-    metric_table,
-    metrics_of,
+    seed_runs,
     train_arm,
     write_report,
 )
 from miro_train.experiments.plots import convergence_plot
+from miro_train.experiments.scores import (
+    Scores,
+    difference_table,
+    estimates,
+    intervals_of,
+    metric_table,
+    result_of,
+    stack_seeds,
+    to_dicts,
+    write_scores,
+)
+from miro_train.stats import Estimate, fmt, speedup
 
 log = logging.getLogger(__name__)
 
 ARMS = ("baseline", "miro")
+TRAIN_SEEDS_HELP = (
+    "Train each arm once per seed (e.g. 0,1,2; runs in ARM/seed-N, resumed); "
+    "figures are means over seeds. --seed still fixes the evaluation's prompts and noise."
+)
 
 
 @dataclass(frozen=True)
@@ -48,9 +67,13 @@ class CompareConfig:
     rewards: tuple[str, ...] | None = field(  # MIRO's conditioning; None: all in the manifest
         default=None, metadata=opt(parser=NAMES, help="MIRO's rewards (default: all).")
     )
+    train_seeds: tuple[int, ...] | None = field(  # None: one run per arm, seeded by train.seed
+        default=None, metadata=opt(parser=SEEDS, help=TRAIN_SEEDS_HELP)
+    )
 
     def __post_init__(self) -> None:
         check_names("--rewards", self.rewards)
+        check_train_seeds(self.train_seeds)
 
 
 def _shift(train: TrainSettings) -> str:
@@ -59,93 +82,114 @@ def _shift(train: TrainSettings) -> str:
     return f"{train.time_shift:g} → {train.time_shift_end:g}"
 
 
-def steps_to_reach(curve: list[tuple[int, float]], target: float) -> float | None:
-    """First (interpolated) step at which the curve reaches `target`; None if it never does."""
-    prev_step, prev_value = 0, -math.inf
-    for step, value in curve:
-        if value >= target:
-            if prev_value == -math.inf or value == prev_value:
-                return float(step)
-            frac = (target - prev_value) / (value - prev_value)
-            return prev_step + max(0.0, min(1.0, frac)) * (step - prev_step)
-        prev_step, prev_value = step, value
-    return None
-
-
-def speedups(curves: dict[str, dict[str, list[tuple[int, float]]]]) -> dict[str, dict[str, Any]]:
-    """Per metric: baseline's final value, steps MIRO needs to reach it, and the ratio.
-
-    Rewards where lower is worse are all oriented 'higher is better' in this project, so one
-    rule fits every metric. When MIRO is already there at its first evaluation, the step it
-    got there is unknown (only bounded by that evaluation), so the speed-up is a lower bound.
-    """
+def evaluate_runs(runs: list[Path], cfg: EvalSettings, rewards: list) -> dict[int, Scores]:
+    """The checkpoint steps that all seeds' runs share, each evaluated per seed and stacked."""
+    by_run = [dict(checkpoints_by_step(run)) for run in runs]
+    steps = sorted(set.intersection(*(set(r) for r in by_run)))
+    if not steps:
+        raise MiroError(f"the runs {', '.join(map(str, runs))} share no checkpoint step")
     out = {}
-    for metric, base_curve in curves["baseline"].items():
-        final_step, final = base_curve[-1]
-        miro_curve = curves["miro"][metric]
-        reach = steps_to_reach(miro_curve, final)
-        out[metric] = {
-            "baseline_final": final,
-            "baseline_steps": final_step,
-            "miro_steps_to_reach": reach,
-            "speedup": (final_step / reach) if reach else None,
-            "lower_bound": reach is not None and reach == miro_curve[0][0],
-        }
+    for step in steps:
+        per_seed = []
+        for run, ckpts in zip(runs, by_run, strict=True):
+            result, scores = evaluate(load_for(ckpts[step], cfg), cfg, rewards=rewards)
+            per_seed.append(scores)
+            log.info("%s step %d: GenEval %.1f", run, step, 100 * result["geneval"]["overall"])
+        out[step] = stack_seeds(per_seed)
+    return out
+
+
+def speedups(scores: dict[str, dict[int, Scores]]) -> dict[str, dict[str, Any]]:
+    """Per metric: the baseline's final estimate, and where (if anywhere) MIRO's lead over it
+    is established (miro_train.stats.speedup). All metrics are 'higher is better' here."""
+    base_step = max(scores["baseline"])
+    base_final = scores["baseline"][base_step]
+    base_est = estimates(base_final)
+    steps = sorted(scores["miro"])
+    est = [estimates(scores["miro"][step]) for step in steps]
+    diffs = [estimates(scores["miro"][step], base_final) for step in steps]
+    out = {}
+    for metric, final in base_est.items():
+        found = speedup(
+            steps, [e[metric] for e in est], [d[metric] for d in diffs], final, base_step
+        )
+        out[metric] = {"baseline_final": final.to_dict(), "baseline_steps": base_step, **found}
     return out
 
 
 @owns_output  # one process writes an output folder at a time
 def compare(cfg: CompareConfig) -> dict[str, Any]:
-    """Train both arms (or reuse finished ones), evaluate every checkpoint, write the report."""
+    """Train both arms per seed (or reuse finished runs), evaluate every checkpoint, report."""
     cfg.out.mkdir(parents=True, exist_ok=True)
+    runs = {arm: seed_runs(cfg.out / arm, cfg.train, cfg.train_seeds) for arm in ARMS}
     seconds = {
-        arm: train_arm(
-            cfg.shards, cfg.out / arm, cfg.train, baseline=arm == "baseline", rewards=cfg.rewards
-        )
+        arm: sum(train_arm(cfg.shards, run, train, baseline=arm == "baseline", rewards=cfg.rewards)
+                 for train, run in runs[arm])
         for arm in ARMS
-    }
+    }  # fmt: skip
     rewards = metric_rewards(cfg.eval.rewards, also=cfg.rewards or (),
                              allow_download=cfg.eval.sampler.allow_download)  # fmt: skip
-    evals: dict[str, list[dict]] = {arm: [] for arm in ARMS}
-    for arm in ARMS:
-        for step, ckpt in checkpoints_by_step(cfg.out / arm):
-            bundle = load_for(ckpt, cfg.eval)
-            result, _, _ = evaluate(bundle, cfg.eval, rewards=rewards)
-            evals[arm].append(result)
-            log.info("%s step %d: GenEval %.1f", arm, step, 100 * result["geneval"]["overall"])
-    curves = {arm: _curves(evals[arm]) for arm in ARMS}
-    summary = speedups(curves)
-    results = {"config": cfg, "seconds": seconds, "evaluations": evals, "speedup": summary}
+    scores = {arm: evaluate_runs([r for _, r in runs[arm]], cfg.eval, rewards) for arm in ARMS}
+    evals = {arm: [result_of(s, step=step) for step, s in scores[arm].items()] for arm in ARMS}
+    last = {arm: max(scores[arm]) for arm in ARMS}
+    difference = estimates(scores["miro"][last["miro"]], scores["baseline"][last["baseline"]])
+    summary = speedups(scores)
+    seeds = cfg.train_seeds or (cfg.train.seed,)
+    write_scores(cfg.out / "per_image.jsonl",
+                 [({"arm": arm, "step": step}, s) for arm in ARMS for step, s in scores[arm].items()],
+                 seeds)  # fmt: skip
+    results = {"config": cfg, "train_seeds": list(seeds),
+               "seconds": seconds, "evaluations": evals, "difference": to_dicts(difference),
+               "speedup": summary}  # fmt: skip
     save_json(cfg.out / "results.json", results)
-    convergence_plot(curves, cfg.out / "convergence.png")
-    finals = {arm: evals[arm][-1] for arm in ARMS}
-    write_report(cfg.out, "Baseline vs MIRO", [
-        f"Same shards, model (`{cfg.train.model}`), seed, batch {cfg.train.batch_size}, "
-        f"lr {cfg.train.lr:g}, time shift {_shift(cfg.train)} and {cfg.train.steps} steps per arm; "
-        f"MIRO sampled at s⁺ = all high, ω = {cfg.eval.sampler.guidance}, "
-        f"{cfg.eval.sampler.steps} Euler steps; {finals['miro']['geneval']['n_images']} images per evaluation. "
-        f"Training took {seconds['baseline'] / 60:.1f} min (baseline) and {seconds['miro'] / 60:.1f} min (MIRO).",
-        "## Final scores\n\n" + metric_table(finals),
-        "## Speed-up (steps MIRO needs to reach the baseline's final score)\n\n" + _speedup_table(summary),
-        "![convergence](convergence.png)",
-    ])  # fmt: skip
+    convergence_plot({arm: _curves(evals[arm]) for arm in ARMS}, cfg.out / "convergence.png")
+    write_report(cfg.out, "Baseline vs MIRO", _report(cfg, seconds, evals, difference, summary))
     return results
 
 
-def _curves(evals: list[dict]) -> dict[str, list[tuple[int, float]]]:
-    curves: dict[str, list[tuple[int, float]]] = {}
+def _report(cfg: CompareConfig, seconds: dict, evals: dict, difference: dict[str, Estimate],
+            summary: dict) -> list[str]:  # fmt: skip
+    seeds = cfg.train_seeds or (cfg.train.seed,)
+    finals = {arm: evals[arm][-1] for arm in ARMS}
+    per_seed = finals["miro"]["geneval"]["n_images"] // len(seeds)
+    return [
+        f"Same shards, model (`{cfg.train.model}`), batch {cfg.train.batch_size}, "
+        f"lr {cfg.train.lr:g}, time shift {_shift(cfg.train)} and {cfg.train.steps} steps per arm, "
+        f"training seed(s) {', '.join(map(str, seeds))}; "
+        f"MIRO sampled at s⁺ = all high, ω = {cfg.eval.sampler.guidance}, "
+        f"{cfg.eval.sampler.steps} Euler steps; {per_seed} images per evaluation and seed, the same "
+        f"prompts and noise for both arms. Training took {seconds['baseline'] / 60:.1f} min "
+        f"(baseline) and {seconds['miro'] / 60:.1f} min (MIRO) in all. Figures are means over "
+        "seeds with 95 % bootstrap intervals (training seeds, prompts and images resampled).",
+        "## Final scores\n\n" + metric_table(finals),
+        "## MIRO − baseline (paired, final checkpoints; ✓: interval above zero)\n\n"
+        + difference_table({"MIRO − baseline": difference}),
+        "## Speed-up (first step where MIRO is above the baseline's final score, established)\n\n"
+        + _speedup_table(summary),
+        "![convergence](convergence.png)",
+    ]
+
+
+def _curves(evals: list[dict]) -> dict[str, list[tuple[int, Estimate]]]:
+    curves: dict[str, list[tuple[int, Estimate]]] = {}
     for result in evals:
-        for metric, value in metrics_of(result).items():
-            curves.setdefault(metric, []).append((result["step"], value))
+        for metric, est in intervals_of(result).items():
+            curves.setdefault(metric, []).append((result["step"], est))
     return curves
 
 
 def _speedup_table(summary: dict[str, dict[str, Any]]) -> str:
-    lines = ["| metric | baseline final | MIRO steps to reach | speed-up |", "|---|---|---|---|"]
+    lines = ["| metric | baseline final | MIRO established at | MIRO − baseline there | speed-up |",
+             "|---|---|---|---|---|"]  # fmt: skip
     for metric, s in summary.items():
-        reach = "never" if s["miro_steps_to_reach"] is None else f"{s['miro_steps_to_reach']:.0f}"
-        speed = "—" if s["speedup"] is None else f"{s['speedup']:.1f}×"
-        if s["lower_bound"]:  # reached by MIRO's first evaluation: it may have been sooner
-            reach, speed = f"≤ {reach}", f"≥ {speed}"
-        lines.append(f"| {metric} | {s['baseline_final']:.4g} | {reach} | {speed} |")
+        scale, digits = (100, ".1f") if metric.startswith("geneval") else (1, ".4g")
+        final = fmt(s["baseline_final"], scale, digits)
+        diff = fmt(s["difference"], scale, digits) if s["difference"] else "—"
+        if not s["established"]:
+            lines.append(f"| {metric} | {final} | not established | {diff} (last step) | — |")
+            continue
+        at, speed = f"{s['step']}", f"{s['speedup']:.1f}×"
+        if s["lower_bound"]:  # established at MIRO's first evaluation: it may have been sooner
+            at, speed = f"≤ {at}", f"≥ {speed}"
+        lines.append(f"| {metric} | {final} | {at} | {diff} | {speed} |")
     return "\n".join(lines)

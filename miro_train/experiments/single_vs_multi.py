@@ -3,7 +3,9 @@
 The reward-hacking table: every model is evaluated at its own "all high" target (guided), on
 every metric. A single-reward model may buy its own reward with the others (variance of the
 Laplacian alone rewards noise); the multi-reward model should stay close to the best single
-model on every metric.
+model on every metric. With `--train-seeds` every model is trained once per seed; figures are
+means over seeds with 95 % intervals, and each model's paired difference to the baseline is
+reported with its own.
 """
 
 from __future__ import annotations
@@ -19,17 +21,30 @@ from miro_data.options import NAMES, opt
 from miro_data.processes import owns_output
 from miro_train.data import open_shards
 from miro_train.experiments.common import (
+    SEEDS,
     EvalSettings,
     TrainSettings,
+    check_train_seeds,
     evaluate,
     load_for,
     metric_rewards,
-    metric_table,
-    metrics_of,
+    seed_runs,
     train_arm,
     write_report,
 )
+from miro_train.experiments.compare import TRAIN_SEEDS_HELP
 from miro_train.experiments.plots import radar_plot
+from miro_train.experiments.scores import (
+    Scores,
+    difference_table,
+    estimates,
+    intervals_of,
+    metric_table,
+    result_of,
+    stack_seeds,
+    to_dicts,
+    write_scores,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +66,48 @@ class SingleVsMultiConfig:
     baseline: Path | None = field(  # else trained here
         default=None, metadata=opt(help="Reuse this baseline run.")
     )
+    train_seeds: tuple[int, ...] | None = field(  # None: one run per model, seeded by train.seed
+        default=None, metadata=opt(parser=SEEDS, help=TRAIN_SEEDS_HELP)
+    )
 
     def __post_init__(self) -> None:
         check_names("--rewards", self.rewards)
         if self.rewards is not None and len(self.rewards) < 2:
             raise MiroError("single-vs-multi needs at least two rewards")
+        check_train_seeds(self.train_seeds)
+        reused = [
+            flag for flag, run in (("--multi", self.multi), ("--baseline", self.baseline)) if run
+        ]
+        if reused and self.train_seeds is not None and len(self.train_seeds) > 1:
+            raise MiroError(f"{' and '.join(reused)} reuse one run: with several --train-seeds "
+                            "every model is trained here, once per seed")  # fmt: skip
+
+
+def _train_and_score(
+    cfg: SingleVsMultiConfig, rewards: tuple[str, ...]
+) -> tuple[dict[str, Scores], dict[str, int]]:
+    """Train every model once per training seed (or reuse a given run), score each final
+    checkpoint; the per-image scores stacked over seeds, and each model's step."""
+    arms: dict[str, dict[str, Any]] = {f"only {r}": {"rewards": (r,)} for r in rewards}
+    arms["miro"] = {"rewards": rewards}
+    arms["baseline"] = {"baseline": True}
+    reused = {"miro": cfg.multi, "baseline": cfg.baseline}
+    scorers = metric_rewards(cfg.eval.rewards, also=rewards,
+                             allow_download=cfg.eval.sampler.allow_download)  # fmt: skip
+    scores: dict[str, Scores] = {}
+    steps: dict[str, int] = {}
+    for name, how in arms.items():
+        folder = cfg.out / ("multi" if name == "miro" else name.replace("only ", "single-"))
+        given = reused.get(name)
+        runs = [(cfg.train, given)] if given else seed_runs(folder, cfg.train, cfg.train_seeds)
+        per_seed = []
+        for train, run in runs:
+            train_arm(cfg.shards, run, train, **how)
+            result, per_image = evaluate(load_for(run, cfg.eval), cfg.eval, rewards=scorers)
+            steps[name] = result["step"]
+            per_seed.append(per_image)
+        scores[name] = stack_seeds(per_seed)
+    return scores, steps
 
 
 @owns_output  # one process writes an output folder at a time
@@ -63,37 +115,31 @@ def single_vs_multi(cfg: SingleVsMultiConfig) -> dict[str, Any]:
     rewards = cfg.rewards or tuple(open_shards(cfg.shards).rewards)
     if len(rewards) < 2:
         raise MiroError("single-vs-multi needs at least two rewards")
-    runs: dict[str, Path] = {f"only {r}": cfg.out / f"single-{r}" for r in rewards}
-    runs["miro"] = cfg.multi or cfg.out / "multi"
-    runs["baseline"] = cfg.baseline or cfg.out / "baseline"
-    for name, run in runs.items():
-        if name == "miro":
-            train_arm(cfg.shards, run, cfg.train, rewards=rewards)
-        elif name == "baseline":
-            train_arm(cfg.shards, run, cfg.train, baseline=True)
-        else:
-            train_arm(cfg.shards, run, cfg.train, rewards=(name.removeprefix("only "),))
-    scorers = metric_rewards(cfg.eval.rewards, also=rewards,
-                             allow_download=cfg.eval.sampler.allow_download)  # fmt: skip
-    results = {
-        name: evaluate(load_for(run, cfg.eval), cfg.eval, rewards=scorers)[0]
-        for name, run in runs.items()
-    }
-    table = {
-        name: {k: v for k, v in metrics_of(r).items() if not k.startswith("geneval/")}
-        for name, r in results.items()
-    }
-    verdict = hacking_verdict(table, rewards)
-    save_json(cfg.out / "results.json", {"config": cfg, "results": results, "verdict": verdict})
-    radar_plot(table, cfg.out / "radar.png")
+    scores, steps = _train_and_score(cfg, rewards)
+    results = {name: result_of(s, step=steps[name]) for name, s in scores.items()}
+    differences = {f"{name} − baseline": estimates(s, scores["baseline"])
+                   for name, s in scores.items() if name != "baseline"}  # fmt: skip
+    bands = {name: {k: e for k, e in intervals_of(r).items() if not k.startswith("geneval/")}
+             for name, r in results.items()}  # fmt: skip
+    verdict = hacking_verdict(
+        {n: {k: e.value for k, e in b.items()} for n, b in bands.items()}, rewards
+    )
+    write_scores(cfg.out / "per_image.jsonl", [({"model": n}, s) for n, s in scores.items()],
+                 cfg.train_seeds or (cfg.train.seed,))  # fmt: skip
+    save_json(cfg.out / "results.json", {"config": cfg, "results": results, "verdict": verdict,
+              "differences": {k: to_dicts(d) for k, d in differences.items()}})  # fmt: skip
+    radar_plot(bands, cfg.out / "radar.png")
+    seeds = ", ".join(map(str, cfg.train_seeds or (cfg.train.seed,)))
     write_report(cfg.out, "Single-reward models vs MIRO", [
-        f"Each model trained with the same settings ({cfg.train.steps} steps, `{cfg.train.model}`) and "
-        f"sampled at its own all-high target, ω = {cfg.eval.sampler.guidance}.",
+        f"Each model trained with the same settings ({cfg.train.steps} steps, `{cfg.train.model}`, "
+        f"training seed(s) {seeds}) and sampled at its own all-high target, ω = {cfg.eval.sampler.guidance}. "
+        "Means over seeds with 95 % bootstrap intervals in brackets.",
         metric_table(results),
+        "## Paired differences to the baseline (✓: interval above zero)\n\n" + difference_table(differences),
         "## Reward hacking\n\n" + "\n".join(f"- {line}" for line in verdict["lines"]),
         "![radar](radar.png)",
     ])  # fmt: skip
-    return {"results": results, "verdict": verdict}
+    return {"results": results, "verdict": verdict, "differences": differences}
 
 
 def hacking_verdict(table: dict[str, dict[str, float]], rewards: tuple[str, ...]) -> dict[str, Any]:
