@@ -42,7 +42,7 @@ _READERS: dict[str, Callable[[Path | IO[bytes]], pl.DataFrame]] = {
     ".parquet": pl.read_parquet,
     ".csv": pl.read_csv,
     ".tsv": lambda p: pl.read_csv(p, separator="\t"),
-    ".json": pl.read_json,
+    ".json": lambda p: pl.read_json(p),  # type: ignore[arg-type]  # an IO[bytes] is an IOBase
     ".jsonl": pl.read_ndjson,
 }
 _DEFAULT_QUALITY = {"jpg": 95, "webp": 95, "png": 9}

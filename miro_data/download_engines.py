@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 from miro_data.common import MiroError
 
@@ -61,7 +62,7 @@ def _init_ray(address: str | None, num_cpus: int) -> None:
 
     if address not in (None, "auto"):
         _check_reachable(address)
-    quiet = {"include_dashboard": False, "logging_level": logging.WARNING}
+    quiet: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
     try:
         if address is None:  # "local": a new Ray of our own even where RAY_ADDRESS is set
             ray.init(address="local", num_cpus=num_cpus, **quiet)

@@ -49,7 +49,7 @@ class ExportConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.out.resolve() in (self.db.resolve(), db.parts_dir(self.db).resolve()):
+        if self.out.resolve() in (self.db.resolve(), Path(db.parts_dir(self.db)).resolve()):
             raise MiroError(f"OUT {self.out} would overwrite the database {self.db}")
 
 

@@ -67,7 +67,7 @@ def _cache(cache_dir: str | os.PathLike | None) -> str:
 
 def _cause(err: BaseException) -> str:
     """The first line of an error and of what caused it: 'no network' reads as such."""
-    parts = []
+    parts: list[str] = []
     while err is not None and len(parts) < 3:
         text = str(err).strip()
         first = next((line for line in text.splitlines() if line.strip()), type(err).__name__)

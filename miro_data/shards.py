@@ -83,10 +83,12 @@ def list_shards(source: str | Path) -> list[Shard]:
     `https://host/x-{000..009}.tar`, `pipe:CMD` — names are paths relative to the root."""
     text = str(storage.local_path(source)) if storage.scheme(source) == "file" else str(source)
     if storage.is_url(text):
-        root, urls = storage.list_files(text, ".tar")
+        url_root, urls = storage.list_files(text, ".tar")
         if not urls:
             raise MiroError(f"no .tar shards found at {source}")
-        return [Shard(storage.with_suffix(storage.relative(u, root), ".tar", ""), u) for u in urls]
+        return [
+            Shard(storage.with_suffix(storage.relative(u, url_root), ".tar", ""), u) for u in urls
+        ]
     path = Path(text)
     if path.is_dir():
         root, files = path, sorted(path.rglob("*.tar"))
@@ -159,7 +161,7 @@ def to_raw_sample(key: str, members: dict[str, tuple[str, bytes]]) -> RawSample:
     return RawSample(key, image, suffix, caption or meta.get("caption") or "", meta, error)
 
 
-def _members(path: Path, stream, stop) -> Iterator[tuple[str, str, bytes]]:
+def _members(path: Path | str, stream, stop) -> Iterator[tuple[str, str, bytes]]:
     """(key, suffix, bytes) of each regular member, as webdataset splits names."""
     for member in tar_file_expander([{"url": str(path), "stream": stream}], handler=stop):
         if member:  # {} marks the end of the tar

@@ -54,7 +54,9 @@ def is_url(location: str | Path) -> bool:
 def looks_like_url(text: str | Path) -> bool:
     """A URL, also after pathlib collapsed its `//` (`Path("s3://b/x")` is `s3:/b/x`)."""
     m = _SCHEME.match(str(text))
-    return bool(m) and (m.group(1).lower() == "pipe" or str(text)[m.end(1) :].startswith(":/"))
+    if m is None:
+        return False
+    return m.group(1).lower() == "pipe" or str(text)[m.end(1) :].startswith(":/")
 
 
 def local_path(location: str | Path) -> Path:
@@ -297,11 +299,11 @@ def list_names(folder: str | Path, folders_only: bool = False) -> list[str]:
         if not path.is_dir():
             return []
         return sorted(p.name for p in path.iterdir() if p.is_dir() or not folders_only)
-    fs, path = filesystem(str(folder))
+    fs, url_path = filesystem(str(folder))
     with errors(folder, "list"):
         fs.invalidate_cache()
         try:
-            entries = fs.ls(path, detail=True)
+            entries = fs.ls(url_path, detail=True)
         except FileNotFoundError:
             check_reachable(folder, "list")
             return []
@@ -365,8 +367,8 @@ def remove(location: str | Path) -> None:
         else:
             path.unlink(missing_ok=True)
         return
-    fs, path = filesystem(str(location))
+    fs, url_path = filesystem(str(location))
     with errors(location, "remove"):
         fs.invalidate_cache()
         with contextlib.suppress(FileNotFoundError):
-            fs.rm(path, recursive=True)
+            fs.rm(url_path, recursive=True)
