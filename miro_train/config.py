@@ -31,7 +31,10 @@ PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 class TrainConfig:
     """Everything `miro train` needs; stored, resolved, in every checkpoint."""
 
-    shards: Path = field(metadata=opt(help="Training-shard folder (manifest.json + tars)."))
+    # text, not Path: a bucket URL (s3://b/x) must keep its '//'
+    shards: str = field(
+        metadata=opt(help="Training-shard folder (manifest.json + tars), or a URL (s3://…).")
+    )
     out: Path = field(
         metadata=opt("--out", "-o", help="Run folder: checkpoints, log.csv, loss.png.")
     )
@@ -95,6 +98,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Every option checked here, before anything is read or written."""
+        if isinstance(self.shards, Path):
+            object.__setattr__(self, "shards", str(self.shards))
         for name in ("steps", "batch_size", "log_every", "ckpt_every", "shuffle_buffer",
                      "vocab_samples"):  # fmt: skip
             check_positive(f"--{name.replace('_', '-')}", getattr(self, name))

@@ -289,7 +289,7 @@ PINNED = {
         ("--weights", "ema", ("ema", "model"), ""),
     ],
     "train": [
-        ("SHARDS", None, "Path", "required"),
+        ("SHARDS", None, "str", "required"),
         ("--allow-download", False, "bool", ""),
         ("--baseline", False, "bool", ""),
         ("--batch-size", 64, "int", ""),

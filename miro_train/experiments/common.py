@@ -205,7 +205,7 @@ def train_arm(shards: Path, out: Path, train: TrainSettings, *, baseline: bool =
             else 0.0
         )
     cfg = TrainConfig(
-        shards=shards, out=out, model=train.model, rewards=rewards, baseline=baseline,
+        shards=str(shards), out=out, model=train.model, rewards=rewards, baseline=baseline,
         steps=train.steps, batch_size=train.batch_size, lr=train.lr, warmup=train.warmup,
         ema=train.ema, time_shift=train.time_shift, time_shift_end=train.time_shift_end,
         seed=train.seed, ckpt_every=train.eval_every, device=train.device,
