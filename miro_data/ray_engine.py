@@ -18,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -44,6 +46,7 @@ from miro_data.shards import RawSample, Shard
 log = logging.getLogger(__name__)
 
 RAY_MISSING = "--engine ray needs Ray: pip install 'miro[ray]'"
+READ_MEMORY = 4 * SLOT_BYTES  # bytes a read task declares: a few chunks of decoded pixels
 CONNECT_TIMEOUT = 5.0  # seconds to open a TCP connection to --ray-address
 NO_IMAGE = np.zeros(
     (0, 0, 3), np.uint8
@@ -81,6 +84,20 @@ def _quiet(ray: Any) -> None:
     ctx.print_on_execution_start = False
 
 
+@contextlib.contextmanager
+def _stderr_muted() -> Iterator[None]:
+    """File descriptor 2 to /dev/null: Ray's C++ core prints as it starts, below Python."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _init(ray: Any, address: str | None) -> None:
     if address is not None and address != "auto":
         _check_reachable(address)
@@ -91,11 +108,15 @@ def _init(ray: Any, address: str | None) -> None:
                 raise MiroError(
                     f"--ray-address {address}: Ray Client needs pip install 'ray[client]'"
                 ) from None
+    # Ray's C++ core logs to stderr (e.g. a line per actor about its constructor arguments);
+    # its errors reach us as exceptions, and its logs stay in the session folder.
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
     if address is None:
         kwargs["include_dashboard"] = False
     try:
-        ray.init(address=address, **kwargs)
+        with _stderr_muted():
+            ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as err:
         where = "a local Ray" if address is None else f"Ray at --ray-address {address}"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -308,9 +329,13 @@ def run(tasks: list[ShardTask], cfg: AnnotateConfig, ingest, advance) -> None:
     actors = cfg.actors or max(1, gpus)
     jobs = [ShardJob(t.shard, t.retry_keys) for t in todo]
     ds = ray.data.from_items([{"task": i} for i in range(len(todo))], override_num_blocks=len(todo))
+    # The memory a read task holds (decoded chunks on their way) is declared: it also keeps
+    # Ray Data from fusing reading into the actors (fused, a CPU actor would read, decode and
+    # score in turn, on one core).
     ds = ds.map_batches(
-        read_shards, batch_size=1, fn_kwargs={"jobs": jobs, "max_pixels": cfg.max_pixels}
-    )
+        read_shards, batch_size=1, fn_kwargs={"jobs": jobs, "max_pixels": cfg.max_pixels},
+        num_cpus=1, memory=READ_MEMORY,
+    )  # fmt: skip
     ds = ds.map_batches(
         _scorer_class(cfg, todo, pending),
         batch_size=cfg.batch_size,
