@@ -112,11 +112,11 @@ def _init(ray: Any, address: str | None) -> None:
     # its errors reach us as exceptions, and its logs stay in the session folder.
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
-    if address is None:
+    if address is None:  # a Ray of our own, even where `ray start` left one running
         kwargs["include_dashboard"] = False
     try:
         with _stderr_muted():
-            ray.init(address=address, **kwargs)
+            ray.init(address=address or "local", **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as err:
         where = "a local Ray" if address is None else f"Ray at --ray-address {address}"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
