@@ -118,9 +118,9 @@ def _init(ray: Any, address: str | None) -> None:
         with _stderr_muted():
             ray.init(address=address or "local", **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as err:
-        where = "a local Ray" if address is None else f"Ray at --ray-address {address}"
+        what = "start a local Ray" if address is None else f"join Ray at --ray-address {address}"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise MiroError(f"cannot start {where}: {first}") from None
+        raise MiroError(f"cannot {what}: {first}") from None
 
 
 @contextlib.contextmanager
