@@ -48,8 +48,11 @@ from miro_data.shards import Shard, download_failures, img2dataset_successes, li
 log = logging.getLogger(__name__)
 
 DEVICES = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+RAY_ADDRESS = re.compile(r"(ray://)?[A-Za-z0-9_.\-]+:[0-9]{1,5}")
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # rewards.torch_reward.autocast_dtype
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
+Engine = Literal["local", "ray"]
+ENGINES: tuple[Engine, ...] = get_args(Engine)
 # How long opening the database waits for a reader (`miro data query` / `stats` inspecting
 # progress) to let go: annotate holds it only while it ingests a part.
 DB_WAIT = 60.0
@@ -71,8 +74,11 @@ class AnnotateConfig:
     workers: int = field(
         default=1, metadata=opt(help="Worker processes (one per GPU, or N CPU workers).")
     )
-    # each reward splits a batch by its own batch_size
-    batch_size: int = field(default=256, metadata=opt(help="Images decoded per batch."))
+    # each reward splits a batch by its own batch_size (--reward-option NAME.batch_size=N)
+    batch_size: int = field(default=256, metadata=opt(
+        help="Images per batch handed to the rewards; each learned reward splits it by its own "
+        "batch size (--reward-option NAME.batch_size=N)."
+    ))  # fmt: skip
     decode_workers: int = field(default=1, metadata=opt(
         help="Decoding processes per worker, ahead of the scorer (0: decode in the worker)."
     ))  # fmt: skip
@@ -93,6 +99,17 @@ class AnnotateConfig:
     allow_download: bool = field(default=False, metadata=opt("--allow-download", help=(
         "Fetch reward weights missing from the local Hugging Face cache from the Hub."
     )))  # fmt: skip
+    engine: Engine = field(default="local", metadata=opt(
+        help="local: this machine's processes (--workers); ray: a Ray Data pipeline, on a "
+        "local Ray or the cluster at --ray-address (pip install 'miro[ray]')."
+    ))  # fmt: skip
+    ray_address: str | None = field(default=None, metadata=opt(
+        help="With --engine ray: auto | HOST:PORT | ray://HOST:PORT (default: start a local Ray)."
+    ))  # fmt: skip
+    actors: int | None = field(default=None, metadata=opt(
+        help="With --engine ray: scoring actors (default: one per GPU of the cluster when "
+        "learned rewards run there, else 1)."
+    ))  # fmt: skip
 
     def __post_init__(self) -> None:
         if isinstance(self.rewards, list):
@@ -109,9 +126,39 @@ class AnnotateConfig:
             raise MiroError(f"--device {self.device!r}: use auto, cpu, cuda or cuda:N")
         if self.precision not in PRECISIONS:
             raise MiroError(f"--precision {self.precision!r}: use {', '.join(PRECISIONS)}")
+        self._check_engine()
         options = self.reward_options
         if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
             raise MiroError("reward options must map each reward name to a table of options")
+
+    def _check_engine(self) -> None:
+        if self.engine not in ENGINES:
+            raise MiroError(f"--engine {self.engine!r}: use {' or '.join(ENGINES)}")
+        if self.engine == "local":
+            for flag, value in (("--ray-address", self.ray_address), ("--actors", self.actors)):
+                if value is not None:
+                    raise MiroError(f"{flag} is an option of --engine ray")
+            return
+        if self.actors is not None:
+            check_count("--actors", self.actors, 1)
+        if self.workers != 1:
+            raise MiroError("--workers is for --engine local; with --engine ray use --actors")
+        if self.device.startswith("cuda:"):
+            raise MiroError(
+                f"--device {self.device} with --engine ray: Ray gives each actor its GPU; "
+                "use auto, cuda or cpu"
+            )
+        if self.ray_address is not None:
+            check_ray_address(self.ray_address)
+
+
+def check_ray_address(address: object) -> None:
+    """auto, HOST:PORT or ray://HOST:PORT (whether Ray answers there is checked on connecting)."""
+    ok = isinstance(address, str) and (
+        address == "auto" or RAY_ADDRESS.fullmatch(address) is not None
+    )
+    if not ok:
+        raise MiroError(f"--ray-address {address!r}: use auto, HOST:PORT or ray://HOST:PORT")
 
 
 @dataclass(frozen=True)
@@ -167,29 +214,42 @@ def _sample_row(shard: Shard, d: Decoded) -> dict:
     }
 
 
+def score_samples(
+    shard: Shard, batch: list[Decoded], rewards: Sequence[Reward], seconds: dict[str, float]
+) -> list[dict[str, list[dict]]]:
+    """Per sample of the batch: its `samples` row, its decode failure or every reward's score
+    (or score failure). `seconds` gets each reward's scoring time."""
+    out: list[dict[str, list[dict]]] = [
+        {"samples": [_sample_row(shard, d)], "scores": [], "failures": [] if d.image is not None
+         else [{"shard": shard.name, "key": d.raw.key, "stage": "decode", "reward": None,
+                "version": None, "reason": d.error}]}
+        for d in batch
+    ]  # fmt: skip
+    ok = [i for i, d in enumerate(batch) if d.image is not None]
+    images, captions = [batch[i].image for i in ok], [batch[i].raw.caption for i in ok]
+    for reward in rewards:
+        t0 = time.perf_counter()
+        values, errors = score_all(reward, images, captions)  # type: ignore[arg-type]
+        seconds[reward.name] = seconds.get(reward.name, 0.0) + time.perf_counter() - t0
+        for i, value, error in zip(ok, values, errors, strict=True):
+            base = {"shard": shard.name, "key": batch[i].raw.key, "reward": reward.name,
+                    "version": reward.version}  # fmt: skip
+            if error is None:
+                out[i]["scores"].append(
+                    {**base, "value": None if np.isnan(value) else float(value)}
+                )
+            else:
+                out[i]["failures"].append({**base, "stage": "score", "reason": error})
+    return out
+
+
 def _score_batch(
     shard: Shard, batch: list[Decoded], rewards: Sequence[Reward], rows, seconds
 ) -> None:
     """Append the batch's sample rows, decode failures, and every reward's scores to `rows`."""
-    rows["samples"] += [_sample_row(shard, d) for d in batch]
-    ok = [d for d in batch if d.image is not None]
-    rows["failures"] += [
-        {"shard": shard.name, "key": d.raw.key, "stage": "decode", "reward": None,
-         "version": None, "reason": d.error}
-        for d in batch if d.image is None
-    ]  # fmt: skip
-    images, captions = [d.image for d in ok], [d.raw.caption for d in ok]
-    for reward in rewards:
-        t0 = time.perf_counter()
-        values, errors = score_all(reward, images, captions)  # type: ignore[arg-type]
-        seconds[reward.name] += time.perf_counter() - t0
-        for d, value, error in zip(ok, values, errors, strict=True):
-            base = {"shard": shard.name, "key": d.raw.key, "reward": reward.name,
-                    "version": reward.version}  # fmt: skip
-            if error is None:
-                rows["scores"].append({**base, "value": None if np.isnan(value) else float(value)})
-            else:
-                rows["failures"].append({**base, "stage": "score", "reason": error})
+    for sample in score_samples(shard, batch, rewards, seconds):
+        for table, new in sample.items():
+            rows[table] += new
 
 
 def effective_task(task: ShardTask, rewards: Sequence[Reward]) -> ShardTask:
@@ -227,30 +287,54 @@ def process_shard(
         _score_batch(shard, batch, pending, rows, seconds)
         if on_batch is not None:
             on_batch(len(batch))
-    if not retry:
-        rows["samples"] += download_failures(shard)
-    rows["failures"] += [
-        {
-            "shard": shard.name,
-            "key": None,
-            "stage": "read",
-            "reward": None,
-            "version": None,
-            "reason": e,
-        }
+    end = shard_end_rows(shard, retry, read_errors)
+    rows["samples"] += end["samples"]
+    rows["failures"] += end["failures"]
+    # Only a shard read to its end is done (ledger); the rows of a partial read are kept,
+    # and the next run reads the shard again.
+    versions = {r.name: r.version for r in pending}
+    return write_shard_part(
+        db.parts_dir(cfg.db, cfg.parts),
+        shard.name,
+        retry,
+        versions,
+        rows,
+        seconds,
+        bool(ended) and not read_errors,
+    )
+
+
+def shard_end_rows(shard: Shard, retry: bool, read_errors: list[str]) -> dict[str, list[dict]]:
+    """The rows a shard adds once read: img2dataset's download failures (not in a retry) and
+    one `read` failure per tar damage."""
+    failures = [
+        {"shard": shard.name, "key": None, "stage": "read", "reward": None, "version": None,
+         "reason": e}
         for e in read_errors
-    ]
+    ]  # fmt: skip
+    return {"samples": [] if retry else download_failures(shard), "failures": failures}
+
+
+def write_shard_part(
+    parts: Path | str,
+    shard_name: str,
+    retry: bool,
+    versions: dict[str, str],
+    rows: dict[str, list[dict]],
+    seconds: dict[str, float],
+    complete: bool,
+) -> Path:
+    """A shard's rows as a part folder under `parts`, with the marker the ledger is made from."""
     marker = {
-        "shard": shard.name,
+        "shard": shard_name,
         "retry": retry,
-        # Only a shard read to its end is done (ledger); the rows of a partial read are kept,
-        # and the next run reads the shard again.
-        "complete": bool(ended) and not read_errors,
+        "complete": complete,
         "rewards": {
-            r.name: {"version": r.version, "seconds": round(seconds[r.name], 3)} for r in pending
+            name: {"version": version, "seconds": round(seconds.get(name, 0.0), 3)}
+            for name, version in versions.items()
         },
     }
-    return db.write_part(db.parts_dir(cfg.db, cfg.parts), shard.name, rows, marker)
+    return db.write_part(parts, shard_name, rows, marker)
 
 
 # ----------------------------------------------------------------------------
@@ -417,6 +501,15 @@ def _run_pool(tasks: list[ShardTask], cfg: AnnotateConfig, ingest, advance) -> N
 
 def annotate(cfg: AnnotateConfig) -> AnnotateReport:
     """Score the shards with cfg.rewards into cfg.db; returns counts for this database."""
+    if cfg.engine == "ray":
+        from miro_data import ray_engine
+
+        with ray_engine.connected(cfg) as runner:  # before anything is written
+            return _annotate(cfg, runner)
+    return _annotate(cfg, None)
+
+
+def _annotate(cfg: AnnotateConfig, runner) -> AnnotateReport:
     keep_freed_memory()  # scoring allocates image-sized temporaries all the time
     shards = list_shards(cfg.shards)  # an unreachable bucket is one line here, nothing written
     if cfg.parts is not None:
@@ -450,7 +543,8 @@ def annotate(cfg: AnnotateConfig) -> AnnotateReport:
 
             # a worker takes a whole shard: more workers than shards would only sit idle
             run_cfg = dataclasses.replace(cfg, workers=max(1, min(cfg.workers, len(tasks))))
-            runner = _run_pool if run_cfg.workers > 1 else _run_in_process
+            if runner is None:
+                runner = _run_pool if run_cfg.workers > 1 else _run_in_process
             runner(tasks, run_cfg, ingest, advance)
         con = db.connect_waiting(cfg.db, DB_WAIT)
         try:
