@@ -323,7 +323,7 @@ def write_shard_part(
     rows: dict[str, list[dict]],
     seconds: dict[str, float],
     complete: bool,
-) -> Path:
+) -> Path | str:
     """A shard's rows as a part folder under `parts`, with the marker the ledger is made from."""
     marker = {
         "shard": shard_name,

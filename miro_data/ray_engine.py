@@ -201,7 +201,8 @@ def read_shards(batch: dict[str, np.ndarray], jobs: list[ShardJob], max_pixels: 
     count, tar damage, whether it was read to its end, the rows a shard adds once read)."""
     for task in batch["task"]:
         task = int(task)
-        job, errors, seq = jobs[task], [], 0
+        job, seq = jobs[task], 0
+        errors: list[str] = []
         for chunk in read_shard(job, max_pixels, errors, SLOT_BYTES):
             yield _sample_batch(task, seq, chunk)
             seq += len(chunk)
@@ -335,7 +336,9 @@ def run(tasks: list[ShardTask], cfg: AnnotateConfig, ingest, advance) -> None:
         return
     actors = cfg.actors or max(1, gpus)
     jobs = [ShardJob(t.shard, t.retry_keys) for t in todo]
-    ds = ray.data.from_items([{"task": i} for i in range(len(todo))], override_num_blocks=len(todo))
+    ds: Any = ray.data.from_items(
+        [{"task": i} for i in range(len(todo))], override_num_blocks=len(todo)
+    )
     # The memory a read task holds (decoded chunks on their way) is declared: it also keeps
     # Ray Data from fusing reading into the actors (fused, a CPU actor would read, decode and
     # score in turn, on one core).
