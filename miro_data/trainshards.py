@@ -15,10 +15,10 @@ import io
 import math
 import os
 import tarfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import webdataset as wds
@@ -304,6 +304,24 @@ def _members(sample: TrainSample) -> dict[str, Any]:
     if sample.latent is not None:
         members[LATENT] = _npy(sample.latent)
     return members
+
+
+def write_tar(f: BinaryIO, samples: Iterable[TrainSample], mtime: int = 0) -> int:
+    """`samples` as one training tar on `f` (members sorted by suffix, as webdataset's writer);
+    the headers carry `mtime`, so the same samples always make the same bytes. Returns the count.
+    """
+    count = 0
+    with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for sample in samples:
+            members = _members(sample)
+            key = members.pop("__key__")
+            for suffix in sorted(members):
+                data = members[suffix]
+                info = tarfile.TarInfo(f"{key}.{suffix}")
+                info.size, info.mtime, info.mode = len(data), mtime, 0o444
+                tar.addfile(info, io.BytesIO(data))
+            count += 1
+    return count
 
 
 class ShardWriter:
