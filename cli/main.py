@@ -15,6 +15,7 @@ from typing import NoReturn
 
 import typer
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from cli.options import Commands, LazyGroup
 from miro_data.common import MiroError, stderr_console, user_os_error
@@ -31,7 +32,8 @@ def _database_error(err: Exception) -> str | None:
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # escaped: a message's own brackets (pip install "miro[ray]", a path) are not markup
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code) from None
 
 
