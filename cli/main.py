@@ -114,7 +114,8 @@ def _configure(
         force=True,
     )
     # Third-party libraries are chatty at INFO; keep their warnings only.
-    for name in ("img2dataset", "httpx", "urllib3", "PIL", "matplotlib", "fsspec"):
+    for name in ("img2dataset", "httpx", "urllib3", "PIL", "matplotlib", "fsspec", "botocore",
+                 "aiobotocore", "s3fs", "ray"):  # fmt: skip
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 
