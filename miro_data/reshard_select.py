@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
-import pyarrow as pa
 
 from miro_data import db
 from miro_data.bins import Levels, load_levels
@@ -167,21 +166,13 @@ def _index_sources(con: duckdb.DuckDBPyConnection, shards: str) -> dict[str, str
     for shard in sorted(known & sources.keys()):
         with open_source(sources[shard]) as f:
             entries = list(member_index(f))
-        table = pa.table(
-            {"m_shard": [shard] * len(entries), "m_name": [e[0] for e in entries],
-             "m_offset": [e[1] for e in entries], "m_size": [e[2] for e in entries]},
-            schema=MEMBERS,
-        )  # fmt: skip
-        con.register("__shard_members", table)
-        con.execute("INSERT INTO members SELECT * FROM __shard_members")
-        con.unregister("__shard_members")
+        # list parameters, unnested side by side (registering an Arrow table imports pandas)
+        con.execute(
+            "INSERT INTO members SELECT ?, unnest(?::VARCHAR[]), unnest(?::BIGINT[]), "
+            "unnest(?::BIGINT[])",
+            [shard, [e[0] for e in entries], [e[1] for e in entries], [e[2] for e in entries]],
+        )
     return sources
-
-
-MEMBERS = pa.schema(
-    [("m_shard", pa.string()), ("m_name", pa.string()), ("m_offset", pa.int64()),
-     ("m_size", pa.int64())]
-)  # fmt: skip
 
 
 def _select(

@@ -150,7 +150,7 @@ def write_job(
     if not is_url(ctx.dest):
         final = Path(ctx.dest) / job.name
         tmp = final.with_name(f".{job.name}.tmp")
-        with open(tmp, "wb") as f:
+        with open(tmp, "wb", buffering=1 << 20) as f:
             count = write_tar(f, samples)
         os.replace(tmp, final)
         return ShardEntry(job.name, count)
