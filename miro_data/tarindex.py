@@ -1,6 +1,6 @@
-"""Source tars for reshard: where they are (a folder, a file, a glob, or the same as a URL
+"""Tar bytes for reshard. Source tars: where they are (a folder, a file, a glob, or the same as a URL
 `s3://bucket/prefix` through fsspec) and an index of their members read from the tar headers,
-so that each image is one ranged read.
+so that each image is one ranged read. Output tars: their headers, built directly.
 
 The fsspec helpers here are small on purpose: the lead folds them into one storage module.
 """
@@ -117,3 +117,30 @@ def _ustar_members(f: BinaryIO) -> Iterator[tuple[str, int, int]]:
             raise _NotPlain from None
         yield name, offset + BLOCK, size
         offset += BLOCK + (size + BLOCK - 1) // BLOCK * BLOCK
+
+
+RECORD = 10240  # tar's record size: an archive's length is a multiple of it
+
+
+def ustar_header(name: str, size: int, mtime: int) -> bytes:
+    """A member's ustar header, built directly (tarfile's takes 5x as long, and reshard
+    writes millions); a name past ustar's 100 bytes gets tarfile's GNU long-name header."""
+    raw = name.encode("utf-8")
+    if len(raw) > 100:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = size, mtime, 0o444
+        return info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+    head = bytearray(512)
+    head[: len(raw)] = raw
+    head[100:124] = b"0000444\x000000000\x000000000\x00"  # mode, uid, gid
+    head[124:148] = b"%011o\x00%011o\x00" % (size, mtime)
+    head[148:156] = b"        "  # the checksum counts its own field as spaces
+    head[156:157] = b"0"  # a regular file
+    head[257:265] = b"ustar\x0000"
+    head[148:155] = b"%06o\x00" % sum(head)
+    return bytes(head)
+
+
+def archive_end(written: int) -> bytes:
+    """What closes an archive of `written` bytes: two zero blocks, then up to a whole record."""
+    return bytes(1024 + (-(written + 1024) % RECORD))

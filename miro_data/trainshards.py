@@ -27,6 +27,7 @@ import webdataset as wds
 from miro_data import jsonfields as jf
 from miro_data.common import MiroError, dumps_json
 from miro_data.shards import IMAGE_EXTS, key_problem
+from miro_data.tarindex import archive_end, ustar_header
 
 FORMAT = "miro-shards/2"
 # /1 named the manifest's `n_levels` `n_bins` (which in `bin_versions` means the requested B).
@@ -311,29 +312,6 @@ def _members(sample: TrainSample) -> dict[str, Any]:
     return members
 
 
-RECORD = 10240  # tar's record size: an archive's length is a multiple of it
-_ZEROS = bytes(2 * RECORD)  # enough for any padding and the end of an archive
-
-
-def _header(name: str, size: int, mtime: int) -> bytes:
-    """A member's ustar header, built directly (tarfile's takes 5x as long, and reshard
-    writes millions); a name past ustar's 100 bytes gets tarfile's GNU long-name header."""
-    raw = name.encode("utf-8")
-    if len(raw) > 100:
-        info = tarfile.TarInfo(name)
-        info.size, info.mtime, info.mode = size, mtime, 0o444
-        return info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
-    head = bytearray(512)
-    head[: len(raw)] = raw
-    head[100:124] = b"0000444\x000000000\x000000000\x00"  # mode, uid, gid
-    head[124:148] = b"%011o\x00%011o\x00" % (size, mtime)
-    head[148:156] = b"        "  # the checksum counts its own field as spaces
-    head[156:157] = b"0"  # a regular file
-    head[257:265] = b"ustar\x0000"
-    head[148:155] = b"%06o\x00" % sum(head)
-    return bytes(head)
-
-
 def write_tar(f: BinaryIO, samples: Iterable[TrainSample], mtime: int = 0) -> int:
     """`samples` as one training tar on `f` (members sorted by suffix, as webdataset's writer);
     the headers carry `mtime`, so the same samples always make the same bytes. Returns the count.
@@ -344,14 +322,14 @@ def write_tar(f: BinaryIO, samples: Iterable[TrainSample], mtime: int = 0) -> in
         key = members.pop("__key__")
         for suffix in sorted(members):
             data = members[suffix]
-            f.write(_header(f"{key}.{suffix}", len(data), mtime))
+            header = ustar_header(f"{key}.{suffix}", len(data), mtime)  # 3 blocks: long name
+            f.write(header)
             f.write(data)  # as it is: no copy of the image's bytes
             pad = -len(data) % 512
-            f.write(_ZEROS[:pad])
-            written += 512 + len(data) + pad
+            f.write(bytes(pad))
+            written += len(header) + len(data) + pad
         count += 1
-    end = 1024 + (-(written + 1024) % RECORD)  # two zero blocks, then to a whole record
-    f.write(_ZEROS[:end])
+    f.write(archive_end(written))
     return count
 
 

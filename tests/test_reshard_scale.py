@@ -84,3 +84,28 @@ def test_a_memory_bound_reshard_writes_every_sample_once(corpus) -> None:
     assert all(s.image == int(s.key).to_bytes(4, "big") for s in samples)
     assert samples[0].meta.source == {"pad": "x" * META}
     assert read_manifest(out).total == len(expected)
+
+
+def test_written_tars_read_back_with_tarfile_and_the_member_index(tmp_path: Path) -> None:
+    """Headers built directly: tarfile's own bytes for a short name, its GNU long name past
+    100 bytes; the archive ends on a whole record."""
+    from miro_data.tarindex import member_index, ustar_header
+    from miro_data.trainshards import SampleMeta, TrainSample, write_tar
+
+    info = tarfile.TarInfo("000000001.jpg")
+    info.size, info.mtime, info.mode = 1234, 0, 0o444
+    assert ustar_header("000000001.jpg", 1234, 0) == info.tobuf(tarfile.USTAR_FORMAT)
+    keys = ["a", "k" * 150]
+    samples = [
+        TrainSample(SampleMeta(k, "c", None, "s", 1, {}, {}, {}, {}), "c", b"x" * 700, "png")
+        for k in keys
+    ]
+    with open(tmp_path / "t.tar", "wb") as f:
+        assert write_tar(f, samples) == 2
+    assert (tmp_path / "t.tar").stat().st_size % 10240 == 0
+    with tarfile.open(tmp_path / "t.tar") as tar:
+        names = tar.getnames()
+        assert tar.extractfile(f"{keys[1]}.png").read() == b"x" * 700
+    assert names == [f"{k}.{s}" for k in keys for s in ("json", "png", "txt")]
+    with open(tmp_path / "t.tar", "rb") as f:
+        assert [n for n, _, _ in member_index(f)] == names
