@@ -32,7 +32,7 @@ def _database_error(err: Exception) -> str | None:
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    # escaped: a message's own brackets (`pip install "miro[s3]"`, a file `a[1].tar`) are text
+    # escaped: a message's own brackets (pip install "miro[ray]", a path) are not markup
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code) from None
 
@@ -114,8 +114,8 @@ def _configure(
         force=True,
     )
     # Third-party libraries are chatty at INFO; keep their warnings only.
-    for name in ("img2dataset", "httpx", "urllib3", "PIL", "matplotlib", "fsspec", "s3fs",
-                 "botocore", "aiobotocore"):  # fmt: skip
+    for name in ("img2dataset", "httpx", "urllib3", "PIL", "matplotlib", "fsspec", "botocore",
+                 "aiobotocore", "s3fs", "ray"):  # fmt: skip
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 

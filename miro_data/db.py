@@ -134,13 +134,32 @@ OPEN_WAIT = 10.0
 
 
 def connect(
-    path: Path, read_only: bool = False, create: bool = False, sandbox: bool = False
+    path: Path,
+    read_only: bool = False,
+    create: bool = False,
+    sandbox: bool = False,
+    settings: dict[str, str] | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """Open the database; `create` makes a new one with the schema, else it must exist.
 
     `sandbox` opens it with SANDBOX_CONFIG: every connection that runs user SQL must.
+    `settings` (memory_limit, temp_directory) are set at opening; a sandbox cannot set them.
     """
-    return connect_waiting(path, OPEN_WAIT, create, read_only, sandbox=sandbox)
+    con = connect_waiting(path, OPEN_WAIT, create, read_only, sandbox=sandbox and not settings)
+    if settings:
+        for name, value in settings.items():
+            quoted = value.replace("'", "''")
+            con.execute(f"SET {name} = '{quoted}'")
+        if sandbox:
+            apply_sandbox(con)
+    return con
+
+
+def apply_sandbox(con: duckdb.DuckDBPyConnection) -> None:
+    """SANDBOX_CONFIG on an open connection (lock_configuration last): after this, its SQL
+    reaches no file and changes no setting."""
+    for name, value in SANDBOX_CONFIG.items():
+        con.execute(f"SET {name} = {str(value).lower()}")
 
 
 def connect_waiting(

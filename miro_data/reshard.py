@@ -1,31 +1,28 @@
 """Stage `miro data reshard`: training shards whose samples carry scores, bins and bin values.
 
-Selects scored samples (optionally filtered by a SQL predicate over the reward columns),
-shuffles them across source shards with a seed, and copies each image's bytes as they are
-(no re-encode) into new WebDataset tars, reading the sources by random access (wids' mmap
-index). The output folder appears only when complete: everything is written to a hidden
-sibling and renamed into place. Sample format and manifest: miro_data.trainshards.
+Selects scored samples (optionally filtered by a SQL predicate over the reward columns) and
+shuffles them across source shards out of core: DuckDB sorts the selection by a seeded hash
+(spilling to disk past `sort_memory`) and streams it in record batches, cut into output
+shards one after another, so memory holds about one output shard, not the corpus. Each
+image's bytes are copied as they are (no re-encode), one ranged read each, at the offset a
+member index of the source tars (built once, a DuckDB temporary table) gives. An output
+shard is written by `reshard_write.write_job`: in this process (`--engine local`) or by one
+Ray task each (`--engine ray`). The output appears only when complete: a folder is staged
+beside OUT and renamed into place, a bucket prefix is staged and committed
+(`miro_data.folders`); the manifest comes last. Sample format: miro_data.trainshards.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
-import math
 import shutil
-import tarfile
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, Literal
 
-import duckdb
-import numpy as np
-import polars as pl
-from wids.wids_mmtar import MMIndexedTar
-
-from miro_data import db
-from miro_data.bins import Levels, load_levels
 from miro_data.checks import (
     check_device,
     check_names,
@@ -34,34 +31,37 @@ from miro_data.checks import (
     check_positive,
     check_seed,
 )
-from miro_data.common import MiroError, progress_bar, user_os_error
-from miro_data.decode import decode_image
-from miro_data.folders import recover_folder, staging_folder, swap_folder
-from miro_data.hooks import Hook, build_hooks, parse_hooks
-from miro_data.options import NAMES, opt
-from miro_data.processes import fault_point, output_lock
-from miro_data.shards import list_shards
-from miro_data.trainshards import (
-    HookModels,
-    Manifest,
-    ManifestSource,
-    SampleMeta,
-    ShardEntry,
-    ShardWriter,
-    TrainSample,
-    member_problem,
+from miro_data.common import MiroError, user_os_error
+from miro_data.folders import (
+    bucket_recover,
+    bucket_staging,
+    bucket_swap,
+    check_bucket_output,
+    recover_folder,
+    staging_folder,
+    swap_folder,
 )
+from miro_data.hooks import parse_hooks
+from miro_data.options import NAMES, opt
+from miro_data.processes import output_lock
+from miro_data.reshard_engines import ray_session, run_local, run_ray
+from miro_data.reshard_select import LevelTable, Selection, open_selection
+from miro_data.reshard_write import WriteContext
+from miro_data.tarindex import is_url, url_fs
+from miro_data.trainshards import MANIFEST, HookModels, Manifest, ManifestSource, ShardEntry
 
 log = logging.getLogger(__name__)
+
+Engine = Literal["local", "ray"]
 
 
 @dataclass(frozen=True)
 class ReshardConfig:
-    """Which samples, which bin edges, how to cut and shuffle, what to precompute."""
+    """Which samples, which bin edges, how to cut and shuffle, what to precompute, and where."""
 
     shards: str = field(metadata=opt(help="The source shards (as given to annotate)."))
     db: Path = field(metadata=opt(help="DuckDB file with scores and bin edges."))
-    out: Path = field(metadata=opt(help="New folder for the training shards."))
+    out: str = field(metadata=opt(help="New folder (or s3://bucket/prefix) for the shards."))
     # over shard, key, caption, url and the reward columns
     where: str | None = field(default=None, metadata=opt(
         help="SQL predicate, e.g. \"aesthetic > 5 AND caption LIKE '%dog%'\"."
@@ -86,270 +86,48 @@ class ReshardConfig:
     overwrite: bool = field(default=False, metadata=opt(
         help="Replace OUT if it exists (only once the new one is complete)."
     ))  # fmt: skip
+    engine: Engine = field(default="local", metadata=opt(
+        help="local: output shards written here, one after another; ray: one Ray task each."
+    ))  # fmt: skip
+    ray_address: str | None = field(default=None, metadata=opt(
+        help="--engine ray: auto, ray://HOST:PORT, or none to start a local Ray."
+    ))  # fmt: skip
+    sort_memory_mb: int = 1024  # DuckDB's memory for the shuffle; a larger sort spills to disk
+    in_flight: int | None = None  # Ray tasks at once (default: twice the cluster's CPUs)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "out", str(self.out))  # a Path from Python callers is fine
         check_positive("--shard-size", self.shard_size)
         check_positive("hook_batch_size", self.hook_batch_size)
+        check_positive("sort_memory_mb", self.sort_memory_mb)
+        check_optional_positive("in_flight", self.in_flight)
         check_seed("--shuffle-seed", self.shuffle_seed)
         check_optional_positive("--edges-version", self.edges_version)
         check_names("--rewards", self.rewards)
         check_device("--device", self.device)
         if self.where is not None:
             check_nonempty_text("--where", self.where)
+        if self.engine not in ("local", "ray"):
+            raise MiroError(f"--engine {self.engine!r}: use local or ray")
+        if self.ray_address is not None and self.engine != "ray":
+            raise MiroError("--ray-address needs --engine ray")
         parse_hooks(self.hooks)
 
 
 @dataclass(frozen=True)
 class ReshardReport:
-    out: Path
+    out: str | Path  # a Path for a local folder, else the URL
     shards: int
     samples: int
     excluded_unscored: int
 
 
-# ----------------------------------------------------------------------------
-# Selecting and shuffling
-# ----------------------------------------------------------------------------
-
-
-def _choose_rewards(
-    levels: dict[str, tuple[str, Levels]], wanted: tuple[str, ...] | None
-) -> list[str]:
-    if wanted is None:
-        return sorted(levels)
-    unknown = [r for r in wanted if r not in levels]
-    if unknown:
-        raise MiroError(
-            f"no bin edges for {', '.join(unknown)} in this version; have: {', '.join(levels)}"
-        )
-    return list(wanted)
-
-
-def select_samples(con, rewards: dict[str, str], where: str | None) -> tuple[pl.DataFrame, int]:
-    """Decoded samples with a score row for every reward (failed ones have none), filtered.
-
-    `where` is bound as ONE expression through the relational API (`filter`), never pasted
-    into statement text, so `1=1); COPY …` is a parse error rather than a second statement;
-    `con` must be a sandboxed connection (`db.connect(sandbox=True)`) so that an expression's
-    subqueries cannot reach files either.
-    """
-    counts = [
-        f'count(*) FILTER (WHERE {db.reward_condition(r, v, "sc")}) AS "__n_{r}"'
-        for r, v in rewards.items()
-    ]
-    inner = f"""SELECT s.shard, s.key, s.caption, s.url, s.image_ext, s.width, s.height, s.meta,
-            {", ".join([*db.wide_columns(rewards, "sc"), *counts])}
-        FROM samples s LEFT JOIN scores sc ON sc.shard = s.shard AND sc.key = s.key
-        WHERE s.status = 'ok' GROUP BY ALL"""
-    if where is not None and not where.strip():
-        raise MiroError('--where is empty: give a predicate, e.g. "sharpness > 0.5"')
-    try:
-        relation = con.sql(inner)
-        if where is not None:
-            relation = relation.filter(where)
-        df = relation.order("shard, key").pl()
-    except duckdb.Error as err:
-        raise MiroError(f"bad --where predicate {where!r}: {str(err).splitlines()[0]}") from None
-    scored = pl.all_horizontal([pl.col(f"__n_{r}") > 0 for r in rewards])
-    excluded = df.height - df.filter(scored).height
-    df = df.filter(scored).drop([f"__n_{r}" for r in rewards])
-    return df, excluded
-
-
-def _sample_meta(
-    row: dict, rewards: list[str], bins: dict, values: dict, i: int, version: int
-) -> SampleMeta:
-    """Row `i` of the selection with its levels (NaN scores and values are written as null)."""
-    return SampleMeta(
-        key=row["key"],
-        caption=row["caption"],
-        url=row["url"],
-        source_shard=row["shard"],
-        edges_version=version,
-        scores={r: row[r] for r in rewards},
-        bins={r: (None if bins[r][i] < 0 else int(bins[r][i])) for r in rewards},
-        bin_values={r: values[r][i] for r in rewards},
-        source=json.loads(row["meta"]) if row["meta"] else {},
-        image_size=(row["width"], row["height"]),  # as annotate decoded and scored it
-    )
-
-
-# ----------------------------------------------------------------------------
-# Writing
-# ----------------------------------------------------------------------------
-
-
-def _member_index(path: Path, exact: bool) -> dict[str, tuple[int, int]]:
-    """Member name → (data offset, size); the first member where a tar repeats a name.
-
-    wids' mmap index reads plain ustar headers fast (a fifth of tarfile's time); `exact` reads
-    the tar with tarfile, which also knows PAX and GNU long names and non-UTF-8 bytes.
-    """
-    index: dict[str, tuple[int, int]] = {}
-    if not exact:
-        tar = MMIndexedTar(str(path), verbose=False)
-        try:
-            for name, offset, size in tar.by_index:
-                index.setdefault(name, (offset + 512, size))
-        finally:
-            tar.close()
-        return index
-    with tarfile.open(path) as tar:
-        for member in tar:
-            if member.isfile():
-                index.setdefault(member.name, (member.offset_data, member.size))
-    return index
-
-
-class _Sources:
-    """Random access to source images by (shard, key), one index per tar, built lazily.
-
-    A name a tar holds twice resolves to its first member, the one annotate's streaming read
-    scored (later samples under the key failed as duplicates)."""
-
-    def __init__(self, shards: str) -> None:
-        self.paths = {s.name: s.path for s in list_shards(shards)}
-        self.files: dict[str, BinaryIO] = {}
-        self.index: dict[str, dict[str, tuple[int, int]]] = {}
-        self.exact: set[str] = set()  # shards indexed by tarfile
-
-    def _open(self, shard: str, exact: bool) -> None:
-        if shard not in self.paths:
-            raise MiroError(
-                f"source shard {shard!r} (in the database) is not under the shards given"
-            )
-        try:
-            self.index[shard] = _member_index(self.paths[shard], exact)
-        except (UnicodeDecodeError, ValueError):  # names wids cannot read
-            exact, self.index[shard] = True, _member_index(self.paths[shard], exact=True)
-        if exact:
-            self.exact.add(shard)
-        if shard not in self.files:
-            self.files[shard] = open(self.paths[shard], "rb")  # noqa: SIM115 — closed by close()
-
-    def read(self, shard: str, key: str, ext: str) -> bytes:
-        name = f"{key}.{ext}"
-        if shard not in self.index:
-            self._open(shard, exact=False)
-        if name not in self.index[shard] and shard not in self.exact:
-            self._open(shard, exact=True)  # a long or PAX name: wids saw only its ustar stub
-        if name not in self.index[shard]:
-            raise MiroError(f"{name} is missing from source shard {self.paths[shard]}")
-        offset, size = self.index[shard][name]
-        f = self.files[shard]
-        f.seek(offset)
-        return f.read(size)
-
-    def close(self) -> None:
-        for f in self.files.values():
-            f.close()
-
-
-def _with_array(sample: TrainSample, hook: Hook, array: np.ndarray) -> TrainSample:
-    if hook.kind == "text":
-        return replace(sample, txt_emb=array)
-    return replace(sample, latent=array)
-
-
-def _apply_hooks(
-    hooks: list[Hook], samples: list[TrainSample], batch_size: int
-) -> list[TrainSample]:
-    """The samples with the hooks' arrays, computed `batch_size` at a time."""
-    done: list[TrainSample] = []
-    for start in range(0, len(samples), batch_size):
-        chunk = samples[start : start + batch_size]
-        captions = [s.caption for s in chunk]
-        images = (
-            [decode_image(s.image, math.prod(s.meta.image_size or ())) for s in chunk]
-            if any(h.kind == "vae" for h in hooks)
-            else []
-        )
-        for hook in hooks:
-            arrays = hook(images, captions)
-            chunk = [_with_array(s, hook, a) for s, a in zip(chunk, arrays, strict=True)]
-        done += chunk
-    return done
-
-
-def _drop_unsafe_names(df: pl.DataFrame) -> pl.DataFrame:
-    """Samples whose key or extension cannot name a tar member (a database annotated by an
-    older version, or edited by hand) are left out: reshard never writes such a name."""
-    safe = [member_problem(k, e) is None for k, e in zip(df["key"], df["image_ext"], strict=True)]
-    if all(safe):
-        return df
-    bad = df.filter(~pl.Series(safe))
-    log.warning(
-        "%d samples left out: %s", bad.height, member_problem(bad["key"][0], bad["image_ext"][0])
-    )
-    return df.filter(pl.Series(safe))
-
-
-LevelTable = dict[str, tuple[str, Levels]]  # {reward: (reward version, its levels)}
-
-
-def _load_selection(cfg: ReshardConfig) -> tuple[int, LevelTable, list[str], pl.DataFrame, int]:
-    """Bin edges, the rewards to carry, and the selected samples in shuffled order."""
-    con = db.connect(cfg.db, read_only=True, sandbox=True)  # --where is user SQL
-    try:
-        version, levels = load_levels(con, cfg.edges_version)
-        names = _choose_rewards(levels, cfg.rewards)
-        df, excluded = select_samples(con, {r: levels[r][0] for r in names}, cfg.where)
-    finally:
-        con.close()
-    df = _drop_unsafe_names(df)
-    if df.height == 0:
-        raise MiroError(
-            "no samples to write" + (f" match --where {cfg.where!r}" if cfg.where else "")
-        )
-    if excluded:
-        log.warning(
-            "%d samples lack a score for some reward (failed or not annotated): excluded", excluded
-        )
-    order = np.random.default_rng(cfg.shuffle_seed).permutation(df.height)
-    return version, levels, names, df[order], excluded
-
-
-def _write_shards(
-    cfg: ReshardConfig, staging: Path, df: pl.DataFrame, names: list[str], levels: LevelTable,
-    version: int, hooks: list[Hook],
-) -> tuple[ShardEntry, ...]:  # fmt: skip
-    """The samples as numbered tars in `staging`, then the manifest; returns the shards."""
-    bins, values = {}, {}
-    for r in names:
-        bins[r], values[r] = levels[r][1].assign(df[r].to_numpy().astype(np.float64))
-    sources = _Sources(cfg.shards)
-    try:
-        with progress_bar("img") as bar, ShardWriter(staging, cfg.shard_size) as sink:
-            task = bar.add_task("reshard", total=df.height)
-            for start in range(0, df.height, cfg.shard_size):  # one output shard at a time
-                rows = df[start : start + cfg.shard_size].iter_rows(named=True)
-                samples = [
-                    TrainSample(
-                        _sample_meta(row, names, bins, values, i, version),
-                        caption=row["caption"] or "",
-                        image=sources.read(row["shard"], row["key"], row["image_ext"]),
-                        image_ext=row["image_ext"],  # _drop_unsafe_names checked it
-                    )
-                    for i, row in enumerate(rows, start)
-                ]
-                if hooks:
-                    samples = _apply_hooks(hooks, samples, cfg.hook_batch_size)
-                for sample in samples:
-                    sink.write(sample)
-                fault_point("reshard.shard")
-                bar.advance(task, len(samples))
-            sink.finish(_manifest(cfg, names, levels, version, hooks, sink.shards))
-            return sink.shards
-    finally:
-        sources.close()
-
-
 def _manifest(
-    cfg: ReshardConfig, names: list[str], levels: LevelTable, version: int, hooks: list[Hook],
+    cfg: ReshardConfig, names: list[str], levels: LevelTable, version: int,
     written: tuple[ShardEntry, ...],
 ) -> Manifest:  # fmt: skip
     """What the shards hold and where it came from."""
-    models = {h.kind: h.model for h in hooks}
+    models = dict(parse_hooks(cfg.hooks))
     return Manifest(
         rewards=tuple(names),
         reward_versions={r: levels[r][0] for r in names},
@@ -367,35 +145,116 @@ def _manifest(
 
 def reshard(cfg: ReshardConfig) -> ReshardReport:
     """Write shuffled training shards with scores and bins; returns counts."""
-    with output_lock(cfg.out):  # one writer per output; its leftovers are only then stale
-        recover_folder(cfg.out)
-        if cfg.out.exists() and not cfg.out.is_dir():
-            raise MiroError(f"cannot write {cfg.out}: it is a file, not a folder")
-        if cfg.out.exists() and any(cfg.out.iterdir()) and not cfg.overwrite:
-            raise MiroError(f"{cfg.out} exists and is not empty (pass --overwrite to replace it)")
-        return _reshard(cfg)
+    if is_url(cfg.out):
+        with _engine(cfg) as ray:
+            return _reshard_bucket(cfg, ray)
+    out = Path(cfg.out)
+    with output_lock(out):  # one writer per output; its leftovers are only then stale
+        recover_folder(out)
+        if out.exists() and not out.is_dir():
+            raise MiroError(f"cannot write {out}: it is a file, not a folder")
+        if out.exists() and any(out.iterdir()) and not cfg.overwrite:
+            raise MiroError(f"{out} exists and is not empty (pass --overwrite to replace it)")
+        with _engine(cfg) as ray:
+            return _reshard_local(cfg, out, ray)
 
 
-def _reshard(cfg: ReshardConfig) -> ReshardReport:
-    version, levels, names, df, excluded = _load_selection(cfg)
-    hooks = build_hooks(cfg.hooks, cfg.device, cfg.allow_download)
-    # Everything is written into a hidden staging folder that replaces `out` only when complete.
-    staging = staging_folder(cfg.out)
+@contextlib.contextmanager
+def _engine(cfg: ReshardConfig) -> Iterator[Any]:
+    """Ray connected (None for the local engine): before anything is written."""
+    if cfg.engine == "local":
+        yield None
+        return
+    with ray_session(cfg.ray_address) as ray:
+        yield ray
+
+
+def _run(cfg: ReshardConfig, sel: Selection, dest: str, ray: Any) -> tuple[ShardEntry, ...]:
+    """Every output shard into `dest`, by the configured engine."""
+    names = sel.rewards
+    ctx = WriteContext(
+        sources=sel.sources, rewards=tuple(names), edges_version=sel.version,
+        levels={r: sel.levels[r][1] for r in names}, dest=dest,
+    )  # fmt: skip
+    if ray is not None:
+        return run_ray(cfg, sel.jobs(), ctx, sel.total, ray)
+    return run_local(cfg, sel.jobs(), ctx, sel.total)
+
+
+def _reshard_local(cfg: ReshardConfig, out: Path, ray: Any) -> ReshardReport:
+    with open_selection(cfg) as sel:
+        staging = staging_folder(out)  # replaces `out` only when complete
+        try:
+            staging.mkdir(parents=True)
+            written = _run(cfg, sel, str(staging), ray)
+            manifest = _manifest(cfg, sel.rewards, sel.levels, sel.version, written)
+            tmp = staging / f".{MANIFEST}.tmp"
+            tmp.write_text(manifest.to_json())
+            tmp.rename(staging / MANIFEST)
+            swap_folder(staging, out, fault="reshard.finalize")
+        except BaseException as err:
+            shutil.rmtree(staging, ignore_errors=True)
+            mapped = _user_error(err, out)
+            if mapped is None:
+                raise
+            raise mapped from None
+    return _report(out, written, sel)
+
+
+def _reshard_bucket(cfg: ReshardConfig, ray: Any) -> ReshardReport:
+    fs, prefix = url_fs(cfg.out)
+    check_bucket_output(fs, prefix, cfg.out)
+    bucket_recover(fs, prefix)
+    if _has_objects(fs, prefix) and not cfg.overwrite:
+        raise MiroError(f"{cfg.out} exists and is not empty (pass --overwrite to replace it)")
+    with open_selection(cfg) as sel:
+        staging = bucket_staging(prefix)
+        protocol = cfg.out.split("://", 1)[0]
+        try:
+            written = _run(cfg, sel, f"{protocol}://{staging}", ray)
+            manifest = _manifest(cfg, sel.rewards, sel.levels, sel.version, written)
+            fs.pipe_file(f"{staging}/{MANIFEST}", manifest.to_json().encode())
+            bucket_swap(fs, staging, prefix, fault="reshard.finalize")
+        except BaseException as err:
+            _remove_quietly(fs, staging)
+            mapped = _bucket_error(err, cfg.out)
+            if mapped is None:
+                raise
+            raise mapped from None
+    return _report(cfg.out, written, sel)
+
+
+def _report(out: str | Path, written: tuple[ShardEntry, ...], sel: Selection) -> ReshardReport:
+    samples = sum(e.count for e in written)
+    log.info("wrote %d samples in %d shards to %s", samples, len(written), out)
+    return ReshardReport(out, len(written), samples, sel.excluded)
+
+
+def _has_objects(fs, prefix: str) -> bool:
     try:
-        staging.mkdir(parents=True)
-        written = _write_shards(cfg, staging, df, names, levels, version, hooks)
-        swap_folder(staging, cfg.out, fault="reshard.finalize")
-    except BaseException as err:
-        shutil.rmtree(staging, ignore_errors=True)
-        # a full disk or a read-only folder names OUT (the old OUT, if any, is untouched)
-        named = getattr(err, "filename", None) is not None
-        mapped = (
-            user_os_error(err, None if named else cfg.out, True)
-            if isinstance(err, Exception)
-            else None
-        )
-        if mapped is None:
-            raise
-        raise mapped from None
-    log.info("wrote %d samples in %d shards to %s", df.height, len(written), cfg.out)
-    return ReshardReport(cfg.out, len(written), int(df.height), excluded)
+        return bool(fs.find(prefix, maxdepth=None, withdirs=False))
+    except FileNotFoundError:
+        return False
+
+
+def _remove_quietly(fs, path: str) -> None:
+    try:
+        fs.rm(path, recursive=True)
+    except (OSError, ValueError):
+        log.warning("could not remove %s", path)
+
+
+def _user_error(err: BaseException, out: Path) -> MiroError | None:
+    """A full disk or a read-only folder names OUT (the old OUT, if any, is untouched)."""
+    if not isinstance(err, Exception):
+        return None
+    named = getattr(err, "filename", None) is not None
+    return user_os_error(err, None if named else out, True)
+
+
+def _bucket_error(err: BaseException, out: str) -> MiroError | None:
+    if isinstance(err, MiroError):
+        return err
+    if isinstance(err, PermissionError | FileNotFoundError):
+        return MiroError(f"cannot write {out}: {err}")
+    return None

@@ -12,13 +12,14 @@ writer may add fields. This module must not import DuckDB: the trainer imports i
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import tarfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import webdataset as wds
@@ -26,6 +27,7 @@ import webdataset as wds
 from miro_data import jsonfields as jf
 from miro_data.common import MiroError, dumps_json
 from miro_data.shards import IMAGE_EXTS, key_problem
+from miro_data.tarindex import archive_end, ustar_header
 
 FORMAT = "miro-shards/2"
 # /1 named the manifest's `n_levels` `n_bins` (which in `bin_versions` means the requested B).
@@ -95,6 +97,7 @@ class SampleMeta:
         return values
 
     def to_json(self) -> bytes:
+        """The member's bytes; NaN anywhere (a source record's own) is written as null."""
         obj: dict[str, Any] = {
             "key": self.key, "caption": self.caption, "url": self.url,
             "source_shard": self.source_shard, "edges_version": self.edges_version,
@@ -103,7 +106,10 @@ class SampleMeta:
             obj["image_size"] = list(self.image_size)
         obj |= {"scores": self.scores, "bins": self.bins, "bin_values": self.bin_values}
         obj["source"] = self.source
-        return dumps_json(obj).encode("utf-8")
+        try:  # the fields are normalised already: the plain dump is the common, fast path
+            return json.dumps(obj, allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError):
+            return dumps_json(obj).encode("utf-8")
 
     @classmethod
     def from_json(cls, data: bytes | str, where: str) -> SampleMeta:
@@ -304,6 +310,27 @@ def _members(sample: TrainSample) -> dict[str, Any]:
     if sample.latent is not None:
         members[LATENT] = _npy(sample.latent)
     return members
+
+
+def write_tar(f: BinaryIO, samples: Iterable[TrainSample], mtime: int = 0) -> int:
+    """`samples` as one training tar on `f` (members sorted by suffix, as webdataset's writer);
+    the headers carry `mtime`, so the same samples always make the same bytes. Returns the count.
+    """
+    count = written = 0
+    for sample in samples:
+        members = _members(sample)
+        key = members.pop("__key__")
+        for suffix in sorted(members):
+            data = members[suffix]
+            header = ustar_header(f"{key}.{suffix}", len(data), mtime)  # 3 blocks: long name
+            f.write(header)
+            f.write(data)  # as it is: no copy of the image's bytes
+            pad = -len(data) % 512
+            f.write(bytes(pad))
+            written += len(header) + len(data) + pad
+        count += 1
+    f.write(archive_end(written))
+    return count
 
 
 class ShardWriter:
