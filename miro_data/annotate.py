@@ -35,6 +35,7 @@ from miro_data.decode import DEFAULT_MAX_PIXELS, PIL_MAX_PIXELS
 from miro_data.options import NAMES, opt
 from miro_data.prefetch import Decoded, Prefetcher, ShardJob
 from miro_data.processes import die_with_parent, fault_point, output_lock
+from miro_data.raycluster import check_ray_address
 from miro_data.rewards import (
     REGISTRY,
     Reward,
@@ -48,7 +49,6 @@ from miro_data.shards import Shard, download_failures, img2dataset_successes, li
 log = logging.getLogger(__name__)
 
 DEVICES = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
-RAY_ADDRESS = re.compile(r"(ray://)?[A-Za-z0-9_.\-]+:[0-9]{1,5}")
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # rewards.torch_reward.autocast_dtype
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 Engine = Literal["local", "ray"]
@@ -101,7 +101,7 @@ class AnnotateConfig:
     )))  # fmt: skip
     engine: Engine = field(default="local", metadata=opt(
         help="local: this machine's processes (--workers); ray: a Ray Data pipeline, on a "
-        "local Ray or the cluster at --ray-address (pip install 'miro[ray]')."
+        'local Ray or the cluster at --ray-address (pip install "miro[ray]").'
     ))  # fmt: skip
     ray_address: str | None = field(default=None, metadata=opt(
         help="With --engine ray: auto | HOST:PORT | ray://HOST:PORT (default: start a local Ray)."
@@ -150,15 +150,6 @@ class AnnotateConfig:
             )
         if self.ray_address is not None:
             check_ray_address(self.ray_address)
-
-
-def check_ray_address(address: object) -> None:
-    """auto, HOST:PORT or ray://HOST:PORT (whether Ray answers there is checked on connecting)."""
-    ok = isinstance(address, str) and (
-        address == "auto" or RAY_ADDRESS.fullmatch(address) is not None
-    )
-    if not ok:
-        raise MiroError(f"--ray-address {address!r}: use auto, HOST:PORT or ray://HOST:PORT")
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from miro_data.common import MiroError, require_file
 from miro_data.download_engines import ray_cluster, require_engine
 from miro_data.options import opt
 from miro_data.processes import output_lock
+from miro_data.raycluster import check_ray_address
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class DownloadConfig:
         if self.ray_address is not None and self.distributor != "ray":
             raise MiroError("--ray-address is for --distributor ray")
         if self.ray_address is not None:
-            check_nonempty_text("--ray-address", self.ray_address)
+            check_ray_address(self.ray_address)
 
 
 @dataclass(frozen=True)

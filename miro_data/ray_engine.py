@@ -18,9 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import socket
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -41,103 +38,24 @@ from miro_data.annotate import (
 )
 from miro_data.common import MiroError
 from miro_data.prefetch import SLOT_BYTES, Decoded, ShardJob, read_shard
+from miro_data.raycluster import ray_session
 from miro_data.rewards import REGISTRY
 from miro_data.shards import RawSample, Shard
 
 log = logging.getLogger(__name__)
 
-RAY_MISSING = "--engine ray needs Ray: pip install 'miro[ray]'"
 READ_MEMORY = 4 * SLOT_BYTES  # bytes a read task declares: a few chunks of decoded pixels
-CONNECT_TIMEOUT = 5.0  # seconds to open a TCP connection to --ray-address
 NO_IMAGE = np.zeros(
     (0, 0, 3), np.uint8
 )  # the image of an undecodable sample (a column has one type)
 Runner = Callable[[list[ShardTask], AnnotateConfig, Callable, Callable], None]
 
 
-def _import_ray() -> Any:
-    try:
-        import ray
-        import ray.data
-    except ImportError:
-        raise MiroError(RAY_MISSING) from None
-    return ray
-
-
-def _check_reachable(address: str) -> None:
-    """HOST:PORT (or ray://HOST:PORT) answers a TCP connection; else one line naming it.
-
-    Ray's own connect retries an unreachable address for minutes, and prints as it goes."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT).close()
-    except OSError as err:
-        cause = err.strerror or type(err).__name__
-        raise MiroError(f"cannot reach Ray at --ray-address {address}: {cause}") from None
-
-
-def _quiet(ray: Any) -> None:
-    """Ray's and Ray Data's progress and info lines would drown the CLI's own output."""
-    for name in ("ray", "ray.data", "ray.util"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
-
-
-@contextlib.contextmanager
-def _stderr_muted() -> Iterator[None]:
-    """File descriptor 2 to /dev/null: Ray's C++ core prints as it starts, below Python."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _init(ray: Any, address: str | None) -> None:
-    if address is not None and address != "auto":
-        _check_reachable(address)
-        if address.startswith("ray://"):
-            try:
-                import grpc  # noqa: F401 — Ray Client's transport
-            except ImportError:
-                raise MiroError(
-                    f"--ray-address {address}: Ray Client needs pip install 'ray[client]'"
-                ) from None
-    # Ray's C++ core logs to stderr (e.g. a line per actor about its constructor arguments);
-    # its errors reach us as exceptions, and its logs stay in the session folder.
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-    kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
-    if address is None:  # a Ray of our own, even where `ray start` left one running
-        kwargs["include_dashboard"] = False
-    try:
-        with _stderr_muted():
-            ray.init(address=address or "local", **kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as err:
-        what = "start a local Ray" if address is None else f"join Ray at --ray-address {address}"
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise MiroError(f"cannot {what}: {first}") from None
-
-
 @contextlib.contextmanager
 def connected(cfg: AnnotateConfig) -> Iterator[Runner]:
     """Ray started or joined (before annotate writes anything); yields the runner."""
-    ray = _import_ray()
-    if ray.is_initialized():  # a library user's own Ray session: use it, leave it running
-        _quiet(ray)
+    with ray_session("--engine ray", cfg.ray_address):
         yield run
-        return
-    _init(ray, cfg.ray_address)
-    try:
-        _quiet(ray)
-        yield run
-    finally:
-        ray.shutdown()
 
 
 # ----------------------------------------------------------------------------

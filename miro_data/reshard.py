@@ -44,7 +44,8 @@ from miro_data.folders import (
 from miro_data.hooks import parse_hooks
 from miro_data.options import NAMES, opt
 from miro_data.processes import output_lock
-from miro_data.reshard_engines import ray_session, run_local, run_ray
+from miro_data.raycluster import check_ray_address, ray_session
+from miro_data.reshard_engines import run_local, run_ray
 from miro_data.reshard_select import LevelTable, Selection, open_selection
 from miro_data.reshard_write import WriteContext
 from miro_data.tarindex import is_url, url_fs
@@ -90,17 +91,21 @@ class ReshardConfig:
         help="local: output shards written here, one after another; ray: one Ray task each."
     ))  # fmt: skip
     ray_address: str | None = field(default=None, metadata=opt(
-        help="--engine ray: auto, ray://HOST:PORT, or none to start a local Ray."
+        help="With --engine ray: auto | HOST:PORT | ray://HOST:PORT (default: start a local Ray)."
     ))  # fmt: skip
-    sort_memory_mb: int = 1024  # DuckDB's memory for the shuffle; a larger sort spills to disk
-    in_flight: int | None = None  # Ray tasks at once (default: twice the cluster's CPUs)
+    sort_memory_mb: int = field(default=1024, metadata=opt(
+        help="Memory for the shuffle, in MB; a larger selection is sorted in parts on disk."
+    ))  # fmt: skip
+    in_flight: int | None = field(default=None, metadata=opt(
+        help="With --engine ray: output shards written at once (default: twice the cluster's CPUs)."
+    ))  # fmt: skip
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", str(self.out))  # a Path from Python callers is fine
         check_positive("--shard-size", self.shard_size)
         check_positive("hook_batch_size", self.hook_batch_size)
-        check_positive("sort_memory_mb", self.sort_memory_mb)
-        check_optional_positive("in_flight", self.in_flight)
+        check_positive("--sort-memory-mb", self.sort_memory_mb)
+        check_optional_positive("--in-flight", self.in_flight)
         check_seed("--shuffle-seed", self.shuffle_seed)
         check_optional_positive("--edges-version", self.edges_version)
         check_names("--rewards", self.rewards)
@@ -111,6 +116,8 @@ class ReshardConfig:
             raise MiroError(f"--engine {self.engine!r}: use local or ray")
         if self.ray_address is not None and self.engine != "ray":
             raise MiroError("--ray-address needs --engine ray")
+        if self.ray_address is not None:
+            check_ray_address(self.ray_address)
         parse_hooks(self.hooks)
 
 
@@ -165,7 +172,7 @@ def _engine(cfg: ReshardConfig) -> Iterator[Any]:
     if cfg.engine == "local":
         yield None
         return
-    with ray_session(cfg.ray_address) as ray:
+    with ray_session("--engine ray", cfg.ray_address) as ray:
         yield ray
 
 

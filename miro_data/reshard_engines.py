@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import socket
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +22,6 @@ if TYPE_CHECKING:
     from miro_data.reshard import ReshardConfig
 
 log = logging.getLogger(__name__)
-
-PROBE_TIMEOUT = 10.0  # seconds to wait for a Ray address to answer at all
 
 
 def run_local(
@@ -48,48 +45,6 @@ def run_local(
 # ----------------------------------------------------------------------------
 # Ray
 # ----------------------------------------------------------------------------
-
-
-def import_ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise MiroError('--engine ray needs Ray: pip install "miro[ray]"') from None
-    return ray
-
-
-@contextlib.contextmanager
-def ray_session(address: str | None) -> Iterator[Any]:
-    """Ray, connected: to `address` (auto, ray://HOST:PORT), to the Ray this process already
-    runs, or to a new local one (None or 'none'), shut down after if started here."""
-    ray = import_ray()
-    if ray.is_initialized() and address in (None, "none"):
-        yield ray
-        return
-    target = None if address in (None, "none") else address
-    if target is not None:
-        _probe(target)
-    try:
-        ray.init(address=target, include_dashboard=False, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as err:
-        line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise MiroError(f"cannot reach Ray at {address}: {line}") from None
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-
-
-def _probe(address: str) -> None:
-    """A HOST:PORT that nothing answers on is one line now (Ray itself retries for minutes)."""
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not port.isdigit():
-        return  # auto, or a form Ray reads and reports itself
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT).close()
-    except OSError as err:
-        reason = err.strerror or type(err).__name__
-        raise MiroError(f"cannot reach Ray at {address}: {reason}") from None
 
 
 @functools.lru_cache(maxsize=2)

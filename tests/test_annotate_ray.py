@@ -159,7 +159,7 @@ def test_killed_driver_reruns_to_the_tables_of_an_uninterrupted_run(
     [
         ("127.0.0.1:1", "", "cannot reach Ray at --ray-address 127.0.0.1:1: Connection refused"),
         ("ray://127.0.0.1:1", "", "ray://127.0.0.1:1: Connection refused"),
-        (None, "sys.modules['ray'] = None", "--engine ray needs Ray: pip install 'miro[ray]'"),
+        (None, "sys.modules['ray'] = None", '--engine ray needs Ray: pip install "miro[ray]"'),
     ],
     ids=["refused", "client-refused", "no-ray"],
 )

@@ -108,11 +108,13 @@ PINNED = {
         ("--edges-version", None, "int", ""),
         ("--engine", "local", ("local", "ray"), ""),
         ("--hook", (), "str", "multiple"),
+        ("--in-flight", None, "int", ""),
         ("--overwrite/--no-overwrite", False, "bool", ""),
         ("--ray-address", None, "str", ""),
         ("--rewards/-r", None, "str", ""),
         ("--shard-size", 10000, "int", ""),
         ("--shuffle-seed", 0, "int", ""),
+        ("--sort-memory-mb", 1024, "int", ""),
         ("--where", None, "str", ""),
     ],
     "data rewards": [

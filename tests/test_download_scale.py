@@ -105,9 +105,9 @@ def test_ray_distributor_on_a_two_node_cluster_by_address(
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (("--distributor", "ray", "--ray-address", "127.0.0.1:1"), "cannot reach Ray at 127.0.0.1:1"),
-        (("--distributor", "ray", "--ray-address", "ray://127.0.0.1:1"), "cannot reach Ray at ray://"),
-        (("--distributor", "ray", "--ray-address", "nowhere"), "expected auto, HOST:PORT"),
+        (("--distributor", "ray", "--ray-address", "127.0.0.1:1"), "cannot reach Ray at --ray-address 127.0.0.1:1"),
+        (("--distributor", "ray", "--ray-address", "ray://127.0.0.1:1"), "cannot reach Ray at --ray-address ray://"),
+        (("--distributor", "ray", "--ray-address", "nowhere"), "use auto, HOST:PORT or ray://HOST:PORT"),
         (("--ray-address", "auto"), "--ray-address is for --distributor ray"),
     ],
 )  # fmt: skip
@@ -122,7 +122,7 @@ def test_a_ray_address_that_cannot_work_is_one_line(
 
 @pytest.mark.parametrize(
     ("distributor", "fragment"),
-    [("ray", 'needs ray: pip install "miro[ray]"'), ("pyspark", "needs pyspark: pip install")],
+    [("ray", 'needs Ray: pip install "miro[ray]"'), ("pyspark", "needs pyspark: pip install")],
 )
 def test_a_missing_engine_is_one_line_naming_what_to_install(
     pipeline, tmp_path: Path, distributor: str, fragment: str

@@ -62,7 +62,7 @@ def test_ray_unavailable_is_one_line_and_writes_nothing(pipeline, tmp_path, how)
     if how == "unreachable":
         port = _refused_port()
         result = _cli("-m", "cli.main", *args, "--ray-address", f"ray://127.0.0.1:{port}")
-        expected = f"cannot reach Ray at ray://127.0.0.1:{port}"
+        expected = f"cannot reach Ray at --ray-address ray://127.0.0.1:{port}"
     else:  # an install without the extra: importing ray fails
         code = "import sys; sys.modules['ray'] = None; from cli.main import main; main()"
         result = _cli("-c", code, *args)
