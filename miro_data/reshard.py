@@ -48,7 +48,7 @@ from miro_data.raycluster import check_ray_address, ray_session
 from miro_data.reshard_engines import run_local, run_ray
 from miro_data.reshard_select import LevelTable, Selection, open_selection
 from miro_data.reshard_write import WriteContext
-from miro_data.tarindex import is_url, url_fs
+from miro_data.storage import filesystem, is_url
 from miro_data.trainshards import MANIFEST, HookModels, Manifest, ManifestSource, ShardEntry
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ def _reshard_local(cfg: ReshardConfig, out: Path, ray: Any) -> ReshardReport:
 
 
 def _reshard_bucket(cfg: ReshardConfig, ray: Any) -> ReshardReport:
-    fs, prefix = url_fs(cfg.out)
+    fs, prefix = filesystem(cfg.out)
     check_bucket_output(fs, prefix, cfg.out)
     bucket_recover(fs, prefix)
     if _has_objects(fs, prefix) and not cfg.overwrite:

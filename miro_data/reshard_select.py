@@ -26,8 +26,10 @@ from miro_data import db
 from miro_data.bins import Levels, load_levels
 from miro_data.common import MiroError
 from miro_data.reshard_write import OFFSET, SIZE, ShardJob
+from miro_data.shards import list_shards
 from miro_data.shuffle import HASH, n_partitions, partition, sorted_batches
-from miro_data.tarindex import member_index, open_source, source_tars
+from miro_data.storage import open_seekable
+from miro_data.tarindex import member_index
 from miro_data.trainshards import member_problem
 
 if TYPE_CHECKING:
@@ -162,10 +164,10 @@ def open_selection(cfg: ReshardConfig) -> Iterator[Selection]:
 def _index_sources(con: duckdb.DuckDBPyConnection, shards: str) -> dict[str, str]:
     """Fill the temporary table `members` from the headers of every source tar that the
     database has samples of (one sequential pass each); returns shard name → location."""
-    sources = source_tars(shards)
+    sources = {s.name: str(s.path) for s in list_shards(shards)}
     known = {s for (s,) in con.execute("SELECT DISTINCT shard FROM samples").fetchall()}
     for shard in sorted(known & sources.keys()):
-        with open_source(sources[shard]) as f:
+        with open_seekable(sources[shard]) as f:
             entries = list(member_index(f))
         # list parameters, unnested side by side (registering an Arrow table imports pandas)
         con.execute(

@@ -17,14 +17,14 @@ import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import numpy as np
 
 from miro_data.bins import Levels
 from miro_data.decode import decode_image
 from miro_data.hooks import Hook
-from miro_data.tarindex import is_url, open_source, url_fs
+from miro_data.storage import filesystem, is_url, open_seekable
 from miro_data.trainshards import SampleMeta, ShardEntry, TrainSample, write_tar
 
 log = logging.getLogger(__name__)
@@ -65,12 +65,12 @@ class Sources:
 
     def __init__(self, locations: dict[str, str]) -> None:
         self.locations = locations
-        self.files: OrderedDict[str, BinaryIO] = OrderedDict()
+        self.files: OrderedDict[str, IO[bytes]] = OrderedDict()
 
     def read(self, shard: str, offset: int, size: int) -> bytes:
         f = self.files.get(shard)
         if f is None:
-            f = self.files[shard] = open_source(self.locations[shard], sequential=False)
+            f = self.files[shard] = open_seekable(self.locations[shard], sequential=False)
             if len(self.files) > OPEN_SOURCES:
                 self.files.popitem(last=False)[1].close()
         else:
@@ -154,7 +154,7 @@ def write_job(
             count = write_tar(f, samples)
         os.replace(tmp, final)
         return ShardEntry(job.name, count)
-    fs, prefix = url_fs(ctx.dest)
+    fs, prefix = filesystem(ctx.dest)
     with tempfile.TemporaryFile() as f:
         count = write_tar(f, samples)
         f.seek(0)
@@ -163,6 +163,6 @@ def write_job(
     return ShardEntry(job.name, count)
 
 
-def _copy(src: BinaryIO, dst: Any) -> None:
+def _copy(src: IO[bytes], dst: Any) -> None:
     while chunk := src.read(8 << 20):
         dst.write(chunk)

@@ -264,6 +264,22 @@ def open_read(location: str | Path) -> IO[bytes]:
         return fs.open(path, "rb", block_size=BLOCK, cache_type="readahead")
 
 
+def open_seekable(location: str | Path, sequential: bool = True) -> IO[bytes]:
+    """A seekable binary file (reshard's random access into source tars): an object is read
+    ahead in 1 MiB blocks when `sequential` (scanning tar headers), else exactly the byte
+    ranges asked for. Raises MiroError naming the location."""
+    if not is_url(location):
+        try:
+            return open(local_path(location), "rb")
+        except OSError as err:
+            raise storage_error(location, err) from None
+    fs, path = filesystem(str(location))
+    with errors(location):
+        if sequential:
+            return fs.open(path, "rb", block_size=1 << 20, cache_type="readahead")
+        return fs.open(path, "rb", cache_type="none")
+
+
 def read_bytes(location: str | Path) -> bytes:
     with open_read(location) as f, errors(location):
         return f.read()

@@ -1,19 +1,12 @@
-"""Tar bytes for reshard. Source tars: where they are (a folder, a file, a glob, or the same as a URL
-`s3://bucket/prefix` through fsspec) and an index of their members read from the tar headers,
-so that each image is one ranged read. Output tars: their headers, built directly.
-
-The fsspec helpers here are small on purpose: the lead folds them into one storage module.
-"""
+"""Tar bytes for reshard: an index of a source tar's members read from its headers (so that
+each image is one ranged read, also in a bucket), and output tars' headers, built directly."""
 
 from __future__ import annotations
 
 import logging
 import tarfile
 from collections.abc import Iterator
-from typing import Any, BinaryIO
-
-from miro_data.common import MiroError
-from miro_data.shards import list_shards
+from typing import IO
 
 log = logging.getLogger(__name__)
 
@@ -21,59 +14,7 @@ BLOCK = 512
 _PLAIN = (b"0", b"\0")  # regular file typeflags; anything else (PAX, GNU long name) → tarfile
 
 
-def is_url(text: str) -> bool:
-    """Whether `text` names a location through a filesystem protocol (s3://, gs://, …)."""
-    return "://" in text and not text.startswith("file://")
-
-
-def url_fs(url: str) -> tuple[Any, str]:
-    """(fsspec filesystem, path within it); a missing backend is one line naming the extra."""
-    try:
-        import fsspec.core
-
-        return fsspec.core.url_to_fs(url)
-    except ImportError as err:
-        raise MiroError(
-            f'cannot reach {url}: {err.name or err} is not installed (pip install "miro[s3]")'
-        ) from None
-    except ValueError as err:
-        raise MiroError(f"cannot read {url}: {err}") from None
-
-
-def source_tars(shards: str) -> dict[str, str]:
-    """Shard name (its path below the root, without .tar, as annotate recorded it) → path/URL."""
-    if not is_url(shards):
-        return {s.name: str(s.path) for s in list_shards(shards)}
-    fs, path = url_fs(shards)
-    try:
-        if fs.isdir(path):
-            root, files = path.rstrip("/"), [f for f in fs.find(path) if f.endswith(".tar")]
-        elif fs.isfile(path):
-            root, files = path.rpartition("/")[0], [path]
-        else:
-            files = [f for f in fs.glob(path) if f.endswith(".tar")]
-            root = path.split("*", 1)[0].rpartition("/")[0]
-    except OSError as err:
-        raise MiroError(f"cannot list {shards}: {err}") from None
-    files = sorted(f for f in files if not f.rpartition("/")[2].startswith("."))
-    if not files:
-        raise MiroError(f"no .tar shards found at {shards}")
-    protocol = shards.split("://", 1)[0]
-    return {f[len(root) + 1 : -4]: f"{protocol}://{f}" for f in files}
-
-
-def open_source(location: str, sequential: bool = True) -> BinaryIO:
-    """A seekable binary file for a source tar. A remote one reads ahead in 1 MiB blocks when
-    `sequential` (scanning its headers), else exactly the byte ranges asked for."""
-    if not is_url(location):
-        return open(location, "rb")
-    fs, path = url_fs(location)
-    if sequential:
-        return fs.open(path, "rb", block_size=1 << 20, cache_type="readahead")
-    return fs.open(path, "rb", cache_type="none")
-
-
-def member_index(f: BinaryIO) -> Iterator[tuple[str, int, int]]:
+def member_index(f: IO[bytes]) -> Iterator[tuple[str, int, int]]:
     """(name, data offset, size) of each file member, the first where a name repeats.
 
     Plain ustar headers are parsed here (a fifth of tarfile's time, and one small read per
@@ -97,7 +38,7 @@ class _NotPlain(Exception):
     pass
 
 
-def _ustar_members(f: BinaryIO) -> Iterator[tuple[str, int, int]]:
+def _ustar_members(f: IO[bytes]) -> Iterator[tuple[str, int, int]]:
     offset = 0
     while True:
         f.seek(offset)
