@@ -91,7 +91,9 @@ def bench_ingest(root: Path, n: int, per_part: int, ray_rate: float) -> None:
     for p, start in enumerate(range(0, n, per_part)):
         rows = _part_rows(f"{p:05d}", start, min(per_part, n - start), rng)
         versions = dict.fromkeys(REWARDS, "1")
-        parts.append(write_shard_part(path, f"{p:05d}", False, versions, rows, {}, True))
+        parts.append(
+            write_shard_part(db.parts_dir(path), f"{p:05d}", False, versions, rows, {}, True)
+        )
     t0 = time.perf_counter()
     for part in parts:
         db.ingest_waiting(path, part, 60.0)
