@@ -6,22 +6,20 @@ results as part files (miro_data.db). The ledger makes re-runs cheap: a (shard, 
 version) already done is skipped, a reward added later scores only itself, `retry_failed`
 redoes only failed samples.
 Invariant per (shard, reward): samples read = scored + failed.
+
+This module plans, ingests and reports, and holds what both engines share (config, per-sample
+rows, part markers); the work itself runs on local_engine.py (this machine's processes, the
+default) or ray_engine.py (`--engine ray`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import logging
-import multiprocessing as mp
-import os
-import queue
 import re
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -33,8 +31,8 @@ from miro_data.checks import check_count
 from miro_data.common import MiroError, keep_freed_memory, progress_bar
 from miro_data.decode import DEFAULT_MAX_PIXELS, PIL_MAX_PIXELS
 from miro_data.options import NAMES, opt
-from miro_data.prefetch import Decoded, Prefetcher, ShardJob
-from miro_data.processes import die_with_parent, fault_point, output_lock
+from miro_data.prefetch import Decoded
+from miro_data.processes import fault_point, output_lock
 from miro_data.raycluster import check_ray_address
 from miro_data.rewards import (
     REGISTRY,
@@ -176,19 +174,6 @@ class AnnotateReport:
 # ----------------------------------------------------------------------------
 
 
-def _until_end(chunks: Iterator[list[Decoded]], ended: list[bool]) -> Iterator[list[Decoded]]:
-    """The chunks; `ended` gets True once the stream is exhausted (the shard was read to its end)."""
-    yield from chunks
-    ended.append(True)
-
-
-def _batches(chunks: Iterator[list[Decoded]], size: int) -> Iterator[list[Decoded]]:
-    """The prefetcher's chunks regrouped into scoring batches of `size`."""
-    samples = itertools.chain.from_iterable(chunks)
-    while batch := list(itertools.islice(samples, size)):
-        yield batch
-
-
 def _sample_row(shard: Shard, d: Decoded) -> dict:
     meta = d.raw.meta
     return {
@@ -234,15 +219,6 @@ def score_samples(
     return out
 
 
-def _score_batch(
-    shard: Shard, batch: list[Decoded], rewards: Sequence[Reward], rows, seconds
-) -> None:
-    """Append the batch's sample rows, decode failures, and every reward's scores to `rows`."""
-    for sample in score_samples(shard, batch, rewards, seconds):
-        for table, new in sample.items():
-            rows[table] += new
-
-
 def effective_task(task: ShardTask, rewards: Sequence[Reward]) -> ShardTask:
     """In a retry, a shard not yet done for some reward (never read to its end, e.g. a cut tar
     since repaired) is read in full for those rewards, like in a normal run."""
@@ -257,42 +233,6 @@ def pending_rewards(task: ShardTask, rewards: Sequence[Reward]) -> list[Reward]:
     if retry and not task.retry_keys:
         return []
     return [r for r in rewards if ((r.name, r.version) in task.done) == retry]
-
-
-def process_shard(
-    task: ShardTask,
-    rewards: Sequence[Reward],
-    cfg: AnnotateConfig,
-    prefetcher: Prefetcher,
-    on_batch=None,
-) -> Path | str:
-    """Score one shard (the prefetcher's next) with its pending rewards; returns the part folder."""
-    retry = task.retry_keys is not None
-    pending = pending_rewards(task, rewards)
-    shard = task.shard
-    rows: dict[str, list[dict]] = {"samples": [], "scores": [], "failures": []}
-    seconds = {r.name: 0.0 for r in pending}
-    read_errors: list[str] = []
-    ended: list[bool] = []
-    for batch in _batches(_until_end(prefetcher.shard(shard, read_errors), ended), cfg.batch_size):
-        _score_batch(shard, batch, pending, rows, seconds)
-        if on_batch is not None:
-            on_batch(len(batch))
-    end = shard_end_rows(shard, retry, read_errors)
-    rows["samples"] += end["samples"]
-    rows["failures"] += end["failures"]
-    # Only a shard read to its end is done (ledger); the rows of a partial read are kept,
-    # and the next run reads the shard again.
-    versions = {r.name: r.version for r in pending}
-    return write_shard_part(
-        db.parts_dir(cfg.db, cfg.parts),
-        shard.name,
-        retry,
-        versions,
-        rows,
-        seconds,
-        bool(ended) and not read_errors,
-    )
 
 
 def shard_end_rows(shard: Shard, retry: bool, read_errors: list[str]) -> dict[str, list[dict]]:
@@ -412,84 +352,6 @@ def recover_parts(con, db_path: Path, parts: str | None = None) -> int:
     return n
 
 
-_WORKER: dict[str, Any] = {}
-
-
-def _init_worker(
-    cfg: AnnotateConfig, indices: mp.Queue, progress: mp.Queue, coordinator: int
-) -> None:
-    die_with_parent(coordinator)  # a killed coordinator must not leave workers writing parts
-    keep_freed_memory()
-    _WORKER["cfg"] = cfg
-    _WORKER["rewards"] = build_rewards(cfg, indices.get())
-    _WORKER["progress"] = progress
-
-
-def _prefetcher(tasks: list[ShardTask], cfg: AnnotateConfig) -> Prefetcher:
-    jobs = [ShardJob(t.shard, t.retry_keys) for t in tasks]
-    return Prefetcher(jobs, cfg.decode_workers, cfg.max_pixels)
-
-
-def _worker_process(task: ShardTask) -> Path | str | None:
-    fault_point("annotate.worker")
-    cfg, rewards = _WORKER["cfg"], _WORKER["rewards"]
-    task = effective_task(task, rewards)
-    if not pending_rewards(task, rewards):
-        return None
-    with _prefetcher([task], cfg) as prefetcher:
-        return process_shard(task, rewards, cfg, prefetcher, _WORKER["progress"].put)
-
-
-def _run_in_process(tasks: list[ShardTask], cfg: AnnotateConfig, ingest, advance) -> None:
-    rewards = build_rewards(cfg)
-    try:
-        todo = [
-            t for t in (effective_task(t, rewards) for t in tasks) if pending_rewards(t, rewards)
-        ]
-        with _prefetcher(todo, cfg) as prefetcher:
-            for task in todo:
-                ingest(process_shard(task, rewards, cfg, prefetcher, advance))
-    finally:
-        for r in rewards:
-            r.close()
-
-
-def _result(future: Future) -> Path | str | None:
-    try:
-        return future.result()
-    except BrokenProcessPool:
-        raise MiroError(
-            "a worker process died (killed, or out of memory?); the shards finished so far are "
-            "kept: run the same command again to go on"
-        ) from None
-
-
-def _run_pool(tasks: list[ShardTask], cfg: AnnotateConfig, ingest, advance) -> None:
-    ctx = mp.get_context("spawn")  # fork is unsafe with torch and threads
-    indices, progress = ctx.Queue(), ctx.Queue()
-    for i in range(cfg.workers):
-        indices.put(i)
-    initargs = (cfg, indices, progress, os.getpid())
-    with ProcessPoolExecutor(
-        cfg.workers, mp_context=ctx, initializer=_init_worker, initargs=initargs
-    ) as pool:
-        pending = {pool.submit(_worker_process, t) for t in tasks}
-        try:
-            while pending:
-                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                while True:
-                    try:
-                        advance(progress.get_nowait())
-                    except queue.Empty:
-                        break
-                for future in finished:
-                    if (part := _result(future)) is not None:
-                        ingest(part)
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-
-
 def annotate(cfg: AnnotateConfig) -> AnnotateReport:
     """Score the shards with cfg.rewards into cfg.db; returns counts for this database."""
     if cfg.engine == "ray":
@@ -535,7 +397,9 @@ def _annotate(cfg: AnnotateConfig, runner) -> AnnotateReport:
             # a worker takes a whole shard: more workers than shards would only sit idle
             run_cfg = dataclasses.replace(cfg, workers=max(1, min(cfg.workers, len(tasks))))
             if runner is None:
-                runner = _run_pool if run_cfg.workers > 1 else _run_in_process
+                from miro_data import local_engine
+
+                runner = local_engine.run
             runner(tasks, run_cfg, ingest, advance)
         con = db.connect_waiting(cfg.db, DB_WAIT)
         try:
