@@ -17,8 +17,8 @@ import webdataset as wds
 from PIL import Image
 
 from miro_data.annotate import AnnotateConfig, annotate, plan
-from miro_data.local_engine import process_shard
 from miro_data.db import connect
+from miro_data.local_engine import process_shard
 from miro_data.prefetch import Prefetcher, ShardJob
 from miro_data.shards import list_shards
 from miro_data.synth import SynthConfig, generate_sample
