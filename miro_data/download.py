@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Literal, get_args
+from typing import IO, Literal, get_args
 
 import polars as pl
 
@@ -36,6 +36,7 @@ from miro_data.download_engines import ray_cluster, require_engine
 from miro_data.options import opt
 from miro_data.processes import output_lock
 from miro_data.raycluster import check_ray_address
+from miro_data.storage import filesystem
 
 log = logging.getLogger(__name__)
 
@@ -162,20 +163,6 @@ def is_url(location: str | Path) -> bool:
     return "://" in str(location)
 
 
-def _filesystem(url: str) -> tuple[Any, str]:
-    """fsspec's filesystem and path for `url`; a missing backend is one line naming it."""
-    import fsspec
-
-    try:
-        return fsspec.core.url_to_fs(url)
-    except ImportError as err:
-        if url.startswith(("s3://", "s3a://")):
-            raise MiroError(f'{url} needs s3fs: pip install "miro[s3]"') from None
-        raise MiroError(f"{url}: {err}") from None
-    except ValueError as err:  # an unknown protocol
-        raise MiroError(f"{url}: {err}") from None
-
-
 def _reason(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
@@ -185,7 +172,7 @@ def _open_table(location: str) -> Path | IO[bytes]:
     """A local URL list as its path; one in a bucket read into memory (it is one table)."""
     if not is_url(location):
         return require_file(location, "URL list")
-    fs, path = _filesystem(location)
+    fs, path = filesystem(location)
     try:
         with fs.open(path, "rb") as f:
             return io.BytesIO(f.read())
@@ -248,7 +235,7 @@ def summarize(out: str | Path) -> DownloadReport:
     """Sum img2dataset's per-shard `*_stats.json` files (in a folder or under a bucket prefix)."""
     out = str(out)
     if is_url(out):
-        fs, path = _filesystem(out)
+        fs, path = filesystem(out)
         fs.invalidate_cache()  # written by other processes since this one last listed
         pattern = f"{path.rstrip('/')}/*_stats.json"
         texts = [fs.cat_file(p).decode() for p in sorted(fs.glob(pattern))]
@@ -272,7 +259,7 @@ def summarize(out: str | Path) -> DownloadReport:
 def _check_writable(out: str) -> None:
     """Write and remove one empty object under a URL output: a missing bucket, a wrong
     endpoint or credentials are one line now, before img2dataset or Ray start."""
-    fs, path = _filesystem(out)
+    fs, path = filesystem(out)
     probe = f"{path.rstrip('/')}/.miro-write-probe-{os.getpid()}"
     try:
         fs.pipe_file(probe, b"")
@@ -361,7 +348,7 @@ def download(cfg: DownloadConfig) -> DownloadReport:
             df.write_parquet(staged)
             _run_img2dataset(cfg, staged, extra)
         if is_url(cfg.out):  # img2dataset leaves its shard lists behind in a bucket
-            fs, path = _filesystem(cfg.out)
+            fs, path = filesystem(cfg.out)
             with contextlib.suppress(FileNotFoundError):
                 fs.rm(f"{path.rstrip('/')}/_tmp", recursive=True)
         report = summarize(cfg.out)
