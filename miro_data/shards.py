@@ -21,7 +21,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import polars as pl
 from webdataset.tariterators import base_plus_ext, tar_file_expander
 
 from miro_data import storage
@@ -267,6 +266,8 @@ def _text(value: object) -> str | None:
 def download_failures(shard: Shard) -> list[dict]:
     """`samples` rows of the URLs img2dataset could not download (in its per-shard parquet,
     never in the tar). An unreadable table is logged and skipped: the tar's samples still count."""
+    import polars as pl  # here, not above: training reads shards without it
+
     table = storage.with_suffix(shard.path, ".tar", ".parquet")
     try:
         data = storage.read_if_exists(table)
