@@ -1,7 +1,7 @@
 """`miro experiment compare` with three training seeds per arm, on one lent GPU, in minutes.
 
     python benchmarks/gpu_experiments.py --exp NAME=SHARDS:STEPS:EVERY[:BATCH] ... --out DIR
-        [--seeds 0,1,2] [--rewards R] [--train-deadline S] [--deadline S] [--dry-run]
+        [--seeds 0,1,2] [--rewards R] [--prompts N] [--train-deadline S] [--deadline S]
 
 Each experiment is the library's `compare` (same recipe as the CLI: unet-tiny, lr 1e-3,
 EMA 0.999, MIRO sampled at s⁺ = all high vs s⁻ = all low, ω = 3, 384 images per evaluation
@@ -62,11 +62,9 @@ def settings(exp: dict, steps: int | None = None) -> TrainSettings:
 def train_one(job: dict) -> None:
     from miro_train.experiments.common import train_arm
 
-    exp = job["exp"]
-    train = replace(settings(exp), seed=job["seed"])
-    rewards = tuple(job["rewards"].split(","))
-    train_arm(exp["shards"], Path(job["run"]), train, baseline=job["arm"] == "baseline",
-              rewards=rewards)  # fmt: skip
+    train = replace(settings(job["exp"]), seed=job["seed"])
+    train_arm(job["exp"]["shards"], Path(job["run"]), train, baseline=job["arm"] == "baseline",
+              rewards=tuple(job["rewards"].split(",")))  # fmt: skip
 
 
 def compare_one(job: dict) -> None:
@@ -102,11 +100,10 @@ def wait_all(procs: list[subprocess.Popen], deadline: float) -> bool:
     return not late
 
 
-def last_steps(out: Path) -> list[int]:
-    from miro_train.checkpoint import list_checkpoints, read_step
+def last_steps(runs: list[Path]) -> list[int]:
+    from miro_train.experiments.common import checkpoints_by_step
 
-    return [max((read_step(c) for c in list_checkpoints(run)), default=0)
-            for run in sorted(out.glob("*/seed-*"))]  # fmt: skip
+    return [max((step for step, _ in checkpoints_by_step(run)), default=0) for run in runs]
 
 
 # ----------------------------------------------------------------------------
@@ -131,22 +128,25 @@ def main() -> None:
         return train_one(json.loads(args.train_one))
     if args.compare_one:
         return compare_one(json.loads(args.compare_one))
-    seeds = [int(s) for s in args.seeds.split(",")]
+    from miro_train.experiments.common import parse_seeds, seed_runs
+
+    seeds = parse_seeds(args.seeds, "--seeds")
     args.out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"seeds": seeds, "rewards": args.rewards, "experiments": {}}
     evals: list[tuple[dict, subprocess.Popen]] = []
     for exp in args.exp:
         out = args.out / exp["name"]
         out.mkdir(exist_ok=True)
-        jobs = [{"exp": exp, "arm": arm, "seed": s, "rewards": args.rewards,
-                 "run": str(out / arm / f"seed-{s}")} for arm in ("baseline", "miro") for s in seeds]  # fmt: skip
+        jobs = [{"exp": exp, "arm": arm, "seed": train.seed, "rewards": args.rewards,
+                 "run": str(run)} for arm in ("baseline", "miro")
+                for train, run in seed_runs(out / arm, settings(exp), seeds)]  # fmt: skip
         for job in jobs:
             Path(job["run"]).parent.mkdir(parents=True, exist_ok=True)
         t = time.monotonic()
         say(f"{exp['name']}: training {len(jobs)} runs of {exp['steps']} steps at once")
         procs = [spawn("train-one", j, out / f"train-{j['arm']}-{j['seed']}.log") for j in jobs]
         done = wait_all(procs, args.train_deadline) and all(p.returncode == 0 for p in procs)
-        reached = last_steps(out)
+        reached = last_steps([Path(j["run"]) for j in jobs])
         steps = exp["steps"] if done else min(reached, default=0)
         info = {**exp, "train_wall_s": round(time.monotonic() - t, 1), "finished": done,
                 "last_steps": reached, "evaluated_to": steps, "truncated": not done}  # fmt: skip
