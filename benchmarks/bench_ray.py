@@ -26,7 +26,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import numpy as np
 
 from benchmarks.bench_data import make_shards
-from miro_data import db
+from miro_data import db, handoff
 from miro_data.annotate import AnnotateConfig, annotate, write_shard_part
 from miro_data.common import keep_freed_memory
 
@@ -92,11 +92,11 @@ def bench_ingest(root: Path, n: int, per_part: int, ray_rate: float) -> None:
         rows = _part_rows(f"{p:05d}", start, min(per_part, n - start), rng)
         versions = dict.fromkeys(REWARDS, "1")
         parts.append(
-            write_shard_part(db.parts_dir(path), f"{p:05d}", False, versions, rows, {}, True)
+            write_shard_part(handoff.parts_dir(path), f"{p:05d}", False, versions, rows, {}, True)
         )
     t0 = time.perf_counter()
     for part in parts:
-        db.ingest_waiting(path, part, 60.0)
+        handoff.ingest_waiting(path, part, 60.0)
     seconds = time.perf_counter() - t0
     rows = n * (1 + len(REWARDS))
     annotate_s = n / ray_rate

@@ -26,14 +26,8 @@ from PIL import Image
 
 from miro_data.rewards import build_reward
 from miro_data.synth import SynthConfig, generate_sample
-from miro_data.trainshards import (
-    HookModels,
-    Manifest,
-    ManifestSource,
-    SampleMeta,
-    ShardWriter,
-    TrainSample,
-)
+from miro_data.trainshards import HookModels, Manifest, ManifestSource, SampleMeta, TrainSample
+from miro_data.trainshards_write import ShardWriter
 from miro_train.checkpoint import find_checkpoint, read_spec
 from miro_train.conditioning import ConditioningInput
 from miro_train.flow import guided_velocity

@@ -18,7 +18,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from cli.options import Commands, LazyGroup
-from miro_data.common import MiroError, stderr_console, user_os_error
+from miro_data.common import MiroError, first_line, stderr_console, user_os_error
 
 err_console = stderr_console()  # the progress bars' console too: logs go above the bars
 
@@ -28,7 +28,7 @@ def _database_error(err: Exception) -> str | None:
     duckdb = sys.modules.get("duckdb")
     if duckdb is None or not isinstance(err, duckdb.IOException | duckdb.PermissionException):
         return None
-    return f"database: {str(err).strip().splitlines()[0]}"
+    return f"database: {first_line(err)}"
 
 
 def _fail(message: str, code: int) -> NoReturn:

@@ -26,7 +26,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from miro_data import db, storage
+from miro_data import db, handoff, storage
 from miro_data.checks import check_count
 from miro_data.common import MiroError, keep_freed_memory, progress_bar
 from miro_data.decode import DEFAULT_MAX_PIXELS, PIL_MAX_PIXELS
@@ -265,7 +265,7 @@ def write_shard_part(
             for name, version in versions.items()
         },
     }
-    return db.write_part(parts, shard_name, rows, marker)
+    return handoff.write_part(parts, shard_name, rows, marker)
 
 
 # ----------------------------------------------------------------------------
@@ -341,9 +341,9 @@ def _expected_samples(tasks: list[ShardTask]) -> int | None:
 
 def recover_parts(con, db_path: Path, parts: str | None = None) -> int:
     """Ingest parts a killed run finished but did not ingest; drop unfinished ones."""
-    finished, unfinished = db.list_parts(db.parts_dir(db_path, parts))
+    finished, unfinished = handoff.list_parts(handoff.parts_dir(db_path, parts))
     for part in finished:
-        db.ingest_part(con, part)
+        handoff.ingest_part(con, part)
     for part in unfinished:
         storage.remove(part)
     n = len(finished)
@@ -375,7 +375,7 @@ def _annotate(cfg: AnnotateConfig, runner) -> AnnotateReport:
         )  # fmt: skip
     with output_lock(cfg.db):  # one annotate per database: the parts in flight are its own
         if cfg.parts is not None:
-            db.claim_parts(db.parts_dir(cfg.db, cfg.parts), cfg.db)
+            handoff.claim_parts(handoff.parts_dir(cfg.db, cfg.parts), cfg.db)
         con = db.connect_waiting(cfg.db, DB_WAIT, create=True)
         try:
             recover_parts(con, cfg.db, cfg.parts)
@@ -385,7 +385,7 @@ def _annotate(cfg: AnnotateConfig, runner) -> AnnotateReport:
         ingested: list[dict] = []
 
         def ingest(part: Path | str) -> None:
-            ingested.append(db.ingest_waiting(cfg.db, part, DB_WAIT))
+            ingested.append(handoff.ingest_waiting(cfg.db, part, DB_WAIT))
             fault_point("annotate.ingested")
 
         with progress_bar("img") as bar:

@@ -73,6 +73,13 @@ USER_ERRNOS = frozenset(
 _WRITE_ONLY = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
+def first_line(err: BaseException) -> str:
+    """An exception's first line (libraries append context and hints below it), or its type's
+    name when it has no message: what a one-line error shows of a cause."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def os_error_code(err: BaseException) -> int | None:
     """The errno behind an exception: its own, or one that a library wrapped in its message
     ("(os error 28)" from Rust writers such as polars, "[Errno 28]" from others) or cause."""

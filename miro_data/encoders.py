@@ -21,14 +21,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from miro_data.common import MiroError
+from miro_data.common import MiroError, first_line
 from miro_data.hub import OPT_IN, local_model
 
 log = logging.getLogger(__name__)
 
 
 def _load_error(what: str, name: str, err: Exception, allow_download: bool) -> MiroError:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    first = first_line(err)
     hint = ""
     if not allow_download and not Path(name).expanduser().exists():
         hint = f" (a Hub id missing from the local cache? {OPT_IN})"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import duckdb
 
-from miro_data import db
+from miro_data import db, handoff
 from miro_data.common import MiroError, atomic_path, dumps_json, user_os_error
 from miro_data.folders import recover_folder, staging_folder, swap_folder
 from miro_data.options import opt
@@ -49,7 +49,7 @@ class ExportConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.out.resolve() in (self.db.resolve(), Path(db.parts_dir(self.db)).resolve()):
+        if self.out.resolve() in (self.db.resolve(), Path(handoff.parts_dir(self.db)).resolve()):
             raise MiroError(f"OUT {self.out} would overwrite the database {self.db}")
 
 

@@ -18,7 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from miro_data import db
+from miro_data import handoff
 from miro_data.annotate import (
     AnnotateConfig,
     ShardTask,
@@ -88,7 +88,7 @@ def process_shard(
     # and the next run reads the shard again.
     versions = {r.name: r.version for r in pending}
     return write_shard_part(
-        db.parts_dir(cfg.db, cfg.parts),
+        handoff.parts_dir(cfg.db, cfg.parts),
         shard.name,
         retry,
         versions,

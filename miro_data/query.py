@@ -23,7 +23,7 @@ import polars as pl
 
 from miro_data import db
 from miro_data.checks import check_choice
-from miro_data.common import MiroError, check_output, dumps_json, output_file
+from miro_data.common import MiroError, check_output, dumps_json, first_line, output_file
 from miro_data.options import opt
 
 WRITERS = {
@@ -87,7 +87,7 @@ def check_statement(sql: str, write: bool) -> None:
     try:
         kinds = [statement.type for statement in duckdb.extract_statements(sql)]
     except duckdb.Error as err:
-        raise MiroError(f"SQL error: {str(err).splitlines()[0]}") from None
+        raise MiroError(f"SQL error: {first_line(err)}") from None
     except ValueError:  # a statement type the Python binding cannot name (UPDATE EXTENSIONS)
         raise MiroError("SQL error: this kind of statement is not allowed here") from None
     if len(kinds) != 1:
@@ -107,7 +107,7 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str) -> pl.DataFrame:
         relation = con.sql(sql)
         return relation.pl() if relation is not None else pl.DataFrame()
     except duckdb.Error as err:
-        message = str(err).splitlines()[0]
+        message = first_line(err)
         if "read-only" in message:
             message += " (pass --write to modify the database)"
         raise MiroError(f"SQL error: {message}") from None
@@ -123,11 +123,11 @@ def _run_and_write(con: duckdb.DuckDBPyConnection, sql: str, out: Path) -> pl.Da
             try:
                 WRITERS[out.suffix.lower()](df, tmp)
             except pl.exceptions.PolarsError as err:
-                raise MiroError(f"cannot write --out {out}: {str(err).splitlines()[0]}") from None
+                raise MiroError(f"cannot write --out {out}: {first_line(err)}") from None
             try:
                 con.execute("COMMIT")
             except duckdb.Error as err:
-                raise MiroError(f"SQL error: {str(err).splitlines()[0]}") from None
+                raise MiroError(f"SQL error: {first_line(err)}") from None
             committed = True
     except BaseException:
         if not committed:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from miro_data import db
+from miro_data import handoff
 from miro_data.annotate import (
     AnnotateConfig,
     ShardTask,
@@ -220,7 +220,7 @@ def _write(cfg: AnnotateConfig, task: ShardTask, versions: dict[str, str], state
         rows[table] += new
     retry = task.retry_keys is not None
     return write_shard_part(
-        db.parts_dir(cfg.db, cfg.parts),
+        handoff.parts_dir(cfg.db, cfg.parts),
         task.shard.name,
         retry,
         versions,

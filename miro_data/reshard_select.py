@@ -24,13 +24,13 @@ import duckdb
 
 from miro_data import db
 from miro_data.bins import Levels, load_levels
-from miro_data.common import MiroError
+from miro_data.common import MiroError, first_line
 from miro_data.reshard_write import OFFSET, SIZE, ShardJob
 from miro_data.shards import list_shards
 from miro_data.shuffle import HASH, n_partitions, partition, sorted_batches
 from miro_data.storage import open_seekable
 from miro_data.tarindex import member_index
-from miro_data.trainshards import member_problem
+from miro_data.trainshards_write import member_problem
 
 if TYPE_CHECKING:
     from miro_data.reshard import ReshardConfig
@@ -99,10 +99,6 @@ class Selection:
                 raise MiroError(f"{key}.{ext} is missing from source shard {self.sources[shard]}")
             keep.append(problem is None)
         return keep
-
-
-def _first_line(err: Exception) -> str:
-    return str(err).splitlines()[0]
 
 
 def _nothing(where: str | None) -> MiroError:
@@ -230,7 +226,7 @@ def _select(
 
 def _query_error(err: duckdb.Error, where: str | None) -> MiroError:
     if isinstance(err, duckdb.OutOfMemoryException):
-        return MiroError(f"DuckDB ran out of memory selecting the samples: {_first_line(err)}")
+        return MiroError(f"DuckDB ran out of memory selecting the samples: {first_line(err)}")
     if where is None:
-        return MiroError(f"cannot select the samples: {_first_line(err)}")
-    return MiroError(f"bad --where predicate {where!r}: {_first_line(err)}")
+        return MiroError(f"cannot select the samples: {first_line(err)}")
+    return MiroError(f"bad --where predicate {where!r}: {first_line(err)}")

@@ -25,7 +25,8 @@ from miro_data.bins import Levels
 from miro_data.decode import decode_image
 from miro_data.hooks import Hook
 from miro_data.storage import filesystem, is_url, open_seekable
-from miro_data.trainshards import SampleMeta, ShardEntry, TrainSample, write_tar
+from miro_data.trainshards import SampleMeta, ShardEntry, TrainSample
+from miro_data.trainshards_write import write_tar
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from webdataset.tariterators import base_plus_ext, tar_file_expander
 
 from miro_data import storage
-from miro_data.common import MiroError
+from miro_data.common import MiroError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +282,7 @@ def download_failures(shard: Shard) -> list[dict]:
             for row in failed if row["key"] is not None and row["status"] is not None
         ]  # fmt: skip
     except (OSError, MiroError, pl.exceptions.PolarsError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reason = first_line(err)
         log.warning("%s is unreadable, its download failures are not recorded: %s", table, reason)
         return []
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from miro_data.common import MiroError, atomic_path
+from miro_data.common import MiroError, atomic_path, first_line
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def _bucket(url: str) -> str:
 
 def storage_error(url: str | Path, err: BaseException, doing: str = "read") -> MiroError:
     """One line naming the URL and what went wrong, for any error fsspec or botocore raise."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = first_line(err)
     kind = type(err).__name__
     if isinstance(err, MiroError):
         return err

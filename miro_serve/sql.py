@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from miro_data.common import first_line
 from miro_serve.config import BadRequest
 
 MAX_SQL_CHARS = 20_000
@@ -73,17 +74,13 @@ def check_sql(sql: str) -> str:
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as err:
-        raise BadRequest(f"SQL error: {_first_line(err)}") from None
+        raise BadRequest(f"SQL error: {first_line(err)}") from None
     if len(statements) != 1:
         raise BadRequest(f"one statement at a time, not {len(statements)}")
     kind = statements[0].type
     if kind != duckdb.StatementType.SELECT:
         raise BadRequest(f"only read-only SELECT queries run here; this is a {kind.name} statement")
     return sql
-
-
-def _first_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 Cursor = Callable[[], duckdb.DuckDBPyConnection]  # a new cursor of the read-only connection
@@ -103,7 +100,7 @@ def _run(cursor: Cursor, sql: str, seconds: float, read: Callable) -> Any:
             f"the query ran past the time limit of {seconds:g} s and was stopped"
         ) from None
     except duckdb.Error as err:
-        raise BadRequest(f"SQL error: {_first_line(err)}") from None
+        raise BadRequest(f"SQL error: {first_line(err)}") from None
     finally:
         timer.cancel()
         cur.close()
@@ -143,7 +140,7 @@ def export(
         else:
             pa_csv.write_csv(table, buf)
     except (pa.ArrowException, ValueError) as err:
-        raise BadRequest(f"cannot write this result as {fmt}: {_first_line(err)}") from None
+        raise BadRequest(f"cannot write this result as {fmt}: {first_line(err)}") from None
     return buf.getvalue(), table.num_rows
 
 

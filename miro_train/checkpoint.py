@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from miro_data import jsonfields as jf
-from miro_data.common import MiroError, honour_umask, user_os_error
+from miro_data.common import MiroError, first_line, honour_umask, user_os_error
 from miro_train import dist
 from miro_train.optim import Ema
 from miro_train.spec import ModelSpec
@@ -217,7 +217,7 @@ def load_weights(module: nn.Module, ckpt: Path, which: str = "ema") -> None:
     except (OSError, SafetensorError) as err:
         raise MiroError(f"corrupt checkpoint {ckpt}: cannot read {path.name} ({err})") from None
     except RuntimeError as err:
-        first = str(err).splitlines()[0]
+        first = first_line(err)
         raise MiroError(f"checkpoint {ckpt}: weights do not match its config ({first})") from None
 
 
@@ -307,7 +307,7 @@ def restore_state(ckpt: Path, state: RunState, info: dist.DistInfo) -> None:
         if state.scaler is not None and "scaler" in saved:
             state.scaler.load_state_dict(saved["scaler"])
     except (ValueError, KeyError, TypeError, RuntimeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise MiroError(
             f"checkpoint {ckpt}: optimizer.pt does not fit the model ({first})"
         ) from None

@@ -26,8 +26,8 @@ from train_fixtures import micro_config, write_shards
 from typer.testing import CliRunner
 
 from cli.main import app
-from miro_data import db
-from miro_data.common import MiroError
+from miro_data import db, handoff
+from miro_data.common import MiroError, first_line
 from miro_train.checkpoint import list_checkpoints
 from miro_train.train import TrainConfig, train
 
@@ -79,6 +79,14 @@ USAGE_ERRORS = [
     (("eval", "geneval", "C", "--weights", "best"), "best"),
     (("eval", "text-reliance", "C", "--shards", "S", "--weights", "best"), "best"),
 ]
+
+
+def test_a_cause_is_shown_by_its_first_line_or_its_type() -> None:
+    # libraries put context and hints under the first line; some errors have no message at all
+    assert first_line(ValueError("bad value\nLINE 1: SELECT …\n  ^")) == "bad value"
+    assert first_line(ValueError("\n  padded  \nrest")) == "padded"
+    assert first_line(OSError()) == "OSError"
+    assert first_line(RuntimeError(" \n ")) == "RuntimeError"
 
 
 @pytest.mark.parametrize(("args", "fragment"), USAGE_ERRORS, ids=_case_id)
@@ -391,17 +399,17 @@ def _part(root: Path, n: int, shard: str) -> Path:
         "failures": [],
     }
     marker = {"shard": shard, "retry": False, "rewards": {"noise": {"version": "1"}}}
-    return db.write_part(root, shard, rows, marker)
+    return handoff.write_part(root, shard, rows, marker)
 
 
 def test_full_disk_during_ingest_names_the_database_and_keeps_its_rows(tmp_path: Path) -> None:
     with small_filesystem(tmp_path / "full", "1m") as full:
         path = full / "scores.duckdb"
         con = db.connect(path, create=True)
-        db.ingest_part(con, _part(tmp_path / "parts", 10, "small"))
+        handoff.ingest_part(con, _part(tmp_path / "parts", 10, "small"))
         big = _part(tmp_path / "parts", 60_000, "big")
         with pytest.raises(MiroError) as err:
-            db.ingest_part(con, big)
+            handoff.ingest_part(con, big)
         con.close()
         message = str(err.value)
         assert "\n" not in message and f"cannot write database {path}" in message

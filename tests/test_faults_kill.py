@@ -188,6 +188,7 @@ class _Holder:
 
 def test_ingest_and_readers_wait_for_each_other_and_keep_the_part(tmp_path: Path) -> None:
     from miro_data import db as dbm
+    from miro_data import handoff
     from miro_data.common import MiroError
 
     db = tmp_path / "w.duckdb"
@@ -199,12 +200,12 @@ def test_ingest_and_readers_wait_for_each_other_and_keep_the_part(tmp_path: Path
         "failures": [],
     }  # fmt: skip
     marker = {"shard": "s", "retry": False, "rewards": {"r": {"version": "1", "seconds": 0.0}}}
-    part = dbm.write_part(dbm.parts_dir(db), "s", rows, marker)
+    part = handoff.write_part(handoff.parts_dir(db), "s", rows, marker)
     with _Holder(db, read_only=True) as reader:
         with pytest.raises(MiroError, match=r"in use by another process.*waits in"):
-            dbm.ingest_waiting(db, part, wait=0)
+            handoff.ingest_waiting(db, part, wait=0)
         assert (part / "done.json").exists()  # kept for the next run
-        done = dbm.ingest_waiting(db, part, wait=60, on_wait=reader.release)
+        done = handoff.ingest_waiting(db, part, wait=60, on_wait=reader.release)
     assert reader.waits == [1] and done["shard"] == "s" and not part.exists()
     with _Holder(db, read_only=False) as writer:  # a reader waits for a writer too
         con = dbm.connect_waiting(db, 60, read_only=True, on_wait=writer.release)

@@ -90,7 +90,8 @@ def test_written_tars_read_back_with_tarfile_and_the_member_index(tmp_path: Path
     """Headers built directly: tarfile's own bytes for a short name, its GNU long name past
     100 bytes; the archive ends on a whole record."""
     from miro_data.tarindex import member_index, ustar_header
-    from miro_data.trainshards import SampleMeta, TrainSample, write_tar
+    from miro_data.trainshards import SampleMeta, TrainSample
+    from miro_data.trainshards_write import write_tar
 
     info = tarfile.TarInfo("000000001.jpg")
     info.size, info.mtime, info.mode = 1234, 0, 0o444

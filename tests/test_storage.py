@@ -19,7 +19,7 @@ import requests
 from typer.testing import CliRunner
 
 from cli.main import app
-from miro_data import db, storage
+from miro_data import db, handoff, storage
 from miro_data.annotate import AnnotateConfig, annotate, recover_parts
 from miro_data.common import MiroError
 from miro_data.shards import iter_samples, list_shards
@@ -121,7 +121,10 @@ def test_shards_are_listed_and_streamed_from_a_bucket_a_pipe_and_a_brace_list(pi
     assert not errors and keys == [r.key for r in iter_samples(local[1])]
     as_file_url = list_shards(f"file://{pipeline.shards}")
     assert [(s.name, s.path) for s in as_file_url] == [(s.name, s.path) for s in local]
-    assert db.parts_dir(Path("x.db"), f"file://{pipeline.db.parent}/p") == pipeline.db.parent / "p"
+    assert (
+        handoff.parts_dir(Path("x.db"), f"file://{pipeline.db.parent}/p")
+        == pipeline.db.parent / "p"
+    )
     piped = list_shards(f"pipe:cat {local[1].path}")
     assert [r.key for r in iter_samples(piped[0], errors)] == keys and not errors
 
@@ -141,7 +144,7 @@ def test_annotate_from_a_bucket_equals_annotating_the_local_folder(
     assert report.unreadable == () and report.shards == 3
     assert _rows(out) == _rows(pipeline.db)  # download failures from the sidecars included
     # ingested parts are removed from the bucket; the record of whose parts these are stays
-    assert _objects(s3, "parts") == [f"{s3.bucket}/parts/{db.OWNER}"]
+    assert _objects(s3, "parts") == [f"{s3.bucket}/parts/{handoff.OWNER}"]
     assert not Path(f"{out}.parts").exists()
     assert annotate(cfg).skipped == 3  # the ledger holds for URL shards too
 
@@ -179,13 +182,13 @@ def test_parts_left_in_a_bucket_are_recovered(s3, tmp_path: Path) -> None:
         "failures": [],
     }
     marker = {"shard": "s", "retry": False, "rewards": {"r": {"version": "1", "seconds": 0}}}
-    db.write_part(parts, "s", rows, marker)
+    handoff.write_part(parts, "s", rows, marker)
     s3.fs().pipe_file(f"{s3.bucket}/parts/unfinished-1/samples.parquet", b"half")
     path = tmp_path / "db.duckdb"
-    db.claim_parts(parts, path)
-    db.claim_parts(parts, path)  # the same database again: its own
+    handoff.claim_parts(parts, path)
+    handoff.claim_parts(parts, path)  # the same database again: its own
     with pytest.raises(MiroError, match="holds the parts of another database"):
-        db.claim_parts(parts, tmp_path / "other.duckdb")
+        handoff.claim_parts(parts, tmp_path / "other.duckdb")
     con = db.connect(path, create=True)
     try:
         assert recover_parts(con, path, parts) == 1
@@ -194,7 +197,7 @@ def test_parts_left_in_a_bucket_are_recovered(s3, tmp_path: Path) -> None:
         ).fetchall() == [("s", "k", 1)]
     finally:
         con.close()
-    assert _objects(s3, "parts") == [f"{s3.bucket}/parts/{db.OWNER}"]  # the owner record stays
+    assert _objects(s3, "parts") == [f"{s3.bucket}/parts/{handoff.OWNER}"]  # the owner record stays
 
 
 # ----------------------------------------------------------------------------

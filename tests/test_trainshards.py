@@ -25,11 +25,11 @@ from miro_data.trainshards import (
     ManifestSource,
     SampleMeta,
     ShardEntry,
-    ShardWriter,
     TrainSample,
     read_manifest,
     read_samples,
 )
+from miro_data.trainshards_write import ShardWriter
 from miro_train.data import BatchSpec, open_shards, peek
 
 REWARDS = ("sharpness", "noise")

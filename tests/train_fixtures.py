@@ -1,4 +1,4 @@
-"""Tiny training-shard folders built from Shapes World, written by `trainshards.ShardWriter`.
+"""Tiny training-shard folders built from Shapes World, written by `trainshards_write.ShardWriter`.
 
 Images come from `miro_data.synth.generate_sample`, scores from the weight-free rewards, bins
 from quantile edges; the writer is the one `miro data reshard` uses — so the trainer's tests
@@ -16,14 +16,8 @@ from PIL import Image
 
 from miro_data.rewards import build_reward
 from miro_data.synth import SynthConfig, generate_sample
-from miro_data.trainshards import (
-    HookModels,
-    Manifest,
-    ManifestSource,
-    SampleMeta,
-    ShardWriter,
-    TrainSample,
-)
+from miro_data.trainshards import HookModels, Manifest, ManifestSource, SampleMeta, TrainSample
+from miro_data.trainshards_write import ShardWriter
 from miro_train.spec import BackboneSpec, ConditioningSpec, ImageSpec, ModelSpec, TextSpec
 
 

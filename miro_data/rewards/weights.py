@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from miro_data.common import MiroError
+from miro_data.common import MiroError, first_line
 from miro_data.hub import OPT_IN, download_file
 from miro_data.rewards.base import WeightStatus
 
@@ -249,7 +249,7 @@ def load_state_dict(path: str | os.PathLike, key: str | None = None) -> dict[str
         else:
             data = torch.load(path, map_location="cpu", weights_only=True, mmap=_zipfile(path))
     except Exception as err:  # corrupt, truncated, or a pickle that is not plain tensors
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = first_line(err)
         raise MiroError(f"cannot read checkpoint {path}: {reason[:300]}") from None
     if key is not None and isinstance(data, dict) and key in data:
         data = data[key]
