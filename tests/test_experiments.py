@@ -126,6 +126,33 @@ def test_compare_over_training_seeds_reuses_resumes_and_averages(
     assert "training seed(s) 0, 1" in (out / "report.md").read_text()
 
 
+def test_evaluations_are_kept_and_reused_until_the_weights_change(
+    compared: Path, pipeline, tmp_path: Path
+) -> None:
+    out = tmp_path / "again"
+    shutil.copytree(compared, out)  # copy2: the weights keep their times
+    records = sorted((out / "miro" / "evals").glob("step_*.json"))
+    assert [r.name.split("-")[0] for r in records] == ["step_0000001", "step_0000002"]
+    # a record stands for its evaluation: mark one, and the rerun's figures come from it
+    final = records[-1]
+    record = json.loads(final.read_text())
+    record["values"]["geneval"] = [1.0] * len(record["values"]["geneval"])
+    final.write_text(json.dumps(record))
+    cfg = CompareConfig(shards=pipeline.train, out=out, train=TINY_TRAIN, eval=TINY_EVAL)
+    results = compare(cfg)
+    assert results["evaluations"]["miro"][-1]["geneval"]["overall"] == 1.0
+    first = json.loads((compared / "results.json").read_text())["evaluations"]["miro"][0]
+    assert results["evaluations"]["miro"][0]["rewards"] == first["rewards"]  # the same scores
+    # retrained weights (a new file) are evaluated again; other settings are other records
+    weights = out / "miro" / "checkpoints" / "step_0000002" / "ema.safetensors"
+    weights.write_bytes(weights.read_bytes())
+    results = compare(cfg)
+    assert results["evaluations"]["miro"][-1]["geneval"]["overall"] < 1.0
+    assert len(list((out / "miro" / "evals").glob("step_0000002-*.json"))) == 2
+    compare(replace(cfg, eval=replace(TINY_EVAL, images_per_prompt=2)))
+    assert len(list((out / "miro" / "evals").glob("step_0000002-*.json"))) == 3
+
+
 def test_sweep_and_guidance_write_their_reports(compared: Path, tmp_path: Path) -> None:
     sweep(SweepConfig(checkpoint=compared / "miro", out=tmp_path / "sweep", rewards=("shapes_alignment",),
                       values=(0.0, 1.0), eval=TINY_EVAL))  # fmt: skip

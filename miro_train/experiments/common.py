@@ -8,13 +8,16 @@ short `report.md`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
+
+import numpy as np
 
 from miro_data.checks import (
     check_device,
@@ -24,7 +27,7 @@ from miro_data.checks import (
     check_positive,
     check_seed,
 )
-from miro_data.common import MiroError, atomic_path, save_json
+from miro_data.common import MiroError, atomic_path, dumps_json, save_json
 from miro_data.options import Parser, items, opt
 from miro_data.rewards import Reward, RewardContext, build_reward
 from miro_train.evaluate import geneval_images
@@ -181,6 +184,39 @@ def load_for(checkpoint: Path, settings: EvalSettings) -> Any:
 
     sampler = settings.sampler
     return load_bundle(checkpoint, sampler.device, sampler.weights, sampler.allow_download)
+
+
+def evaluate_checkpoint(
+    checkpoint: Path, settings: EvalSettings, rewards: Sequence[Reward]
+) -> tuple[int, Scores]:
+    """`evaluate` of one checkpoint (or a run's latest), its per-image scores kept in the run's
+    `evals/`: an experiment stopped during its evaluations, or rerun with more training seeds,
+    does not sample what it already scored. Returns the checkpoint's step and the scores."""
+    from miro_train.checkpoint import find_checkpoint
+
+    ckpt = find_checkpoint(checkpoint)
+    weights = ckpt / f"{settings.sampler.weights}.safetensors"
+    stat = weights.stat()  # retrained weights are new files: the old scores no longer apply
+    key = {
+        "settings": asdict(settings),
+        "rewards": [(r.name, r.version) for r in rewards],
+        "weights": [ckpt.name, stat.st_size, stat.st_mtime_ns],  # moving the folder keeps them
+    }
+    digest = hashlib.sha256(dumps_json(key, sort_keys=True).encode()).hexdigest()[:16]
+    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    cached = run / "evals" / f"{ckpt.name}-{digest}.json"
+    if cached.exists():
+        saved = json.loads(cached.read_text())
+        values = {k: np.asarray(v, dtype=np.float64)[None] for k, v in saved["values"].items()}
+        log.info("%s: scores of an earlier evaluation (%s)", ckpt, cached.name)
+        return int(saved["step"]), Scores(saved["prompts"], values)
+    result, scores = evaluate(load_for(ckpt, settings), settings, rewards=rewards)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    record = {"step": result["step"], "prompts": scores.prompts, "key": key,
+              "values": {k: v[0].tolist() for k, v in scores.values.items()}}  # fmt: skip
+    with atomic_path(cached) as tmp:
+        tmp.write_text(dumps_json(record))
+    return int(result["step"]), scores
 
 
 def train_arm(shards: Path, out: Path, train: TrainSettings, *, baseline: bool = False,

@@ -26,8 +26,7 @@ from miro_train.experiments.common import (
     TrainSettings,
     check_train_seeds,
     checkpoints_by_step,
-    evaluate,
-    load_for,
+    evaluate_checkpoint,
     metric_rewards,
     seed_runs,
     train_arm,
@@ -92,9 +91,9 @@ def evaluate_runs(runs: list[Path], cfg: EvalSettings, rewards: list) -> dict[in
     for step in steps:
         per_seed = []
         for run, ckpts in zip(runs, by_run, strict=True):
-            result, scores = evaluate(load_for(ckpts[step], cfg), cfg, rewards=rewards)
+            _, scores = evaluate_checkpoint(ckpts[step], cfg, rewards)
             per_seed.append(scores)
-            log.info("%s step %d: GenEval %.1f", run, step, 100 * result["geneval"]["overall"])
+            log.info("%s step %d: GenEval %.1f", run, step, 100 * scores.values["geneval"].mean())
         out[step] = stack_seeds(per_seed)
     return out
 

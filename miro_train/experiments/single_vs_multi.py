@@ -25,8 +25,7 @@ from miro_train.experiments.common import (
     EvalSettings,
     TrainSettings,
     check_train_seeds,
-    evaluate,
-    load_for,
+    evaluate_checkpoint,
     metric_rewards,
     seed_runs,
     train_arm,
@@ -103,8 +102,7 @@ def _train_and_score(
         per_seed = []
         for train, run in runs:
             train_arm(cfg.shards, run, train, **how)
-            result, per_image = evaluate(load_for(run, cfg.eval), cfg.eval, rewards=scorers)
-            steps[name] = result["step"]
+            steps[name], per_image = evaluate_checkpoint(run, cfg.eval, scorers)
             per_seed.append(per_image)
         scores[name] = stack_seeds(per_seed)
     return scores, steps
