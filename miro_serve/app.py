@@ -103,7 +103,7 @@ class Pages:
         if cfg.run is not None:
             from miro_serve.generate import Generator
 
-            self.generator = Generator(cfg.run, cfg.device, cfg.weights)
+            self.generator = Generator(cfg.run, cfg.device, cfg.weights, cfg.allow_download)
 
     def close(self) -> None:
         self.images.close()

@@ -27,6 +27,10 @@ class ServeConfig:
         default="cpu", metadata=opt(help="Device for Generate: cpu | cuda | cuda:N | auto.")
     )
     weights: str = "ema"
+    allow_download: bool = field(default=False, metadata=opt("--allow-download", help=(
+        "Fetch weights missing from the local Hugging Face cache (the model's text encoder "
+        "or VAE, a Select-by reward's) from the Hub."
+    )))  # fmt: skip
     max_rows: int = field(
         default=100_000, metadata=opt(help="Rows a query can page through or export.")
     )

@@ -92,10 +92,13 @@ def parse_request(params: dict[str, str]) -> Request:
 class Generator:
     """A checkpoint loaded for the life of the server."""
 
-    def __init__(self, run: Path, device: str = "cpu", weights: str = "ema") -> None:
+    def __init__(
+        self, run: Path, device: str = "cpu", weights: str = "ema", allow_download: bool = False
+    ) -> None:
         from miro_train.sample import load_bundle
 
-        self.bundle = load_bundle(run, device, weights)
+        self.bundle = load_bundle(run, device, weights, allow_download)
+        self.allow_download = allow_download
         self._lock = threading.Lock()
         self._scorers: dict[str, Any] = {}
         log.info("Generate: %s (step %d)", self.bundle.checkpoint, self.bundle.step)
@@ -116,11 +119,12 @@ class Generator:
         }
 
     def _scorer(self, name: str) -> Any:
-        from miro_data.rewards import build_reward
+        from miro_data.rewards import RewardContext, build_reward
 
         if name not in self._scorers:
             try:
-                self._scorers[name] = build_reward(name)
+                ctx = RewardContext(allow_download=self.allow_download)
+                self._scorers[name] = build_reward(name, ctx)
             except MiroError as err:
                 raise BadRequest(f"select by {name!r}: {err}") from None
         return self._scorers[name]

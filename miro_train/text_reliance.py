@@ -44,6 +44,10 @@ class TextRelianceConfig:
     seed: int = field(default=0, metadata=opt(help="Fixes the samples' order and the noise."))
     device: str = field(default="auto", metadata=opt())
     weights: Weights = field(default="ema", metadata=opt())
+    allow_download: bool = field(default=False, metadata=opt("--allow-download", help=(
+        "Fetch weights missing from the local Hugging Face cache (the model's text encoder "
+        "or VAE) from the Hub."
+    )))  # fmt: skip
     out: Path | None = field(default=None, metadata=opt(  # a JSON file for the results, when set
         "--out", "-o", help="A JSON file for the results."
     ))  # fmt: skip
@@ -84,7 +88,7 @@ def text_reliance(cfg: TextRelianceConfig) -> list[dict[str, Any]]:
 def _measure(checkpoint: Path, shards: Shards, cfg: TextRelianceConfig) -> dict[str, Any]:
     from miro_train.sample import load_bundle
 
-    bundle = load_bundle(checkpoint, cfg.device, cfg.weights)
+    bundle = load_bundle(checkpoint, cfg.device, cfg.weights, cfg.allow_download)
     model, codec = bundle.model, bundle.codec
     total = min(cfg.samples, shards.total)  # the stream is endless: read each sample once
     batch_spec = batch_spec_for(model.spec, min(cfg.batch_size, total), seed=cfg.seed)

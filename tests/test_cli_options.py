@@ -161,6 +161,7 @@ PINNED = {
     ],
     "eval text-reliance": [
         ("CHECKPOINTS", (), "Path", "required multiple"),
+        ("--allow-download", False, "bool", ""),
         ("--batch-size", 256, "int", ""),
         ("--device", "auto", "str", ""),
         ("--out/-o", None, "Path", ""),
@@ -251,6 +252,7 @@ PINNED = {
     ],
     "serve": [
         ("DB", None, "Path", "required"),
+        ("--allow-download", False, "bool", ""),
         ("--device", "cpu", "str", ""),
         ("--host", "127.0.0.1", "str", ""),
         ("--max-rows", 100000, "int", ""),
