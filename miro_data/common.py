@@ -77,7 +77,7 @@ def first_line(err: BaseException) -> str:
     """An exception's first line (libraries append context and hints below it), or its type's
     name when it has no message: what a one-line error shows of a cause."""
     text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    return text.splitlines()[0].strip() if text else type(err).__name__
 
 
 def os_error_code(err: BaseException) -> int | None:
