@@ -151,6 +151,11 @@ def test_evaluations_are_kept_and_reused_until_the_weights_change(
     assert len(list((out / "miro" / "evals").glob("step_0000002-*.json"))) == 2
     compare(replace(cfg, eval=replace(TINY_EVAL, images_per_prompt=2)))
     assert len(list((out / "miro" / "evals").glob("step_0000002-*.json"))) == 3
+    # a damaged record is evaluated again, and rewritten
+    records[0].write_text("{")
+    results = compare(cfg)
+    assert results["evaluations"]["miro"][0]["rewards"] == pytest.approx(first["rewards"])
+    assert json.loads(records[0].read_text())["step"] == 1
 
 
 def test_sweep_and_guidance_write_their_reports(compared: Path, tmp_path: Path) -> None:

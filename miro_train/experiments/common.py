@@ -27,7 +27,7 @@ from miro_data.checks import (
     check_positive,
     check_seed,
 )
-from miro_data.common import MiroError, atomic_path, dumps_json, save_json
+from miro_data.common import MiroError, atomic_path, dumps_json, first_line, save_json
 from miro_data.options import Parser, items, opt
 from miro_data.rewards import Reward, RewardContext, build_reward
 from miro_train.evaluate import geneval_images
@@ -206,16 +206,22 @@ def evaluate_checkpoint(
     run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     cached = run / "evals" / f"{ckpt.name}-{digest}.json"
     if cached.exists():
-        saved = json.loads(cached.read_text())
-        values = {k: np.asarray(v, dtype=np.float64)[None] for k, v in saved["values"].items()}
-        log.info("%s: scores of an earlier evaluation (%s)", ckpt, cached.name)
-        return int(saved["step"]), Scores(saved["prompts"], values)
+        try:
+            saved = json.loads(cached.read_text())
+            values = {k: np.asarray(v, dtype=np.float64)[None] for k, v in saved["values"].items()}
+            log.info("%s: scores of an earlier evaluation (%s)", ckpt, cached.name)
+            return int(saved["step"]), Scores(saved["prompts"], values)
+        except (OSError, ValueError, KeyError, TypeError) as err:  # edited or damaged: redo it
+            log.warning("%s: %s; evaluating again", cached, first_line(err))
     result, scores = evaluate(load_for(ckpt, settings), settings, rewards=rewards)
-    cached.parent.mkdir(parents=True, exist_ok=True)
     record = {"step": result["step"], "prompts": scores.prompts, "key": key,
               "values": {k: v[0].tolist() for k, v in scores.values.items()}}  # fmt: skip
-    with atomic_path(cached) as tmp:
-        tmp.write_text(dumps_json(record))
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cached) as tmp:
+            tmp.write_text(dumps_json(record))
+    except OSError as err:  # a checkpoint in a read-only place is still evaluated, not kept
+        log.warning("cannot keep the scores of %s in %s: %s", ckpt, cached.parent, first_line(err))
     return int(result["step"]), scores
 
 
