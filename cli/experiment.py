@@ -17,6 +17,7 @@ from cli.options import Commands
 
 if TYPE_CHECKING:
     from miro_train.experiments.best_of_n import BestOfNConfig
+    from miro_train.experiments.combine import CombineConfig
     from miro_train.experiments.compare import CompareConfig
     from miro_train.experiments.single_vs_multi import SingleVsMultiConfig
     from miro_train.experiments.sweeps import GuidanceConfig, SweepConfig
@@ -49,6 +50,15 @@ def compare_cmd(cfg: CompareConfig) -> None:
     from miro_train.experiments.compare import compare
 
     compare(cfg)
+    _report(cfg.out)
+
+
+@commands.config("combine", "miro_train.experiments.combine:CombineConfig", args=("parts",))
+def combine_cmd(cfg: CombineConfig) -> None:
+    """Compares of one recipe on other training seeds (other machines, other days) as one report."""
+    from miro_train.experiments.combine import combine
+
+    combine(cfg)
     _report(cfg.out)
 
 

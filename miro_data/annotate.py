@@ -30,6 +30,7 @@ from miro_data import db, handoff, storage
 from miro_data.checks import check_count
 from miro_data.common import MiroError, keep_freed_memory, progress_bar
 from miro_data.decode import DEFAULT_MAX_PIXELS, PIL_MAX_PIXELS
+from miro_data.hub import allow_download_field
 from miro_data.options import NAMES, opt
 from miro_data.prefetch import Decoded
 from miro_data.processes import fault_point, output_lock
@@ -94,9 +95,7 @@ class AnnotateConfig:
         help="Largest image decoded, in pixels (a JPEG above it is decoded at 1/2, 1/4 or 1/8 "
         "scale when that fits); larger images are recorded as decode failures."
     ))  # fmt: skip
-    allow_download: bool = field(default=False, metadata=opt("--allow-download", help=(
-        "Fetch reward weights missing from the local Hugging Face cache from the Hub."
-    )))  # fmt: skip
+    allow_download: bool = allow_download_field("reward weights")
     engine: Engine = field(default="local", metadata=opt(
         help="local: this machine's processes (--workers); ray: a Ray Data pipeline, on a "
         'local Ray or the cluster at --ray-address (pip install "miro[ray]").'

@@ -14,6 +14,7 @@ Every failure is one `MiroError` naming the repo, the file and the cause.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
 import logging
 import os
@@ -22,13 +23,23 @@ import re
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from miro_data.common import MiroError
+from miro_data.options import opt
 
 log = logging.getLogger(__name__)
 
 _LOCK = threading.Lock()  # one lifted-offline window at a time in a process
 OPT_IN = "pass --allow-download (allow_download=True in Python) to fetch them from the Hub"
+
+
+def allow_download_field(what: str) -> Any:
+    """The `allow_download` config field of a command that loads `what` (e.g. "reward
+    weights"): off by default, `--allow-download` on the command line."""
+    return dataclasses.field(default=False, metadata=opt("--allow-download", help=(
+        f"Fetch {what} missing from the local Hugging Face cache from the Hub."
+    )))  # fmt: skip
 
 
 def endpoint() -> str:

@@ -42,6 +42,7 @@ from miro_data.folders import (
     swap_folder,
 )
 from miro_data.hooks import parse_hooks
+from miro_data.hub import allow_download_field
 from miro_data.options import NAMES, opt
 from miro_data.processes import output_lock
 from miro_data.raycluster import check_ray_address, ray_session
@@ -81,9 +82,7 @@ class ReshardConfig:
     ))  # fmt: skip
     hook_batch_size: int = 64
     device: str = field(default="cpu", metadata=opt(help="Device for the hooks' models."))
-    allow_download: bool = field(default=False, metadata=opt("--allow-download", help=(
-        "Fetch a hook's model missing from the local Hugging Face cache from the Hub."
-    )))  # fmt: skip
+    allow_download: bool = allow_download_field("a hook's model")
     overwrite: bool = field(default=False, metadata=opt(
         help="Replace OUT if it exists (only once the new one is complete)."
     ))  # fmt: skip

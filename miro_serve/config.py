@@ -7,6 +7,7 @@ from pathlib import Path
 
 from miro_data.checks import check_choice, check_device, check_finite, check_positive
 from miro_data.common import MiroError
+from miro_data.hub import allow_download_field
 from miro_data.options import opt
 
 
@@ -27,10 +28,9 @@ class ServeConfig:
         default="cpu", metadata=opt(help="Device for Generate: cpu | cuda | cuda:N | auto.")
     )
     weights: str = "ema"
-    allow_download: bool = field(default=False, metadata=opt("--allow-download", help=(
-        "Fetch weights missing from the local Hugging Face cache (the model's text encoder "
-        "or VAE, a Select-by reward's) from the Hub."
-    )))  # fmt: skip
+    allow_download: bool = allow_download_field(
+        "the model's text encoder or VAE (or a Select-by reward's weights)"
+    )
     max_rows: int = field(
         default=100_000, metadata=opt(help="Rows a query can page through or export.")
     )

@@ -260,6 +260,7 @@ class RunState:
     window: torch.Tensor  # this rank's loss summed since the last log row (on the device)
     step: int = 0
     step_log: int = 0  # the step of the last log row
+    seconds: float = 0.0  # training wall time up to `step`, summed over resumed segments
 
 
 def save_state(
@@ -280,6 +281,7 @@ def save_state(
         resume = {
             "rng": [rng for rng, _ in ranks],
             "log_window": {"since": state.step_log, "sums": [w for _, w in ranks]},
+            "train_seconds": round(state.seconds, 3),
         }
         try:
             ckpt = save_checkpoint(run, state.step, spec=spec, model=state.model,
@@ -312,6 +314,7 @@ def restore_state(ckpt: Path, state: RunState, info: dist.DistInfo) -> None:
             f"checkpoint {ckpt}: optimizer.pt does not fit the model ({first})"
         ) from None
     state.step = state.step_log = int(meta["step"])
+    state.seconds = float(meta.get("train_seconds", 0.0))  # (0: written before it was kept)
     window = meta.get("log_window")
     if not _same_world(meta, info):
         return

@@ -19,6 +19,7 @@ from miro_data.checks import (
     check_seed,
 )
 from miro_data.common import MiroError
+from miro_data.hub import allow_download_field
 from miro_data.options import NAMES, opt
 
 Optimizer = Literal["adamw", "lamb"]
@@ -53,9 +54,7 @@ class TrainConfig:
         help="AutoencoderKL id / folder, or 'none' for pixel space (default: the model config's)."
     ))  # fmt: skip
     vae_subfolder: str | None = field(default=None, metadata=opt())
-    allow_download: bool = field(default=False, metadata=opt("--allow-download", help=(
-        "Fetch a text encoder or VAE missing from the local Hugging Face cache from the Hub."
-    )))  # fmt: skip
+    allow_download: bool = allow_download_field("a text encoder or VAE")
     resolution: int | None = field(
         default=None, metadata=opt(help="Image side in pixels (default: the model config's).")
     )

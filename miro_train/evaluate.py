@@ -21,6 +21,7 @@ import numpy as np
 from miro_data.checks import check_positive
 from miro_data.common import MiroError, atomic_path, dumps_json, save_json
 from miro_data.detector import check
+from miro_data.hub import allow_download_field
 from miro_data.options import NAMES, opt
 from miro_data.processes import owns_output
 from miro_data.rewards import check_reward_names
@@ -305,9 +306,7 @@ class RewardEvalConfig:
         help="Folder for rewards.json and rewards.png (default: beside the manifest)."
     ))  # fmt: skip
     reward_options: dict = field(default_factory=dict)
-    allow_download: bool = field(default=False, metadata=opt("--allow-download", help=(
-        "Fetch reward weights missing from the local Hugging Face cache from the Hub."
-    )))  # fmt: skip
+    allow_download: bool = allow_download_field("reward weights")
 
     def __post_init__(self) -> None:
         check_reward_names(self.rewards)  # none, unknown and twice-named rewards

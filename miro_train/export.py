@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from miro_data.checks import check_choice
 from miro_data.common import MiroError
+from miro_data.hub import allow_download_field
 from miro_data.options import opt
 from miro_data.processes import owns_output
 from miro_data.trainshards import read_manifest
@@ -38,9 +39,7 @@ class ExportConfig:
     overwrite: bool = field(
         default=False, metadata=opt("--overwrite", help="Replace a pipeline already in OUT.")
     )
-    allow_download: bool = field(default=False, metadata=opt("--allow-download", help=(
-        "Fetch the model's text encoder or VAE from the Hub if not in the local cache."
-    )))  # fmt: skip
+    allow_download: bool = allow_download_field("the model's text encoder or VAE")
 
     def __post_init__(self) -> None:
         check_choice("--weights", self.weights, WEIGHTS)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal, get_args
 
 from miro_data.checks import check_choice, check_device, check_finite, check_positive, check_seed
 from miro_data.common import MiroError
+from miro_data.hub import allow_download_field
 from miro_data.options import key_values, opt
 
 if TYPE_CHECKING:  # the record stays importable without torch (configs, the CLI)
@@ -60,10 +61,9 @@ class SamplerSettings:
     batch_size: int = field(default=32, metadata=opt(help="Images per model call."))
     weights: Weights = field(default="ema", metadata=opt(help="The EMA or the trained weights."))
     device: str = field(default="auto", metadata=opt(help="auto, cpu, cuda or cuda:N."))
-    allow_download: bool = field(default=False, metadata=opt("--allow-download", help=(
-        "Fetch weights missing from the local Hugging Face cache (the model's text encoder "
-        "or VAE, a scoring reward's) from the Hub."
-    )))  # fmt: skip
+    allow_download: bool = allow_download_field(
+        "the model's text encoder or VAE (or a scoring reward's weights)"
+    )
 
     # The option each field is set by, for error messages; a command that spells one
     # differently (the experiments' --sampler-steps) subclasses with its own names.

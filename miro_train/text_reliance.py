@@ -20,6 +20,7 @@ import torch
 
 from miro_data.checks import check_choice, check_device, check_int, check_positive, check_seed
 from miro_data.common import MiroError, save_json
+from miro_data.hub import allow_download_field
 from miro_data.options import NUMBERS, opt
 from miro_train.conditioning import ConditioningInput
 from miro_train.data import Shards, make_loader, next_batch, open_shards
@@ -44,10 +45,7 @@ class TextRelianceConfig:
     seed: int = field(default=0, metadata=opt(help="Fixes the samples' order and the noise."))
     device: str = field(default="auto", metadata=opt())
     weights: Weights = field(default="ema", metadata=opt())
-    allow_download: bool = field(default=False, metadata=opt("--allow-download", help=(
-        "Fetch weights missing from the local Hugging Face cache (the model's text encoder "
-        "or VAE) from the Hub."
-    )))  # fmt: skip
+    allow_download: bool = allow_download_field("the model's text encoder or VAE")
     out: Path | None = field(default=None, metadata=opt(  # a JSON file for the results, when set
         "--out", "-o", help="A JSON file for the results."
     ))  # fmt: skip

@@ -129,6 +129,7 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, callback: Callable | None) -> 
     runlog = RunLog(cfg.out, resumed_at, cfg.tensorboard) if info.main else None
     self_cond = cfg.self_cond_rate if model.self_conditioning else 0.0
     timer = _Timer(state.step)
+    seconds_before = state.seconds  # a resumed run's time counts on from its checkpoint's
     last_ckpt = None
 
     model.train()
@@ -152,6 +153,7 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, callback: Callable | None) -> 
                 _log_row(state, lr, cfg, info, runlog, timer)
             ckpt = None
             if state.step % cfg.ckpt_every == 0 or state.step == cfg.steps:
+                state.seconds = seconds_before + time.perf_counter() - timer.start
                 ckpt = save_state(cfg.out, state, spec=spec, config=_jsonable(cfg), info=info,
                                   keep=cfg.keep)  # fmt: skip
                 last_ckpt = ckpt or last_ckpt

@@ -175,6 +175,8 @@ BAD_VALUES = [
     (("experiment", "guidance", "C", "OUT", "--scales", "1,inf"), "--scales must be a finite"),
     (("experiment", "guidance", "C", "OUT", "--scales", "-1"), "--scales must be 0 or more"),
     (("experiment", "best-of-n", "OUT", "--n-max", "0"), "--n-max must be positive"),
+    (("experiment", "combine", "A", "B", "--out", "OUT"), "not a finished compare experiment"),
+    (("experiment", "combine", "OUT", "--out", "OUT"), "is one of the folders to combine"),
     (("experiment", "single-vs-multi", "S", "OUT", "--rewards", "noise"), "two rewards"),
     (("experiment", "single-vs-multi", "S", "OUT", "--time-shift", "0"), "--time-shift"),
     (("experiment", "compare", "S", "OUT", "--train-seeds", "0,x"), "comma-separated integers"),

@@ -185,6 +185,10 @@ PINNED = {
         ("--seed", 0, "int", ""),
         ("--select-by", None, "str", ""),
     ],
+    "experiment combine": [
+        ("PARTS", (), "Path", "required multiple"),
+        ("--out", None, "Path", "required"),
+    ],
     "experiment compare": [
         ("SHARDS", None, "Path", "required"),
         ("OUT", None, "Path", "required"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from dataclasses import replace
@@ -10,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from miro_data.common import MiroError
 from miro_train.evaluate import geneval_prompts
 from miro_train.experiments.best_of_n import BestOfNConfig, best_of_n, n_values
+from miro_train.experiments.combine import CombineConfig, combine
 from miro_train.experiments.common import EXPERIMENT_SAMPLER, EvalSettings, TrainSettings
 from miro_train.experiments.compare import CompareConfig, compare, speedups
 from miro_train.experiments.scores import Scores
@@ -124,6 +127,62 @@ def test_compare_over_training_seeds_reuses_resumes_and_averages(
     assert final["rewards"]["sharpness"] == pytest.approx(np.mean(mine))
     assert np.mean(mine[:6]) == pytest.approx(single["rewards"]["sharpness"])
     assert "training seed(s) 0, 1" in (out / "report.md").read_text()
+
+
+def test_combine_reports_compares_of_other_seeds_as_one_compare_would(
+    compared: Path, pipeline, tmp_path: Path
+) -> None:
+    # seed 1's compare ran elsewhere; the single-seed runs stand in for its models (copied
+    # with their kept evaluations, so nothing is sampled again)
+    other, both = tmp_path / "other", tmp_path / "both"
+    for arm in ("baseline", "miro"):
+        shutil.copytree(compared / arm, other / arm / "seed-1")
+        for seed in (0, 1):
+            shutil.copytree(compared / arm, both / arm / f"seed-{seed}")
+    cfg = CompareConfig(shards=pipeline.train, out=other, train=TINY_TRAIN, eval=TINY_EVAL,
+                        train_seeds=(1,))  # fmt: skip
+    compare(cfg)
+    expected = compare(replace(cfg, out=both, train_seeds=(0, 1)))
+    record = other / "per_image.jsonl"  # kept as a record, gzipped
+    record.with_suffix(".jsonl.gz").write_bytes(gzip.compress(record.read_bytes()))
+    record.unlink()
+    combined = combine(CombineConfig(parts=(compared, other), out=tmp_path / "combined"))
+    _written(
+        tmp_path / "combined", "results.json", "report.md", "convergence.png", "per_image.jsonl"
+    )
+    assert combined["train_seeds"] == [0, 1] and set(combined["seconds_per_seed"]["miro"]) == {
+        "0",
+        "1",
+    }
+    assert (tmp_path / "combined" / "per_image.jsonl").read_text() == (
+        both / "per_image.jsonl"
+    ).read_text()
+    for arm in ("baseline", "miro"):
+        for got, want in zip(
+            combined["evaluations"][arm], expected["evaluations"][arm], strict=True
+        ):
+            assert got["step"] == want["step"]
+            assert got["geneval"]["overall"] == pytest.approx(want["geneval"]["overall"])
+            assert got["geneval"]["interval"] == pytest.approx(want["geneval"]["interval"])
+            assert got["rewards"] == pytest.approx(want["rewards"])
+    assert combined["difference"]["reward/noise"] == pytest.approx(
+        expected["difference"]["reward/noise"]
+    )
+    assert "training seed(s) 0, 1" in (tmp_path / "combined" / "report.md").read_text()
+    # a combined folder combines further; a seed counted twice is refused
+    with pytest.raises(MiroError, match="more than one folder"):
+        combine(CombineConfig(parts=(tmp_path / "combined", other), out=tmp_path / "again"))
+    # another recipe is refused, naming the setting; nothing is written for it
+    results = json.loads((other / "results.json").read_text())
+    results["config"]["train"]["steps"] = 3
+    (other / "results.json").write_text(json.dumps(results))
+    with pytest.raises(MiroError, match=r"train\.steps is 2 in one and 3 in the other"):
+        combine(CombineConfig(parts=(compared, other), out=tmp_path / "refused"))
+    # a damaged score file is one line naming it
+    record.with_suffix(".jsonl.gz").write_bytes(gzip.compress(b'{"arm": "miro"}\n'))
+    with pytest.raises(MiroError, match="line 1: not a per-image score row"):
+        combine(CombineConfig(parts=(compared, other), out=tmp_path / "refused"))
+    assert not (tmp_path / "again").exists() and not (tmp_path / "refused").exists()
 
 
 def test_evaluations_are_kept_and_reused_until_the_weights_change(

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from miro_data.common import MiroError
 from miro_train import train as train_module
-from miro_train.checkpoint import find_checkpoint, list_checkpoints, read_meta
+from miro_train.checkpoint import META, find_checkpoint, list_checkpoints, read_meta
 from miro_train.sample import generate, load_bundle
 from miro_train.sampler import SamplerSettings
 from miro_train.train import TrainConfig, train
@@ -132,8 +132,14 @@ def test_resume_reaches_the_same_losses_as_an_uninterrupted_run(world):
 
     with pytest.raises(KeyboardInterrupt):
         train(_cfg(world, "resumed", **shift), killed)
+    # the training time counts on from the checkpoint's (a large one, so the sum shows)
+    at_4 = world[0] / "resumed" / "checkpoints" / "step_0000004" / META
+    meta = json.loads(at_4.read_text())
+    assert meta["train_seconds"] > 0
+    at_4.write_text(json.dumps(meta | {"train_seconds": 1e6}))
     resumed: dict[int, float] = {}
     train(_cfg(world, "resumed", resume=True), lambda s: resumed.__setitem__(s.step, s.loss))
+    assert read_meta(load_bundle(world[0] / "resumed").checkpoint)["train_seconds"] > 1e6
     assert (
         read_meta(load_bundle(world[0] / "resumed").checkpoint)["config"]["time_shift_end"] == 1.0
     )

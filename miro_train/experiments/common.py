@@ -17,8 +17,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
 from miro_data.checks import (
     check_device,
     check_finite,
@@ -208,14 +206,13 @@ def evaluate_checkpoint(
     if cached.exists():
         try:
             saved = json.loads(cached.read_text())
-            values = {k: np.asarray(v, dtype=np.float64)[None] for k, v in saved["values"].items()}
+            step, scores = int(saved["step"]), Scores.from_record(saved)
             log.info("%s: scores of an earlier evaluation (%s)", ckpt, cached.name)
-            return int(saved["step"]), Scores(saved["prompts"], values)
+            return step, scores
         except (OSError, ValueError, KeyError, TypeError) as err:  # edited or damaged: redo it
             log.warning("%s: %s; evaluating again", cached, first_line(err))
     result, scores = evaluate(load_for(ckpt, settings), settings, rewards=rewards)
-    record = {"step": result["step"], "prompts": scores.prompts, "key": key,
-              "values": {k: v[0].tolist() for k, v in scores.values.items()}}  # fmt: skip
+    record = {"step": result["step"], "key": key, **scores.to_record()}
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cached) as tmp:
@@ -227,11 +224,12 @@ def evaluate_checkpoint(
 
 def train_arm(shards: Path, out: Path, train: TrainSettings, *, baseline: bool = False,
               rewards: tuple[str, ...] | None = None) -> float:  # fmt: skip
-    """Train one arm to `train.steps` (resuming a run that stopped early); returns seconds spent.
+    """Train one arm to `train.steps` (resuming a run that stopped early); returns its training
+    seconds, summed over the segments of a resumed run.
 
     `out` may also be one checkpoint folder of an earlier run: it is then evaluated as it is.
     """
-    from miro_train.checkpoint import is_checkpoint, list_checkpoints, read_step
+    from miro_train.checkpoint import is_checkpoint, list_checkpoints, read_meta, read_step
     from miro_train.config import TrainConfig
     from miro_train.train import train as run_training
 
@@ -254,8 +252,9 @@ def train_arm(shards: Path, out: Path, train: TrainSettings, *, baseline: bool =
         resume=bool(done),
     )  # fmt: skip
     t0 = time.perf_counter()
-    run_training(cfg)
-    seconds = time.perf_counter() - t0
+    last = run_training(cfg)
+    # the time the checkpoint took, over every resumed segment (not only this call's)
+    seconds = float(read_meta(last).get("train_seconds") or time.perf_counter() - t0)
     save_json(
         out / "arm.json", {"seconds": round(seconds, 1), "baseline": baseline, "rewards": rewards}
     )

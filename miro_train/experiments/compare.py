@@ -12,12 +12,13 @@ final score with the paired difference's interval above zero; baseline steps / t
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from miro_data.checks import check_names
-from miro_data.common import MiroError, save_json
+from miro_data.common import MiroError, json_safe, save_json
 from miro_data.options import NAMES, opt
 from miro_data.processes import owns_output
 from miro_train.experiments.common import (
@@ -75,10 +76,10 @@ class CompareConfig:
         check_train_seeds(self.train_seeds)
 
 
-def _shift(train: TrainSettings) -> str:
-    if train.time_shift_end is None:
-        return f"{train.time_shift:g}"
-    return f"{train.time_shift:g} → {train.time_shift_end:g}"
+def _shift(train: dict[str, Any]) -> str:
+    if train["time_shift_end"] is None:
+        return f"{train['time_shift']:g}"
+    return f"{train['time_shift']:g} → {train['time_shift_end']:g}"
 
 
 def evaluate_runs(runs: list[Path], cfg: EvalSettings, rewards: list) -> dict[int, Scores]:
@@ -122,43 +123,69 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
     cfg.out.mkdir(parents=True, exist_ok=True)
     runs = {arm: seed_runs(cfg.out / arm, cfg.train, cfg.train_seeds) for arm in ARMS}
     seconds = {
-        arm: sum(train_arm(cfg.shards, run, train, baseline=arm == "baseline", rewards=cfg.rewards)
-                 for train, run in runs[arm])
+        arm: {train.seed: train_arm(cfg.shards, run, train, baseline=arm == "baseline",
+                                    rewards=cfg.rewards)
+              for train, run in runs[arm]}
         for arm in ARMS
     }  # fmt: skip
     rewards = metric_rewards(cfg.eval.rewards, also=cfg.rewards or (),
                              allow_download=cfg.eval.sampler.allow_download)  # fmt: skip
     scores = {arm: evaluate_runs([r for _, r in runs[arm]], cfg.eval, rewards) for arm in ARMS}
+    seeds = cfg.train_seeds or (cfg.train.seed,)
+    return write_results(cfg.out, json_safe(cfg), seeds, seconds, scores)
+
+
+def write_results(
+    out: Path,
+    config: dict[str, Any],
+    seeds: Sequence[int],
+    seconds: dict[str, dict[int, float]],
+    scores: dict[str, dict[int, Scores]],
+) -> dict[str, Any]:
+    """results.json, per_image.jsonl, convergence.png and report.md of evaluated arms: what
+    `compare` writes once it has trained and evaluated, and `combine` from several compares.
+
+    `config` is the compare's config as JSON; `seconds[arm][seed]` each run's training time;
+    `scores[arm][step]` the evaluation of that step, training seeds stacked in `seeds` order.
+    """
     evals = {arm: [result_of(s, step=step) for step, s in scores[arm].items()] for arm in ARMS}
     last = {arm: max(scores[arm]) for arm in ARMS}
     difference = estimates(scores["miro"][last["miro"]], scores["baseline"][last["baseline"]])
     summary = speedups(scores)
-    seeds = cfg.train_seeds or (cfg.train.seed,)
-    write_scores(cfg.out / "per_image.jsonl",
+    write_scores(out / "per_image.jsonl",
                  [({"arm": arm, "step": step}, s) for arm in ARMS for step, s in scores[arm].items()],
                  seeds)  # fmt: skip
-    results = {"config": cfg, "train_seeds": list(seeds),
-               "seconds": seconds, "evaluations": evals, "difference": to_dicts(difference),
-               "speedup": summary}  # fmt: skip
-    save_json(cfg.out / "results.json", results)
-    convergence_plot({arm: _curves(evals[arm]) for arm in ARMS}, cfg.out / "convergence.png")
-    write_report(cfg.out, "Baseline vs MIRO", _report(cfg, seconds, evals, difference, summary))
+    per_seed = {arm: {str(seed): round(seconds[arm][seed], 1) for seed in seeds} for arm in ARMS}
+    results = {"config": config, "train_seeds": list(seeds),
+               "seconds": {arm: sum(seconds[arm].values()) for arm in ARMS},
+               "seconds_per_seed": per_seed, "evaluations": evals,
+               "difference": to_dicts(difference), "speedup": summary}  # fmt: skip
+    save_json(out / "results.json", results)
+    convergence_plot({arm: _curves(evals[arm]) for arm in ARMS}, out / "convergence.png")
+    write_report(
+        out, "Baseline vs MIRO", _report(config, seeds, per_seed, evals, difference, summary)
+    )
     return results
 
 
-def _report(cfg: CompareConfig, seconds: dict, evals: dict, difference: dict[str, Estimate],
-            summary: dict) -> list[str]:  # fmt: skip
-    seeds = cfg.train_seeds or (cfg.train.seed,)
+def _minutes(per_seed: dict[str, float]) -> str:
+    return " / ".join(f"{s / 60:.1f}" for s in per_seed.values()) + " min"
+
+
+def _report(config: dict[str, Any], seeds: Sequence[int], seconds: dict[str, dict[str, float]],
+            evals: dict, difference: dict[str, Estimate], summary: dict) -> list[str]:  # fmt: skip
+    train, sampler = config["train"], config["eval"]["sampler"]
     finals = {arm: evals[arm][-1] for arm in ARMS}
     per_seed = finals["miro"]["geneval"]["n_images"] // len(seeds)
     return [
-        f"Same shards, model (`{cfg.train.model}`), batch {cfg.train.batch_size}, "
-        f"lr {cfg.train.lr:g}, time shift {_shift(cfg.train)} and {cfg.train.steps} steps per arm, "
+        f"Same shards, model (`{train['model']}`), batch {train['batch_size']}, "
+        f"lr {train['lr']:g}, time shift {_shift(train)} and {train['steps']} steps per arm, "
         f"training seed(s) {', '.join(map(str, seeds))}; "
-        f"MIRO sampled at s⁺ = all high, ω = {cfg.eval.sampler.guidance}, "
-        f"{cfg.eval.sampler.steps} Euler steps; {per_seed} images per evaluation and seed, the same "
-        f"prompts and noise for both arms. Training took {seconds['baseline'] / 60:.1f} min "
-        f"(baseline) and {seconds['miro'] / 60:.1f} min (MIRO) in all. Figures are means over "
+        f"MIRO sampled at s⁺ = all high, ω = {sampler['guidance']}, "
+        f"{sampler['steps']} Euler steps; {per_seed} images per evaluation and seed, the same "
+        f"prompts and noise for both arms. Training time per run (seed "
+        f"{' / '.join(map(str, seeds))}): baseline {_minutes(seconds['baseline'])}, "
+        f"MIRO {_minutes(seconds['miro'])}. Figures are means over "
         "seeds with 95 % bootstrap intervals (training seeds, prompts and images resampled).",
         "## Final scores\n\n" + metric_table(finals),
         "## MIRO − baseline (paired, final checkpoints; ✓: interval above zero)\n\n"

@@ -9,6 +9,9 @@ were (`geneval.overall`, `geneval.categories`, `rewards`) and adds their interva
 
 from __future__ import annotations
 
+import gzip
+import json
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from miro_data.common import MiroError, first_line
 from miro_data.rewards import Reward
 from miro_train.evaluate import interval_fields, score_geneval, write_per_image
 from miro_train.stats import Estimate, bootstrap, fmt
@@ -31,6 +35,26 @@ class Scores:
     @property
     def n_seeds(self) -> int:
         return next(iter(self.values.values())).shape[0]
+
+    def to_record(self) -> dict[str, Any]:
+        """One training seed's scores as JSON-ready lists (an evaluation's cached record)."""
+        if self.n_seeds != 1:
+            raise ValueError(f"a record holds one training seed's scores, not {self.n_seeds}")
+        return {
+            "prompts": self.prompts,
+            "values": {k: v[0].tolist() for k, v in self.values.items()},
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Scores:
+        """The scores `to_record` wrote; KeyError, TypeError or ValueError if it is damaged."""
+        prompts = [str(p) for p in record["prompts"]]
+        values = {
+            str(k): np.asarray(v, dtype=np.float64)[None] for k, v in record["values"].items()
+        }
+        if not values or any(v.shape != (1, len(prompts)) for v in values.values()):
+            raise ValueError("the record's values do not match its prompts")
+        return cls(prompts, values)
 
 
 def score_images(prompts: list[str], images: Any, rewards: Sequence[Reward]) -> Scores:
@@ -141,3 +165,37 @@ def write_scores(
                 metrics = {k: float(v[s, i]) for k, v in scores.values.items()}
                 rows.append({**labels, **seed, "seed_index": s, "prompt": prompt, **metrics})
     write_per_image(path, rows)
+
+
+SCORE_LABELS = ("train_seed", "seed_index", "prompt")  # per-image fields that are no metric
+
+
+def read_scores(path: Path, labels: Sequence[str]) -> list[tuple[dict[str, Any], int, Scores]]:
+    """What `write_scores` wrote (or its gzip, `*.jsonl.gz`): per evaluation (rows sharing the `labels` values) and training
+    seed, the labels, the seed and its scores, in the file's order. Bad rows raise MiroError."""
+    groups: dict[tuple, tuple[list[str], dict[str, list[float]]]] = {}
+    try:  # (gzipped, as experiment records kept in a repository may be)
+        data = path.read_bytes()
+        lines = (gzip.decompress(data) if path.suffix == ".gz" else data).decode().splitlines()
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as err:
+        raise MiroError(f"cannot read {path}: {first_line(err)}") from None
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+            key = (*(row[k] for k in labels), int(row["train_seed"]))
+            prompts, values = groups.setdefault(key, ([], {}))
+            prompts.append(str(row["prompt"]))
+            for name, value in row.items():
+                if name not in SCORE_LABELS and name not in labels:
+                    values.setdefault(name, []).append(float("nan" if value is None else value))
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise MiroError(
+                f"{path}, line {number}: not a per-image score row ({first_line(err)})"
+            ) from None
+    out = []
+    for key, (prompts, values) in groups.items():
+        if any(len(v) != len(prompts) for v in values.values()):
+            raise MiroError(f"{path}: the rows of {key} do not all carry the same metrics")
+        arrays = {k: np.asarray(v, dtype=np.float64)[None] for k, v in values.items()}
+        out.append((dict(zip(labels, key[:-1], strict=True)), key[-1], Scores(prompts, arrays)))
+    return out

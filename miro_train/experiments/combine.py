@@ -1,0 +1,156 @@
+"""Experiment `combine`: several `compare` experiments of one recipe, each trained on its own
+training seeds (on other machines, or on other days), reported as one.
+
+A compare folder keeps every evaluated image's scores (per_image.jsonl, which may be gzipped)
+beside the recipe that made them (results.json), so its trained models are no longer needed
+to report it: those two files are the experiment's record.
+`combine` checks that the recipes agree — everything but the folder, the shards' path and the
+devices, which differ between machines — and that no training seed is counted twice; then it
+stacks the seeds' scores (the same prompts and noise) and writes what one `compare
+--train-seeds` over all of them would: figures, intervals, paired differences, speed-ups.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from miro_data.common import MiroError, first_line
+from miro_data.options import opt
+from miro_data.processes import owns_output
+from miro_train.experiments.compare import ARMS, write_results
+from miro_train.experiments.scores import Scores, read_scores, stack_seeds
+
+log = logging.getLogger(__name__)
+
+# where two compares of one recipe may differ: where they ran, not what they ran
+LOCAL = ("out", "shards", "train_seeds", "train.device", "eval.sampler.device",
+         "eval.sampler.allow_download", "combined_from")  # fmt: skip
+
+
+PER_IMAGE = ("per_image.jsonl", "per_image.jsonl.gz")  # as compare wrote it, or gzipped
+
+
+@dataclass(frozen=True)
+class CombineConfig:
+    """Which compare folders, and where their combined report goes."""
+
+    parts: tuple[Path, ...] = field(metadata=opt(help="Folders of `miro experiment compare`."))
+    out: Path = field(metadata=opt("--out", help="Folder for the combined results."))
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            raise MiroError("combine needs at least one compare folder")
+        if self.out.resolve() in {p.resolve() for p in self.parts}:
+            raise MiroError(f"--out {self.out} is one of the folders to combine: choose another")
+
+
+@dataclass(frozen=True)
+class Part:
+    """One compare folder as read back: its recipe, seeds, training times and scores."""
+
+    folder: Path
+    config: dict[str, Any]
+    seeds: tuple[int, ...]
+    seconds: dict[str, dict[int, float]]  # arm → seed → training seconds
+    scores: dict[str, dict[int, dict[int, Scores]]]  # arm → step → seed → one seed's scores
+
+
+@owns_output  # one process writes an output folder at a time
+def combine(cfg: CombineConfig) -> dict[str, Any]:
+    """Read every part, check they are one recipe on distinct seeds, and report them as one.
+    Everything is read and checked before the output folder is made."""
+    parts = [read_part(folder) for folder in cfg.parts]
+    config = same_recipe(parts)
+    seeds = [seed for part in parts for seed in part.seeds]
+    if len(set(seeds)) < len(seeds):
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        raise MiroError(
+            f"training seed(s) {', '.join(map(str, repeated))} are in more than one folder"
+        )
+    scores = {arm: _stack(parts, arm, seeds) for arm in ARMS}
+    seconds = {arm: {s: t for part in parts for s, t in part.seconds[arm].items()} for arm in ARMS}
+    config = {**config, "out": str(cfg.out), "train_seeds": seeds,
+              "combined_from": [str(p) for p in cfg.parts]}  # fmt: skip
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    log.info("combining %d compare folders: training seeds %s", len(parts), seeds)
+    return write_results(cfg.out, config, seeds, seconds, scores)
+
+
+def read_part(folder: Path) -> Part:
+    """A compare folder's results.json and per_image.jsonl, checked; MiroError if it is none."""
+    path = folder / "results.json"
+    per_image = next((name for name in PER_IMAGE if (folder / name).is_file()), None)
+    if not path.is_file() or per_image is None:
+        raise MiroError(
+            f"{folder}: not a finished compare experiment (no results.json or per_image.jsonl)"
+        )
+    try:
+        results = json.loads(path.read_text())
+        config, seeds = results["config"], tuple(int(s) for s in results["train_seeds"])
+        totals = results["seconds"]
+        per_seed = results.get("seconds_per_seed") or (  # before per-seed times: one seed's total
+            {arm: {str(seeds[0]): totals[arm]} for arm in ARMS} if len(seeds) == 1 else None
+        )
+        if per_seed is None:
+            raise MiroError(f"{path}: written by an older miro without per-seed training times; "
+                            "run the same compare in it again (it reuses its runs and evaluations)")  # fmt: skip
+        seconds = {arm: {int(s): float(t) for s, t in per_seed[arm].items()} for arm in ARMS}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise MiroError(f"{path}: not a compare's results ({first_line(err)})") from None
+    scores: dict[str, dict[int, dict[int, Scores]]] = {arm: {} for arm in ARMS}
+    for labels, seed, s in read_scores(folder / per_image, ("arm", "step")):
+        if labels["arm"] not in scores or seed not in seeds:
+            raise MiroError(f"{folder}/{per_image}: arm {labels['arm']!r}, training seed "
+                            f"{seed} is not among its results' arms and seeds")  # fmt: skip
+        scores[labels["arm"]].setdefault(int(labels["step"]), {})[seed] = s
+    return Part(folder, config, seeds, seconds, scores)
+
+
+def same_recipe(parts: list[Part]) -> dict[str, Any]:
+    """The parts' shared config; MiroError naming the first setting two of them differ in."""
+    first = _flat(parts[0].config)
+    for part in parts[1:]:
+        other = _flat(part.config)
+        for key in sorted(set(first) | set(other)):
+            if key not in LOCAL and first.get(key) != other.get(key):
+                raise MiroError(
+                    f"{parts[0].folder} and {part.folder} are different recipes: {key} is "
+                    f"{first.get(key)!r} in one and {other.get(key)!r} in the other"
+                )
+    return parts[0].config
+
+
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _stack(parts: list[Part], arm: str, seeds: list[int]) -> dict[int, Scores]:
+    """Per step that every part evaluated, the seeds' scores stacked in `seeds` order."""
+    steps = sorted(set.intersection(*(set(p.scores[arm]) for p in parts)))
+    if not steps:
+        raise MiroError(f"the folders share no evaluated {arm} step")
+    owner = {seed: part for part in parts for seed in part.seeds}
+    out = {}
+    for step in steps:
+        per_seed = []
+        for seed in seeds:
+            part = owner[seed]
+            if seed not in part.scores[arm][step]:
+                raise MiroError(f"{part.folder}: no {arm} scores of seed {seed} at step {step}")
+            per_seed.append(part.scores[arm][step][seed])
+        if any(s.prompts != per_seed[0].prompts for s in per_seed):
+            raise MiroError(f"the folders' {arm} evaluations at step {step} used other prompts")
+        if any(s.values.keys() != per_seed[0].values.keys() for s in per_seed):
+            raise MiroError(f"the folders' {arm} evaluations at step {step} measured other metrics")
+        out[step] = stack_seeds(per_seed)
+    return out
