@@ -158,8 +158,9 @@ class DownloadReport:
     failures: dict[str, int]  # reason → count
 
 
-def is_url(location: str | Path) -> bool:
-    """`s3://…`, `gs://…`, `file://…`: a location fsspec opens, not a local path."""
+def through_fsspec(location: str | Path) -> bool:
+    """`s3://…`, `gs://…`, `file://…`: a location this stage opens with fsspec, not as a local
+    path. Unlike `storage.is_url`, `file://` counts: img2dataset is given it as it is."""
     return "://" in str(location)
 
 
@@ -170,7 +171,7 @@ def _reason(err: BaseException) -> str:
 
 def _open_table(location: str) -> Path | IO[bytes]:
     """A local URL list as its path; one in a bucket read into memory (it is one table)."""
-    if not is_url(location):
+    if not through_fsspec(location):
         return require_file(location, "URL list")
     fs, path = filesystem(location)
     try:
@@ -187,7 +188,7 @@ def read_url_list(location: str | Path, url_col: str, caption_col: str) -> pl.Da
     location = str(location)
     reader = _READERS.get(PurePosixPath(location).suffix.lower())
     if reader is None:
-        if not is_url(location):
+        if not through_fsspec(location):
             require_file(location, "URL list")  # a missing file says so, whatever its name
         raise MiroError(f"URL list {location}: unsupported format; use {', '.join(_READERS)}")
     source = _open_table(location)
@@ -220,7 +221,7 @@ def file_urls(urls: pl.Series, root: Path) -> pl.Series:
 
 def _absolute_urls(df: pl.DataFrame, location: str) -> pl.DataFrame:
     """Paths → file:// URLs; a list in a bucket has no folder its paths could be read from."""
-    if not is_url(location):
+    if not through_fsspec(location):
         return df.with_columns(file_urls(df["url"], Path(location).parent))
     paths = df.filter(pl.col("url").is_not_null() & ~pl.col("url").str.contains("://"))
     if paths.height:
@@ -234,7 +235,7 @@ def _absolute_urls(df: pl.DataFrame, location: str) -> pl.DataFrame:
 def summarize(out: str | Path) -> DownloadReport:
     """Sum img2dataset's per-shard `*_stats.json` files (in a folder or under a bucket prefix)."""
     out = str(out)
-    if is_url(out):
+    if through_fsspec(out):
         fs, path = filesystem(out)
         fs.invalidate_cache()  # written by other processes since this one last listed
         pattern = f"{path.rstrip('/')}/*_stats.json"
@@ -272,7 +273,7 @@ def _check_writable(out: str) -> None:
 def _owned_output(out: str) -> Iterator[None]:
     """A local folder is locked for the run and created; a bucket prefix cannot be locked
     (object stores have no flock), so two runs into one prefix are the user's to avoid."""
-    if is_url(out):
+    if through_fsspec(out):
         _check_writable(out)
         yield
         return
@@ -341,13 +342,13 @@ def download(cfg: DownloadConfig) -> DownloadReport:
     df = _absolute_urls(df, cfg.url_list)
     has_files = df.filter(pl.col("url").str.starts_with("file://")).height > 0
     # Ray first: an unreachable cluster is refused before anything is written
-    with _engine(cfg, has_files or not is_url(cfg.out)), _owned_output(cfg.out):
+    with _engine(cfg, has_files or not through_fsspec(cfg.out)), _owned_output(cfg.out):
         # img2dataset reads one parquet on this (the driver's) machine
         with tempfile.TemporaryDirectory(prefix="miro-download-") as tmp:
             staged = Path(tmp) / "urls.parquet"
             df.write_parquet(staged)
             _run_img2dataset(cfg, staged, extra)
-        if is_url(cfg.out):  # img2dataset leaves its shard lists behind in a bucket
+        if through_fsspec(cfg.out):  # img2dataset leaves its shard lists behind in a bucket
             fs, path = filesystem(cfg.out)
             with contextlib.suppress(FileNotFoundError):
                 fs.rm(f"{path.rstrip('/')}/_tmp", recursive=True)

@@ -212,6 +212,11 @@ def speedup(
 def fmt(est: Estimate | dict, scale: float = 1.0, digits: str = ".1f") -> str:
     """'12.3 [10.1, 14.6]' — a figure and its interval, for tables."""
     e = est if isinstance(est, dict) else est.to_dict()
-    return (
-        f"{scale * e['value']:{digits}} [{scale * e['low']:{digits}}, {scale * e['high']:{digits}}]"
-    )
+    value, low, high = (_number(scale * e[k], digits) for k in ("value", "low", "high"))
+    return f"{value} [{low}, {high}]"
+
+
+def _number(x: float, digits: str) -> str:
+    """`x` formatted, without the sign of a bound that rounds to zero ("-0.0" reads as below)."""
+    text = f"{x:{digits}}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text

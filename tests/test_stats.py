@@ -7,7 +7,7 @@ import pytest
 
 from miro_data.common import MiroError
 from miro_train.evaluate import geneval_prompts
-from miro_train.stats import Estimate, bootstrap, layout_of, speedup
+from miro_train.stats import Estimate, bootstrap, fmt, layout_of, speedup
 
 PER_PROMPT = 4
 PROMPTS = [p for p in geneval_prompts(8) for _ in range(PER_PROMPT)]  # 48 prompts × 4 images
@@ -96,3 +96,9 @@ def test_mismatched_inputs_are_one_clear_error() -> None:
         bootstrap({"geneval": np.ones(192)}, PROMPTS, baseline={"geneval": np.ones((2, 192))})
     with pytest.raises(MiroError, match="no images"):
         layout_of([])
+
+
+def test_a_bound_that_rounds_to_zero_is_printed_without_a_sign() -> None:
+    # a paired difference's lower bound of -1e-17 is zero, not "below zero"
+    assert fmt(Estimate(0.484, -1e-17, 0.809), 100) == "48.4 [0.0, 80.9]"
+    assert fmt(Estimate(-0.5, -0.7, -0.3), digits=".4g") == "-0.5 [-0.7, -0.3]"
