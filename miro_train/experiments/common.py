@@ -256,7 +256,12 @@ def train_arm(shards: Path, out: Path, train: TrainSettings, *, baseline: bool =
     # the time the checkpoint took, over every resumed segment (not only this call's)
     seconds = float(read_meta(last).get("train_seconds") or time.perf_counter() - t0)
     save_json(
-        out / "arm.json", {"seconds": round(seconds, 1), "baseline": baseline, "rewards": rewards}
+        out / "arm.json",
+        {
+            "seconds": round(seconds, 1),
+            "baseline": baseline,
+            "rewards": None if baseline else rewards,
+        },
     )
     return seconds
 
