@@ -1,7 +1,8 @@
 """`miro experiment compare` with three training seeds per arm, on one lent GPU, in minutes.
 
     python benchmarks/gpu_experiments.py --exp NAME=SHARDS:STEPS:EVERY[:BATCH] ... --out DIR
-        [--seeds 0,1,2] [--rewards R] [--prompts N] [--train-deadline S] [--deadline S]
+        [--seeds 0,1,2] [--rewards R] [--prompts N] [--images-per-prompt N] [--sampler-steps N]
+        [--train-deadline S] [--deadline S]
 
 Each experiment is the library's `compare` (same recipe as the CLI: unet-tiny, lr 1e-3,
 EMA 0.999, MIRO sampled at s⁺ = all high vs s⁻ = all low, ω = 3, 384 images per evaluation
@@ -72,8 +73,9 @@ def compare_one(job: dict) -> None:
     from miro_train.experiments.compare import CompareConfig, compare
 
     exp = job["exp"]
-    ev = EvalSettings(prompts_per_category=job["prompts"], images_per_prompt=4,
-                      sampler=replace(EXPERIMENT_SAMPLER, batch_size=384))  # fmt: skip
+    sampler = replace(EXPERIMENT_SAMPLER, batch_size=384, steps=job["sampler_steps"])
+    ev = EvalSettings(prompts_per_category=job["prompts"],
+                      images_per_prompt=job["images_per_prompt"], sampler=sampler)  # fmt: skip
     cfg = CompareConfig(shards=Path(exp["shards"]), out=Path(job["out"]),
                         train=settings(exp, job["steps"]), eval=ev,
                         rewards=tuple(job["rewards"].split(",")),
@@ -118,6 +120,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--rewards", default=REWARDS)
     ap.add_argument("--prompts", type=int, default=16, help="GenEval prompts per category.")
+    ap.add_argument("--images-per-prompt", type=int, default=4)
+    ap.add_argument("--sampler-steps", type=int, default=25, help="Euler steps per image.")
     ap.add_argument("--train-deadline", type=float, default=420.0)
     ap.add_argument("--deadline", type=float, default=530.0)
     ap.add_argument("--train-one")
@@ -155,7 +159,9 @@ def main() -> None:
         if steps == 0:
             continue
         job = {"exp": exp, "out": str(out), "steps": steps, "seeds": seeds,
-               "rewards": args.rewards, "prompts": args.prompts}  # fmt: skip
+               "rewards": args.rewards, "prompts": args.prompts,
+               "images_per_prompt": args.images_per_prompt,
+               "sampler_steps": args.sampler_steps}  # fmt: skip
         evals.append((exp, spawn("compare-one", job, out / "compare.log")))
     for exp, proc in evals:
         ok = wait_all([proc], args.deadline)
