@@ -1,8 +1,9 @@
 """Ray for the stages that run on it (annotate, reshard, download): one way to start or join it.
 
 Ray is imported only here, lazily (an optional extra: missing, it is one line saying how to
-install it). It is started or joined before a stage writes anything: an address that does not
-answer is one line at once (Ray's own connect retries for minutes, printing as it goes). Without
+install it). It is started or joined before a stage writes anything: an address where no gRPC
+server answers — a closed port, or one another server holds — is one line at once (Ray's own
+connect retries for minutes, printing as it goes). Without
 an address a Ray of the stage's own starts on this machine (`address="local"`), never a cluster
 that `ray start` or RAY_ADDRESS happen to name; a Ray the caller already runs (a notebook's, a
 test's cluster) is used as it is and left running.
@@ -46,17 +47,40 @@ def check_ray_address(address: object) -> None:
         raise MiroError(f"--ray-address {address!r}: use auto, HOST:PORT or ray://HOST:PORT")
 
 
+# HTTP/2's client connection preface and an empty SETTINGS frame (RFC 9113, 3.4)
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _speaks_grpc(sock: socket.socket) -> bool:
+    """Whether the server on `sock` speaks HTTP/2, as Ray's GCS and Ray Client (gRPC) do: its
+    first frame must be SETTINGS (type 4, stream 0). OSError if it does not answer in time."""
+    sock.sendall(HTTP2_PREFACE)
+    header = b""
+    while len(header) < 9:
+        chunk = sock.recv(9 - len(header))
+        if not chunk:  # closed on us: an HTTP/1 server, or one that wants other bytes
+            return False
+        header += chunk
+    return header[3] == 4 and int.from_bytes(header[5:9], "big") & 0x7FFFFFFF == 0
+
+
 def check_address(address: str) -> None:
-    """A valid address whose HOST:PORT answers a TCP connection (Ray Client's transport there)."""
+    """A valid address where a gRPC server answers (Ray's GCS at HOST:PORT, Ray Client at
+    ray://HOST:PORT): a closed port, or a port some other server holds, is one line at once."""
     check_ray_address(address)
     if address == "auto":
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()
+        with socket.create_connection(
+            (host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT
+        ) as sock:
+            answers_grpc = _speaks_grpc(sock)
     except OSError as err:
         cause = err.strerror or str(err) or type(err).__name__
         raise MiroError(f"cannot reach Ray at --ray-address {address}: {cause}") from None
+    if not answers_grpc:  # Ray would retry its handshake there for minutes
+        raise MiroError(f"--ray-address {address} answers, but not as Ray (no gRPC server there)")
     if address.startswith("ray://"):
         try:
             import grpc  # noqa: F401 — Ray Client's transport

@@ -9,9 +9,11 @@ same command run again.
 
 from __future__ import annotations
 
+import http.server
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -175,6 +177,30 @@ def test_ray_engine_bad_setup_is_one_line_and_writes_nothing(
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and expected in lines[0], result.stderr
     assert list(db.parent.iterdir()) == []  # no database, no parts, no lock file
+
+
+def test_an_address_some_other_server_holds_is_one_line_at_once(cluster, monkeypatch):
+    """Ray's own connect would retry a port that answers but is not Ray for minutes."""
+    from miro_data import raycluster
+    from miro_data.common import MiroError
+
+    raycluster.check_address(cluster.address)  # Ray's GCS speaks gRPC: accepted
+    handler = http.server.BaseHTTPRequestHandler  # answers every request with an HTTP/1 error
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as web:
+        threading.Thread(target=web.serve_forever, daemon=True).start()
+        port = web.server_address[1]
+        for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+            with pytest.raises(MiroError, match="answers, but not as Ray"):
+                raycluster.check_address(address)
+        web.shutdown()
+    # a server that accepts (the kernel does, before any accept()) and never says a word
+    monkeypatch.setattr(raycluster, "CONNECT_TIMEOUT", 0.2)
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(
+            MiroError, match=f"cannot reach Ray at --ray-address {address}: timed out"
+        ):
+            raycluster.check_address(address)
 
 
 @pytest.mark.parametrize(
