@@ -10,7 +10,7 @@ one batched forward.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import torch
@@ -85,19 +85,29 @@ class VelocityModel(Protocol):
 
 
 def guided_velocity(
-    model: VelocityModel, positive: Conditioning, negative: Conditioning | None, omega: float
+    model: VelocityModel,
+    positive: Conditioning,
+    negative: Conditioning | None,
+    omega: float,
+    interval: Sequence[float] = (0.0, 1.0),
 ) -> Velocity:
-    """v(s⁺) + ω (v(s⁺) − v(s⁻)), with s⁺ and s⁻ stacked into one forward of twice the batch.
+    """v(s⁺) + ω (v(s⁺) − v(s⁻)) at noise levels t in `interval` (1 = pure noise), v(s⁺)
+    elsewhere; s⁺ and s⁻ stacked into one forward of twice the batch.
 
     With ω = 0 (or no negative) it is the plain conditional velocity, one forward of the batch.
+    Guidance limited to part of the trajectory (Kynkäänniemi et al., 2024) keeps what it does
+    at the noise levels that decide the content and drops what it costs at the others.
     """
     if omega == 0 or negative is None:
         return lambda x, t, state: model.velocity(x, t, positive, state)
     both = Conditioning.cat(positive, negative)
+    low, high = interval
 
     def velocity(x: torch.Tensor, t: torch.Tensor, state: torch.Tensor | None) -> tuple:
+        # both halves run outside the interval too: the self-conditioning state is per half
         v, state = model.velocity(torch.cat([x, x]), torch.cat([t, t]), both, state)
-        v_pos, v_neg = v.chunk(2)
-        return v_pos + omega * (v_pos - v_neg), state
+        v_pos, v_neg = v.chunk(2)  # (B, C, H, W) each
+        inside = ((t >= low) & (t <= high)).to(v_pos.dtype).view(-1, *[1] * (v_pos.ndim - 1))
+        return v_pos + omega * inside * (v_pos - v_neg), state
 
     return velocity

@@ -155,6 +155,7 @@ class MiroPipeline(DiffusionPipeline):
         reward_targets: Mapping[str, float] | None = None,
         negative_reward_targets: Mapping[str, float] | None = None,
         guidance_scale: float = 7.0,
+        guidance_interval: tuple[float, float] = (0.0, 1.0),
         num_inference_steps: int = 50,
         generator: torch.Generator | int | None = None,
         num_images_per_prompt: int = 1,
@@ -170,6 +171,7 @@ class MiroPipeline(DiffusionPipeline):
         seed = generator.initial_seed() if isinstance(generator, torch.Generator) else generator
         settings = SamplerSettings(
             steps=num_inference_steps, guidance=guidance_scale, preset=preset,
+            guidance_interval=tuple(guidance_interval),
             target=_values(reward_targets), negative=_values(negative_reward_targets),
             seed=int(seed or 0), device=str(self.transformer.device),
         )  # fmt: skip

@@ -127,7 +127,9 @@ def generate(
                 if contrast
                 else None
             )
-            velocity = guided_velocity(model, cond_pos, cond_neg, settings.guidance)
+            velocity = guided_velocity(
+                model, cond_pos, cond_neg, settings.guidance, settings.guidance_interval
+            )
             images.append(codec.to_images(euler(velocity, noise, settings.steps)))
             bar.advance(task, len(chunk))
     return np.concatenate(images)
@@ -141,6 +143,7 @@ def provenance(bundle: ModelBundle, settings: SamplerSettings) -> dict:
         "targets": positive,
         "negatives": negative,
         "guidance": settings.guidance,
+        "guidance_interval": list(settings.guidance_interval),
         "steps": settings.steps,
         "checkpoint": str(bundle.checkpoint),
         "step": bundle.step,

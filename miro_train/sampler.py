@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal, get_args
 from miro_data.checks import check_choice, check_device, check_finite, check_positive, check_seed
 from miro_data.common import MiroError
 from miro_data.hub import allow_download_field
-from miro_data.options import key_values, opt
+from miro_data.options import NUMBERS, key_values, opt
 
 if TYPE_CHECKING:  # the record stays importable without torch (configs, the CLI)
     from miro_train.sample import ModelBundle
@@ -49,6 +49,10 @@ class SamplerSettings:
 
     steps: int = field(default=50, metadata=opt(help="Euler steps."))
     guidance: float = field(default=7.0, metadata=opt(help="CFG scale ω."))
+    guidance_interval: tuple[float, ...] = field(
+        default=(0.0, 1.0),
+        metadata=opt(parser=NUMBERS, help="LO,HI: the noise levels t (1 = noise) ω applies at."),
+    )
     preset: str = field(default="high", metadata=opt(help="high, isolate:REWARD or pair:A,B@t."))
     target: str = field(
         default="", metadata=opt(help="s⁺ overrides, e.g. aesthetic=0.625,pickscore=1 (others 1).")
@@ -76,6 +80,7 @@ class SamplerSettings:
         for name in ("steps", "batch_size"):
             check_positive(self.option(name), getattr(self, name))
         check_finite(self.option("guidance"), self.guidance, 0)
+        check_interval(self.option("guidance_interval"), self.guidance_interval)
         check_seed(self.option("seed"), self.seed)
         check_targets(self.preset, self.target, self.negative)
         check_choice(self.option("weights"), self.weights, WEIGHTS)
@@ -133,6 +138,17 @@ def resolve_targets(
     elif kind != "high":
         raise MiroError(f"unknown preset {preset!r}; use high, isolate:REWARD or pair:A,B@t")
     return pos | parse_values(target, rewards), neg | parse_values(negative, rewards, "--negative")
+
+
+def check_interval(option: str, interval: Sequence[float]) -> None:
+    """A guidance interval is two noise levels LO < HI in [0, 1]."""
+    if len(interval) != 2:
+        raise MiroError(f"{option}: expected two noise levels LO,HI, got {len(interval)} numbers")
+    low, high = interval
+    check_finite(option, low, 0, 1)
+    check_finite(option, high, 0, 1)
+    if low >= high:
+        raise MiroError(f"{option}: LO must be below HI, got {low:g},{high:g}")
 
 
 def check_targets(preset: str, target: str, negative: str) -> None:

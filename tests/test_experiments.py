@@ -17,7 +17,7 @@ from miro_train.experiments.best_of_n import BestOfNConfig, best_of_n, n_values
 from miro_train.experiments.combine import CombineConfig, combine
 from miro_train.experiments.common import EXPERIMENT_SAMPLER, EvalSettings, TrainSettings
 from miro_train.experiments.compare import CompareConfig, compare, speedups
-from miro_train.experiments.scores import Scores
+from miro_train.experiments.scores import Scores, stack_by_step
 from miro_train.experiments.single_vs_multi import (
     SingleVsMultiConfig,
     hacking_verdict,
@@ -129,6 +129,26 @@ def test_compare_over_training_seeds_reuses_resumes_and_averages(
     assert "training seed(s) 0, 1" in (out / "report.md").read_text()
 
 
+def test_seeds_stack_per_shared_step_and_only_alike_evaluations_stack() -> None:
+    prompts = geneval_prompts(2)
+    i = np.arange(len(prompts))
+    seed0 = {500: _scores(i % 2 == 0, prompts), 1000: _scores(i % 3 == 0, prompts)}
+    seed1 = {1000: _scores(i % 5 == 0, prompts), 1500: _scores(i % 7 == 0, prompts)}
+    stacked = stack_by_step([seed0, seed1], lambda s: s, "the runs")
+    assert list(stacked) == [1000]  # only the step both seeds have
+    np.testing.assert_array_equal(
+        stacked[1000].values["geneval"], np.stack([i % 3 == 0, i % 5 == 0]).astype(float)
+    )
+    with pytest.raises(MiroError, match="the runs share no step"):
+        stack_by_step([seed0, {1500: seed1[1500]}], lambda s: s, "the runs")
+    with pytest.raises(MiroError, match=r"the runs at step 1000: .* used other prompts"):
+        other = {1000: _scores(i % 5 == 0, prompts[::-1])}
+        stack_by_step([seed0, other], lambda s: s, "the runs")
+    with pytest.raises(MiroError, match=r"the runs at step 1000: .* measured other metrics"):
+        other = {1000: Scores(prompts, {"reward/noise": np.zeros((1, len(prompts)))})}
+        stack_by_step([seed0, other], lambda s: s, "the runs")
+
+
 def test_combine_reports_compares_of_other_seeds_as_one_compare_would(
     compared: Path, pipeline, tmp_path: Path
 ) -> None:
@@ -169,6 +189,11 @@ def test_combine_reports_compares_of_other_seeds_as_one_compare_would(
         expected["difference"]["reward/noise"]
     )
     assert "training seed(s) 0, 1" in (tmp_path / "combined" / "report.md").read_text()
+    # results written before a setting existed are read with its default
+    results = json.loads((other / "results.json").read_text())
+    del results["config"]["eval"]["sampler"]["guidance_interval"]
+    (other / "results.json").write_text(json.dumps(results))
+    combine(CombineConfig(parts=(compared, other), out=tmp_path / "older"))
     # a combined folder combines further; a seed counted twice is refused
     with pytest.raises(MiroError, match="more than one folder"):
         combine(CombineConfig(parts=(tmp_path / "combined", other), out=tmp_path / "again"))
@@ -181,6 +206,11 @@ def test_combine_reports_compares_of_other_seeds_as_one_compare_would(
     # a damaged score file is one line naming it
     record.with_suffix(".jsonl.gz").write_bytes(gzip.compress(b'{"arm": "miro"}\n'))
     with pytest.raises(MiroError, match="line 1: not a per-image score row"):
+        combine(CombineConfig(parts=(compared, other), out=tmp_path / "refused"))
+    # results from before per-seed training times ask for the compare to be run again
+    del results["seconds_per_seed"]
+    (other / "results.json").write_text(json.dumps(results))
+    with pytest.raises(MiroError, match="older miro without per-seed training times"):
         combine(CombineConfig(parts=(compared, other), out=tmp_path / "refused"))
     assert not (tmp_path / "again").exists() and not (tmp_path / "refused").exists()
 

@@ -105,3 +105,17 @@ def test_batched_cfg_equals_two_separate_forwards(model_and_conds):
         v_neg, _ = model.velocity(x, t, neg)
     assert not torch.allclose(v_pos, v_neg, atol=1e-4)  # the rewards do change the output
     torch.testing.assert_close(guided, v_pos + omega * (v_pos - v_neg), atol=1e-5, rtol=1e-4)
+
+
+def test_guidance_applies_only_inside_its_interval(model_and_conds):
+    model, pos, neg = model_and_conds
+    x, omega = torch.randn(2, 3, 16, 16), 3.0
+    with torch.no_grad():
+        guided = guided_velocity(model, pos, neg, omega, interval=(0.3, 0.6))
+        for level, inside in ((0.2, False), (0.3, True), (0.5, True), (0.9, False)):
+            t = torch.full((2,), level)
+            got, _ = guided(x, t, None)
+            v_pos, _ = model.velocity(x, t, pos)
+            v_neg, _ = model.velocity(x, t, neg)
+            want = v_pos + omega * (v_pos - v_neg) if inside else v_pos
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)

@@ -101,6 +101,8 @@ def test_smoke_train_20_steps_then_sample(world, monkeypatch):
             "noise=0.5",
             "--preset",
             "isolate:sharpness",
+            "--guidance-interval",
+            "0.3,1",  # the last of the 4 Euler steps (t = 0.25) is unguided
         ],
     )
     assert result.exit_code == 0, result.output
@@ -108,14 +110,15 @@ def test_smoke_train_20_steps_then_sample(world, monkeypatch):
     assert len(rows) == 4 and rows[0]["prompt"] == "a photo of a red circle"
     assert rows[0]["targets"] == {"sharpness": 1.0, "noise": 0.5}
     assert rows[0]["negatives"] == {"sharpness": 0.0, "noise": 1.0}
+    assert rows[0]["guidance_interval"] == [0.3, 1.0]
     image = np.asarray(Image.open(out / rows[3]["file"]))
     assert image.shape == (16, 16, 3) and image.dtype == np.uint8
     # a labelled row per prompt, its 2 images scaled from 16 to 128 px, 4 px apart
     assert Image.open(out / "grid.png").size == (244 + 2 * 132, 4 + 2 * 132)
     # The Python API redraws an image from its manifest row alone (prompt, seed, draw).
-    settings = SamplerSettings(
-        steps=4, preset="isolate:sharpness", target="noise=0.5", seed=rows[3]["seed"]
-    )
+    row = rows[3]
+    settings = SamplerSettings(steps=4, preset="isolate:sharpness", target="noise=0.5",
+                               seed=row["seed"], guidance_interval=tuple(row["guidance_interval"]))  # fmt: skip
     again = generate(load_bundle(run), [rows[3]["prompt"]], settings, draws=[rows[3]["draw"]])
     np.testing.assert_array_equal(again[0], image)
 

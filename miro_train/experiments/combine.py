@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from miro_data.common import MiroError, first_line
+from miro_data.common import MiroError, first_line, json_safe
 from miro_data.options import opt
 from miro_data.processes import owns_output
-from miro_train.experiments.compare import ARMS, write_results
-from miro_train.experiments.scores import Scores, read_scores, stack_seeds
+from miro_train.experiments.compare import ARMS, CompareConfig, write_results
+from miro_train.experiments.scores import Scores, read_scores, stack_by_step
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class Part:
     config: dict[str, Any]
     seeds: tuple[int, ...]
     seconds: dict[str, dict[int, float]]  # arm → seed → training seconds
-    scores: dict[str, dict[int, dict[int, Scores]]]  # arm → step → seed → one seed's scores
+    scores: dict[str, dict[int, dict[int, Scores]]]  # arm → seed → step → one seed's scores
 
 
 @owns_output  # one process writes an output folder at a time
@@ -91,13 +91,10 @@ def read_part(folder: Path) -> Part:
     try:
         results = json.loads(path.read_text())
         config, seeds = results["config"], tuple(int(s) for s in results["train_seeds"])
-        totals = results["seconds"]
-        per_seed = results.get("seconds_per_seed") or (  # before per-seed times: one seed's total
-            {arm: {str(seeds[0]): totals[arm]} for arm in ARMS} if len(seeds) == 1 else None
-        )
-        if per_seed is None:
+        if "seconds_per_seed" not in results:
             raise MiroError(f"{path}: written by an older miro without per-seed training times; "
                             "run the same compare in it again (it reuses its runs and evaluations)")  # fmt: skip
+        per_seed = results["seconds_per_seed"]
         seconds = {arm: {int(s): float(t) for s, t in per_seed[arm].items()} for arm in ARMS}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise MiroError(f"{path}: not a compare's results ({first_line(err)})") from None
@@ -106,15 +103,17 @@ def read_part(folder: Path) -> Part:
         if labels["arm"] not in scores or seed not in seeds:
             raise MiroError(f"{folder}/{per_image}: arm {labels['arm']!r}, training seed "
                             f"{seed} is not among its results' arms and seeds")  # fmt: skip
-        scores[labels["arm"]].setdefault(int(labels["step"]), {})[seed] = s
+        scores[labels["arm"]].setdefault(seed, {})[int(labels["step"])] = s
     return Part(folder, config, seeds, seconds, scores)
 
 
 def same_recipe(parts: list[Part]) -> dict[str, Any]:
-    """The parts' shared config; MiroError naming the first setting two of them differ in."""
-    first = _flat(parts[0].config)
+    """The parts' shared config; MiroError naming the first setting two of them differ in.
+    A setting a part's results do not name (it came later) is read as its default."""
+    default = _flat(json_safe(CompareConfig(shards=Path("."), out=Path("."))))
+    first = default | _flat(parts[0].config)
     for part in parts[1:]:
-        other = _flat(part.config)
+        other = default | _flat(part.config)
         for key in sorted(set(first) | set(other)):
             if key not in LOCAL and first.get(key) != other.get(key):
                 raise MiroError(
@@ -135,22 +134,7 @@ def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _stack(parts: list[Part], arm: str, seeds: list[int]) -> dict[int, Scores]:
-    """Per step that every part evaluated, the seeds' scores stacked in `seeds` order."""
-    steps = sorted(set.intersection(*(set(p.scores[arm]) for p in parts)))
-    if not steps:
-        raise MiroError(f"the folders share no evaluated {arm} step")
+    """Per step that every seed's part evaluated, the seeds' scores stacked in `seeds` order."""
     owner = {seed: part for part in parts for seed in part.seeds}
-    out = {}
-    for step in steps:
-        per_seed = []
-        for seed in seeds:
-            part = owner[seed]
-            if seed not in part.scores[arm][step]:
-                raise MiroError(f"{part.folder}: no {arm} scores of seed {seed} at step {step}")
-            per_seed.append(part.scores[arm][step][seed])
-        if any(s.prompts != per_seed[0].prompts for s in per_seed):
-            raise MiroError(f"the folders' {arm} evaluations at step {step} used other prompts")
-        if any(s.values.keys() != per_seed[0].values.keys() for s in per_seed):
-            raise MiroError(f"the folders' {arm} evaluations at step {step} measured other metrics")
-        out[step] = stack_seeds(per_seed)
-    return out
+    per_seed = [owner[seed].scores[arm].get(seed, {}) for seed in seeds]
+    return stack_by_step(per_seed, lambda scores: scores, f"the folders' {arm} evaluations")

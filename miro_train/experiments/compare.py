@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from miro_data.checks import check_names
-from miro_data.common import MiroError, json_safe, save_json
+from miro_data.common import json_safe, save_json
 from miro_data.options import NAMES, opt
 from miro_data.processes import owns_output
 from miro_train.experiments.common import (
@@ -41,7 +41,7 @@ from miro_train.experiments.scores import (
     intervals_of,
     metric_table,
     result_of,
-    stack_seeds,
+    stack_by_step,
     to_dicts,
     write_scores,
 )
@@ -84,19 +84,14 @@ def _shift(train: dict[str, Any]) -> str:
 
 def evaluate_runs(runs: list[Path], cfg: EvalSettings, rewards: list) -> dict[int, Scores]:
     """The checkpoint steps that all seeds' runs share, each evaluated per seed and stacked."""
+
+    def score(checkpoint: Path) -> Scores:
+        _, scores = evaluate_checkpoint(checkpoint, cfg, rewards)
+        log.info("%s: GenEval %.1f", checkpoint, 100 * scores.values["geneval"].mean())
+        return scores
+
     by_run = [dict(checkpoints_by_step(run)) for run in runs]
-    steps = sorted(set.intersection(*(set(r) for r in by_run)))
-    if not steps:
-        raise MiroError(f"the runs {', '.join(map(str, runs))} share no checkpoint step")
-    out = {}
-    for step in steps:
-        per_seed = []
-        for run, ckpts in zip(runs, by_run, strict=True):
-            _, scores = evaluate_checkpoint(ckpts[step], cfg, rewards)
-            per_seed.append(scores)
-            log.info("%s step %d: GenEval %.1f", run, step, 100 * scores.values["geneval"].mean())
-        out[step] = stack_seeds(per_seed)
-    return out
+    return stack_by_step(by_run, score, f"the checkpoints of {', '.join(map(str, runs))}")
 
 
 def speedups(scores: dict[str, dict[int, Scores]]) -> dict[str, dict[str, Any]]:
@@ -172,6 +167,11 @@ def _minutes(per_seed: dict[str, float]) -> str:
     return " / ".join(f"{s / 60:.1f}" for s in per_seed.values()) + " min"
 
 
+def _interval(sampler: dict[str, Any]) -> str:
+    low, high = sampler.get("guidance_interval", (0.0, 1.0))  # older results: everywhere
+    return "" if (low, high) == (0.0, 1.0) else f" at noise levels {low:g} ≤ t ≤ {high:g}"
+
+
 def _report(config: dict[str, Any], seeds: Sequence[int], seconds: dict[str, dict[str, float]],
             evals: dict, difference: dict[str, Estimate], summary: dict) -> list[str]:  # fmt: skip
     train, sampler = config["train"], config["eval"]["sampler"]
@@ -181,7 +181,7 @@ def _report(config: dict[str, Any], seeds: Sequence[int], seconds: dict[str, dic
         f"Same shards, model (`{train['model']}`), batch {train['batch_size']}, "
         f"lr {train['lr']:g}, time shift {_shift(train)} and {train['steps']} steps per arm, "
         f"training seed(s) {', '.join(map(str, seeds))}; "
-        f"MIRO sampled at s⁺ = all high, ω = {sampler['guidance']}, "
+        f"MIRO sampled at s⁺ = all high, ω = {sampler['guidance']}{_interval(sampler)}, "
         f"{sampler['steps']} Euler steps; {per_seed} images per evaluation and seed, the same "
         f"prompts and noise for both arms. Training time per run (seed "
         f"{' / '.join(map(str, seeds))}): baseline {_minutes(seconds['baseline'])}, "

@@ -12,10 +12,10 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -23,6 +23,8 @@ from miro_data.common import MiroError, first_line
 from miro_data.rewards import Reward
 from miro_train.evaluate import interval_fields, score_geneval, write_per_image
 from miro_train.stats import Estimate, bootstrap, fmt
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -68,12 +70,34 @@ def score_images(prompts: list[str], images: Any, rewards: Sequence[Reward]) -> 
 
 
 def stack_seeds(per_seed: Sequence[Scores]) -> Scores:
-    """One evaluation per training seed (same prompts and noise) as one seeds × images set."""
+    """One evaluation per training seed (same prompts and noise) as one seeds × images set;
+    MiroError if they do not share their prompts and metrics."""
     first = per_seed[0]
+    if any(s.prompts != first.prompts for s in per_seed):
+        raise MiroError("the training seeds' evaluations used other prompts")
+    if any(s.values.keys() != first.values.keys() for s in per_seed):
+        raise MiroError("the training seeds' evaluations measured other metrics")
     return Scores(
         first.prompts,
         {k: np.concatenate([s.values[k] for s in per_seed]) for k in first.values},
     )
+
+
+def stack_by_step(
+    per_seed: Sequence[Mapping[int, T]], score: Callable[[T], Scores], what: str
+) -> dict[int, Scores]:
+    """Per step that every training seed has (`per_seed`: step → something to score, in seed
+    order), the seeds' `score`s stacked; MiroError naming `what` if they share no step."""
+    steps = sorted(set.intersection(*(set(m) for m in per_seed)))
+    if not steps:
+        raise MiroError(f"{what} share no step")
+    out = {}
+    for step in steps:
+        try:
+            out[step] = stack_seeds([score(m[step]) for m in per_seed])
+        except MiroError as err:
+            raise MiroError(f"{what} at step {step}: {err}") from None
+    return out
 
 
 def estimates(scores: Scores, baseline: Scores | None = None) -> dict[str, Estimate]:
