@@ -11,6 +11,7 @@ writer may add fields. This module must not import DuckDB: the trainer imports i
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -237,6 +238,20 @@ class Manifest:
             "created": self.created,
         }  # fmt: skip
         return dumps_json(obj, indent=2)
+
+    def digest(self) -> str:
+        """What the samples are, as 16 hex digits: rewards, bin edges, levels, filter, shuffle,
+        shards and hook models — not where they came from or when (those differ by machine).
+        Two experiments whose shards have one digest trained on the same data."""
+        what = {
+            "rewards": list(self.rewards), "reward_versions": dict(self.reward_versions),
+            "edges_version": self.edges_version, "n_levels": dict(self.n_levels),
+            "edges": {k: list(v) for k, v in self.edges.items()},
+            "shards": [[s.name, s.count] for s in self.shards], "where": self.where,
+            "shuffle_seed": self.shuffle_seed, "hooks": [self.hooks.text, self.hooks.vae],
+        }  # fmt: skip
+        canonical = dumps_json(what, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     @classmethod
     def from_json(cls, data: bytes | str, path: str | Path) -> Manifest:

@@ -43,6 +43,7 @@ class Request:
     target: str = ""  # 'reward=value,…' over the sliders
     negative: str = ""
     guidance: float = 3.0
+    guidance_interval: tuple[float, float] = (0.0, 1.0)  # noise levels t that ω applies at
     steps: int = 25
     seed: int = 0
     best_of: int = 1
@@ -65,6 +66,23 @@ def _number(params: dict[str, str], name: str, default: float, kind: type) -> An
     return value
 
 
+def _interval(params: dict[str, str]) -> tuple[float, float]:
+    from miro_train.sampler import check_interval
+
+    text = params.get("guidance_interval", "").strip()
+    if text == "":
+        return (0.0, 1.0)
+    try:
+        values = tuple(float(part) for part in text.split(","))
+        check_interval("guidance_interval", values)
+    except ValueError:
+        raise BadRequest(f"guidance_interval must be two numbers LO,HI, not {text!r}") from None
+    except MiroError as err:
+        raise BadRequest(str(err)) from None
+    low, high = values
+    return (low, high)
+
+
 def parse_request(params: dict[str, str]) -> Request:
     """A Request from query parameters, every value checked (targets are checked by the model)."""
     prompt = params.get("prompt", "").strip()
@@ -82,6 +100,7 @@ def parse_request(params: dict[str, str]) -> Request:
         target=params.get("target", ""),
         negative=params.get("negative", ""),
         guidance=_number(params, "guidance", 3.0, float),
+        guidance_interval=_interval(params),
         steps=_number(params, "steps", 25, int),
         seed=_number(params, "seed", 0, int),
         best_of=best_of,
@@ -136,7 +155,8 @@ class Generator:
 
         try:
             settings = SamplerSettings(
-                steps=req.steps, guidance=req.guidance, preset=req.preset, target=req.target,
+                steps=req.steps, guidance=req.guidance, guidance_interval=req.guidance_interval,
+                preset=req.preset, target=req.target,
                 negative=req.negative, seed=req.seed, batch_size=req.best_of,
                 weights=cast("Weights", self.bundle.weights),
             )  # fmt: skip

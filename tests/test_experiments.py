@@ -189,11 +189,19 @@ def test_combine_reports_compares_of_other_seeds_as_one_compare_would(
         expected["difference"]["reward/noise"]
     )
     assert "training seed(s) 0, 1" in (tmp_path / "combined" / "report.md").read_text()
-    # results written before a setting existed are read with its default
+    # results written before a setting existed are read with its default, in the report too
     results = json.loads((other / "results.json").read_text())
+    assert results["config"]["shards_digest"] == combined["config"]["shards_digest"]
     del results["config"]["eval"]["sampler"]["guidance_interval"]
+    del results["config"]["shards_digest"]  # older results: the data is not checked
     (other / "results.json").write_text(json.dumps(results))
-    combine(CombineConfig(parts=(compared, other), out=tmp_path / "older"))
+    older = combine(CombineConfig(parts=(other, compared), out=tmp_path / "older"))
+    assert older["config"]["eval"]["sampler"]["guidance_interval"] == [0.0, 1.0]
+    # the same recipe on other shards (other edges, a path alike or not) is refused
+    results["config"]["shards_digest"] = "0123456789abcdef"
+    (other / "results.json").write_text(json.dumps(results))
+    with pytest.raises(MiroError, match="trained on different shards"):
+        combine(CombineConfig(parts=(compared, other), out=tmp_path / "refused"))
     # a combined folder combines further; a seed counted twice is refused
     with pytest.raises(MiroError, match="more than one folder"):
         combine(CombineConfig(parts=(tmp_path / "combined", other), out=tmp_path / "again"))

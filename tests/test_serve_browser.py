@@ -7,6 +7,7 @@ decoded, a count reached), never on time.
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import threading
@@ -158,6 +159,12 @@ def test_moving_a_slider_brings_a_new_image(page, base_url):
     page.click("#generate")
     page.wait_for_function("document.querySelectorAll('#gallery figure.gen').length === 4")
     _images_loaded(page, "#gallery figure.gen img", 4)
+    page.fill("#interval-lo", "0.4")  # ω over part of the trajectory, recorded in the row
+    page.fill("#n", "1")
+    page.click("#generate")
+    page.wait_for_function("document.querySelectorAll('#gallery figure.gen').length === 5")
+    row = page.inner_text("#gallery figure.gen >> nth=0 >> pre")
+    assert re.search(r'"guidance_interval": \[\s*0\.4,\s*1(\.0)?\s*\]', row), row
     page.fill("#guidance", "99")  # a slider bypasses the form's own checks: the server answers
     page.fill("input.target[data-reward='noise']", "0.2")
     page.wait_for_selector("#gen-error:not([hidden])")

@@ -278,6 +278,11 @@ def test_generate_api_images_and_manifest_rows(served):
     best = _generate(client, best_of=3, select_by="colorfulness", seed=5, steps=2)["manifest"]
     assert best["best_of"] == 3 and best["seed"] == 5 and best["draw"] in (0, 1, 2)
     assert best["score"] is not None
+    # ω over part of the trajectory: another image from the same noise, recorded in its row
+    part = _generate(client, target="sharpness=0.25,noise=1", seed=3, steps=3,
+                     guidance_interval="0.5,1")  # fmt: skip
+    assert part["manifest"]["guidance_interval"] == [0.5, 1.0] and part["image"] != first["image"]
+    assert first["manifest"]["guidance_interval"] == [0.0, 1.0]
 
 
 @pytest.mark.parametrize(
@@ -292,6 +297,10 @@ def test_generate_api_images_and_manifest_rows(served):
         ({"target": "sharpness"}, "REWARD=VALUE"),
         ({"guidance": "1e9"}, "guidance must be between"),
         ({"guidance": "nan"}, "guidance must be between"),
+        ({"guidance_interval": "0.5"}, "two noise levels LO,HI"),
+        ({"guidance_interval": "0.8,0.2"}, "LO must be below HI"),
+        ({"guidance_interval": "0,2"}, "guidance_interval"),
+        ({"guidance_interval": "a,b"}, "two numbers LO,HI"),
         ({"steps": "0"}, "steps must be between"),
         ({"steps": "100000"}, "steps must be between"),
         ({"steps": "2.5"}, "whole number"),

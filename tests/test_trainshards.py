@@ -168,6 +168,21 @@ def test_a_format_1_manifest_still_loads(written) -> None:
     assert open_shards(folder).total == 5
 
 
+def test_the_digest_names_the_data_not_where_it_lies(written) -> None:
+    """Pinned literally: the digest is recorded in experiments' results and compared later."""
+    _, _, manifest = written
+    digest = manifest.digest()
+    assert re.fullmatch(r"[0-9a-f]{16}", digest) and digest == "61d46dd4b985a64a"
+    moved = replace(manifest, source=ManifestSource(shards="s3://b/x", db="/other.duckdb"),
+                    created="2027-01-01T00:00:00+00:00")  # fmt: skip
+    assert moved.digest() == digest
+    edges = dict(manifest.edges) | {"noise": (-1.5, -0.5, 0.5, 1.5, 2.6)}
+    for changed in (replace(manifest, edges=edges), replace(manifest, shuffle_seed=8),
+                    replace(manifest, n_levels={"sharpness": 5, "noise": 4}),
+                    replace(manifest, where=None), replace(manifest, shards=manifest.shards[:2])):  # fmt: skip
+        assert changed.digest() != digest
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

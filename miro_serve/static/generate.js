@@ -35,6 +35,7 @@
       target: values("input.target", false),
       negative: values("input.negative", true),
       guidance: $("guidance").value,
+      guidance_interval: `${$("interval-lo").value},${$("interval-hi").value}`,
       steps: $("steps").value,
       seed: String(seed),
       best_of: $("best-of").value,

@@ -5,7 +5,8 @@ A compare folder keeps every evaluated image's scores (per_image.jsonl, which ma
 beside the recipe that made them (results.json), so its trained models are no longer needed
 to report it: those two files are the experiment's record.
 `combine` checks that the recipes agree — everything but the folder, the shards' path and the
-devices, which differ between machines — and that no training seed is counted twice; then it
+devices, which differ between machines —, that the shards are the same data wherever they lay
+(their manifest's digest), and that no training seed is counted twice; then it
 stacks the seeds' scores (the same prompts and noise) and writes what one `compare
 --train-seeds` over all of them would: figures, intervals, paired differences, speed-ups.
 """
@@ -21,7 +22,7 @@ from typing import Any
 from miro_data.common import MiroError, first_line, json_safe
 from miro_data.options import opt
 from miro_data.processes import owns_output
-from miro_train.experiments.compare import ARMS, CompareConfig, write_results
+from miro_train.experiments.compare import ARMS, SHARDS_DIGEST, CompareConfig, write_results
 from miro_train.experiments.scores import Scores, read_scores, stack_by_step
 
 log = logging.getLogger(__name__)
@@ -109,18 +110,37 @@ def read_part(folder: Path) -> Part:
 
 def same_recipe(parts: list[Part]) -> dict[str, Any]:
     """The parts' shared config; MiroError naming the first setting two of them differ in.
-    A setting a part's results do not name (it came later) is read as its default."""
-    default = _flat(json_safe(CompareConfig(shards=Path("."), out=Path("."))))
-    first = default | _flat(parts[0].config)
-    for part in parts[1:]:
-        other = default | _flat(part.config)
+    A setting a part's results do not name (it came later) is read as its default; the
+    shards' digest, which has none, is compared where both parts recorded it."""
+    default = json_safe(CompareConfig(shards=Path("."), out=Path(".")))
+    configs = [_filled(default, part.config) for part in parts]
+    for part in parts:
+        if SHARDS_DIGEST not in part.config:
+            log.warning("%s was written before compare recorded its shards' digest: that it "
+                        "trained on the same shards as the others is not checked", part.folder)  # fmt: skip
+    first = _flat(configs[0])
+    for part, config in zip(parts[1:], configs[1:], strict=True):
+        other = _flat(config)
+        digests = first.get(SHARDS_DIGEST), other.get(SHARDS_DIGEST)
+        if None not in digests and digests[0] != digests[1]:
+            raise MiroError(f"{parts[0].folder} and {part.folder} trained on different shards "
+                            "(other bin edges, levels, filter, shuffle or samples)")  # fmt: skip
         for key in sorted(set(first) | set(other)):
-            if key not in LOCAL and first.get(key) != other.get(key):
+            if key not in (*LOCAL, SHARDS_DIGEST) and first.get(key) != other.get(key):
                 raise MiroError(
                     f"{parts[0].folder} and {part.folder} are different recipes: {key} is "
                     f"{first.get(key)!r} in one and {other.get(key)!r} in the other"
                 )
-    return parts[0].config
+    return configs[0]
+
+
+def _filled(default: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with the settings it lacks taken from `default`, at every depth."""
+    out = dict(default) | config
+    for key, value in default.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            out[key] = _filled(value, config[key])
+    return out
 
 
 def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

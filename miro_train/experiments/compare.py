@@ -50,6 +50,7 @@ from miro_train.stats import Estimate, fmt, speedup
 log = logging.getLogger(__name__)
 
 ARMS = ("baseline", "miro")
+SHARDS_DIGEST = "shards_digest"  # results.json config: the training shards' Manifest.digest()
 TRAIN_SEEDS_HELP = (
     "Train each arm once per seed (e.g. 0,1,2; runs in ARM/seed-N, resumed); "
     "figures are means over seeds. --seed still fixes the evaluation's prompts and noise."
@@ -115,6 +116,10 @@ def speedups(scores: dict[str, dict[int, Scores]]) -> dict[str, dict[str, Any]]:
 @owns_output  # one process writes an output folder at a time
 def compare(cfg: CompareConfig) -> dict[str, Any]:
     """Train both arms per seed (or reuse finished runs), evaluate every checkpoint, report."""
+    from miro_train.data import open_shards
+
+    # the data, recorded beside the recipe, so that `combine` can tell other shards apart
+    digest = open_shards(cfg.shards).manifest.digest()
     cfg.out.mkdir(parents=True, exist_ok=True)
     runs = {arm: seed_runs(cfg.out / arm, cfg.train, cfg.train_seeds) for arm in ARMS}
     seconds = {
@@ -127,7 +132,8 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
                              allow_download=cfg.eval.sampler.allow_download)  # fmt: skip
     scores = {arm: evaluate_runs([r for _, r in runs[arm]], cfg.eval, rewards) for arm in ARMS}
     seeds = cfg.train_seeds or (cfg.train.seed,)
-    return write_results(cfg.out, json_safe(cfg), seeds, seconds, scores)
+    config = {**json_safe(cfg), SHARDS_DIGEST: digest}
+    return write_results(cfg.out, config, seeds, seconds, scores)
 
 
 def write_results(
@@ -168,7 +174,7 @@ def _minutes(per_seed: dict[str, float]) -> str:
 
 
 def _interval(sampler: dict[str, Any]) -> str:
-    low, high = sampler.get("guidance_interval", (0.0, 1.0))  # older results: everywhere
+    low, high = sampler["guidance_interval"]
     return "" if (low, high) == (0.0, 1.0) else f" at noise levels {low:g} ≤ t ≤ {high:g}"
 
 
