@@ -202,6 +202,8 @@ def test_combine_reports_compares_of_other_seeds_as_one_compare_would(
     (other / "results.json").write_text(json.dumps(results))
     with pytest.raises(MiroError, match="trained on different shards"):
         combine(CombineConfig(parts=(compared, other), out=tmp_path / "refused"))
+    results["config"]["shards_digest"] = combined["config"]["shards_digest"]
+    (other / "results.json").write_text(json.dumps(results))
     # a combined folder combines further; a seed counted twice is refused
     with pytest.raises(MiroError, match="more than one folder"):
         combine(CombineConfig(parts=(tmp_path / "combined", other), out=tmp_path / "again"))
