@@ -44,6 +44,7 @@ class Request:
     negative: str = ""
     guidance: float = 3.0
     guidance_interval: tuple[float, float] = (0.0, 1.0)  # noise levels t that ω applies at
+    caption_guidance: float = 0.0  # ω_c: models trained with caption dropout only
     steps: int = 25
     seed: int = 0
     best_of: int = 1
@@ -101,6 +102,7 @@ def parse_request(params: dict[str, str]) -> Request:
         negative=params.get("negative", ""),
         guidance=_number(params, "guidance", 3.0, float),
         guidance_interval=_interval(params),
+        caption_guidance=_number(params, "caption_guidance", 0.0, float),
         steps=_number(params, "steps", 25, int),
         seed=_number(params, "seed", 0, int),
         best_of=best_of,
@@ -133,6 +135,7 @@ class Generator:
             "step": self.bundle.step,
             "weights": self.bundle.weights,
             "rewards": self.rewards,
+            "caption_dropout": self.bundle.caption_dropout,
             "model": spec.name,
             "resolution": spec.image.resolution,
         }
@@ -156,7 +159,7 @@ class Generator:
         try:
             settings = SamplerSettings(
                 steps=req.steps, guidance=req.guidance, guidance_interval=req.guidance_interval,
-                preset=req.preset, target=req.target,
+                caption_guidance=req.caption_guidance, preset=req.preset, target=req.target,
                 negative=req.negative, seed=req.seed, batch_size=req.best_of,
                 weights=cast("Weights", self.bundle.weights),
             )  # fmt: skip

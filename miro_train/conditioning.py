@@ -34,6 +34,17 @@ class ConditioningInput:
         rewards = None if self.rewards is None else self.rewards[index]
         return ConditioningInput(rewards, self.text[index], mask)
 
+    def without_caption(self, drop: torch.Tensor) -> ConditioningInput:
+        """The same inputs with the caption of the samples where `drop` (B,) is true removed:
+        word ids all padding, or embeddings zero and masked out. Training with caption dropout
+        teaches this "no caption" input; caption guidance contrasts against it."""
+        if self.text_mask is None:  # word ids: padding (id 0) is what an empty caption encodes to
+            text = self.text.masked_fill(drop[:, None], 0)
+            return ConditioningInput(self.rewards, text)
+        keep = ~drop[:, None]  # (B, 1)
+        text = self.text * keep[..., None].to(self.text.dtype)
+        return ConditioningInput(self.rewards, text, self.text_mask.bool() & keep)
+
 
 @dataclass
 class Conditioning:
@@ -44,10 +55,13 @@ class Conditioning:
     pooled: torch.Tensor | None = None
 
     @staticmethod
-    def cat(a: Conditioning, b: Conditioning) -> Conditioning:
-        """Stack two conditionings along the batch (both CFG branches in one forward)."""
-        pooled = None if a.pooled is None else torch.cat([a.pooled, b.pooled])  # type: ignore[list-item]
-        return Conditioning(torch.cat([a.tokens, b.tokens]), torch.cat([a.mask, b.mask]), pooled)
+    def cat(*parts: Conditioning) -> Conditioning:
+        """Stack conditionings along the batch (every CFG branch in one forward)."""
+        pooled = None
+        if parts[0].pooled is not None:
+            pooled = torch.cat([p.pooled for p in parts])  # type: ignore[misc]
+        tokens = torch.cat([p.tokens for p in parts])
+        return Conditioning(tokens, torch.cat([p.mask for p in parts]), pooled)
 
     def detach(self) -> Conditioning:
         pooled = None if self.pooled is None else self.pooled.detach()

@@ -76,6 +76,9 @@ class TrainConfig:
     time_shift_end: float | None = field(default=None, metadata=opt(  # None: constant
         help="Move the shift linearly to this value by the last step."
     ))  # fmt: skip
+    caption_dropout: float = field(default=0.0, metadata=opt(
+        help="Share of samples trained without their caption (what --caption-guidance needs)."
+    ))  # fmt: skip
     precision: Precision = field(default="auto", metadata=opt(help="CUDA autocast dtype."))
     compile: bool = field(default=False, metadata=opt("--compile", help="torch.compile the model."))
     device: str = field(default="auto", metadata=opt())
@@ -117,6 +120,7 @@ class TrainConfig:
             check_finite("--time-shift-end", self.time_shift_end, 0, open_low=True)
         check_finite("min_lr_ratio", self.min_lr_ratio, 0, 1)
         check_finite("self_cond_rate", self.self_cond_rate, 0, 1)
+        check_finite("--caption-dropout", self.caption_dropout, 0, 1, open_high=True)
         if len(self.betas) != 2:
             raise MiroError(f"betas must be two numbers, not {self.betas!r}")
         for beta in self.betas:

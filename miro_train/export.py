@@ -88,7 +88,7 @@ def export(cfg: ExportConfig) -> Path:
         raise MiroError(f"{cfg.out} is not a pipeline folder (no model_index.json): left alone")
     bundle = load_bundle(cfg.run, "cpu", cfg.weights, cfg.allow_download)
     spec = bundle.model.spec
-    transformer = MiroTransformer(spec=spec.to_json())
+    transformer = MiroTransformer(spec=spec.to_json(), caption_dropout=bundle.caption_dropout)
     transformer.net.load_state_dict(bundle.model.state_dict(), strict=True)
     pipe = MiroPipeline(transformer.eval(), flow_scheduler(), **_encoders(bundle))
     pipe.miro_info = {

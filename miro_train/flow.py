@@ -4,8 +4,9 @@ Path: x_t = (1 − t)·x + t·ε, t = 0 data, t = 1 noise; the model predicts v 
 Training draws t from a logit-normal(0, 1), optionally shifted toward noise (SD3's
 t ← s·t / (1 + (s − 1)·t)), with s constant or moving linearly over training. Sampling
 integrates dx/dt = v from t = 1 to 0 with Euler steps, x ← x − v·Δt. Guidance contrasts
-two reward targets of the same caption: v̂ = v(s⁺) + ω·(v(s⁺) − v(s⁻)), both branches in
-one batched forward.
+two reward targets of the same caption, v̂ = v(s⁺) + ω·(v(s⁺) − v(s⁻)), and optionally the
+caption against none (a model trained with caption dropout): + ω_c·(v(s⁺) − v(s⁺, ∅)); every
+branch in one batched forward.
 """
 
 from __future__ import annotations
@@ -90,24 +91,33 @@ def guided_velocity(
     negative: Conditioning | None,
     omega: float,
     interval: Sequence[float] = (0.0, 1.0),
+    *,
+    uncaptioned: Conditioning | None = None,
+    caption_omega: float = 0.0,
 ) -> Velocity:
-    """v(s⁺) + ω (v(s⁺) − v(s⁻)) at noise levels t in `interval` (1 = pure noise), v(s⁺)
-    elsewhere; s⁺ and s⁻ stacked into one forward of twice the batch.
+    """v(s⁺) + ω (v(s⁺) − v(s⁻)) + ω_c (v(s⁺) − v(s⁺, no caption)) at noise levels t in
+    `interval` (1 = pure noise), v(s⁺) elsewhere; every branch stacked into one forward.
 
-    With ω = 0 (or no negative) it is the plain conditional velocity, one forward of the batch.
-    Guidance limited to part of the trajectory (Kynkäänniemi et al., 2024) keeps what it does
-    at the noise levels that decide the content and drops what it costs at the others.
+    The reward contrast needs `negative`, the caption contrast `uncaptioned` (the same rewards
+    without the caption, as caption dropout trains). With ω = ω_c = 0 it is the plain
+    conditional velocity, one forward of the batch. Guidance limited to part of the trajectory
+    (Kynkäänniemi et al., 2024) keeps what it does at the noise levels that decide the content
+    and drops what it costs at the others.
     """
-    if omega == 0 or negative is None:
+    contrasts = [(c, w) for c, w in ((negative, omega), (uncaptioned, caption_omega))
+                 if c is not None and w != 0]  # fmt: skip
+    if not contrasts:
         return lambda x, t, state: model.velocity(x, t, positive, state)
-    both = Conditioning.cat(positive, negative)
+    branches = Conditioning.cat(positive, *(c for c, _ in contrasts))
+    k = 1 + len(contrasts)
     low, high = interval
 
     def velocity(x: torch.Tensor, t: torch.Tensor, state: torch.Tensor | None) -> tuple:
-        # both halves run outside the interval too: the self-conditioning state is per half
-        v, state = model.velocity(torch.cat([x, x]), torch.cat([t, t]), both, state)
-        v_pos, v_neg = v.chunk(2)  # (B, C, H, W) each
+        # every branch runs outside the interval too: the self-conditioning state is per branch
+        v, state = model.velocity(torch.cat([x] * k), torch.cat([t] * k), branches, state)
+        v_pos, *v_others = v.chunk(k)  # (B, C, H, W) each
         inside = ((t >= low) & (t <= high)).to(v_pos.dtype).view(-1, *[1] * (v_pos.ndim - 1))
-        return v_pos + omega * inside * (v_pos - v_neg), state
+        push = sum(w * (v_pos - v_o) for (_, w), v_o in zip(contrasts, v_others, strict=True))
+        return v_pos + inside * push, state
 
     return velocity

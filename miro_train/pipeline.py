@@ -49,8 +49,8 @@ class MiroTransformer(ModelMixin, ConfigMixin):
     config_name = "config.json"  # type: ignore[assignment]  # (ConfigMixin declares None)
 
     @register_to_config
-    def __init__(self, spec: dict[str, Any]) -> None:
-        super().__init__()
+    def __init__(self, spec: dict[str, Any], caption_dropout: float = 0.0) -> None:
+        super().__init__()  # caption_dropout: its training's (> 0: caption guidance works)
         self.net = build_model(ModelSpec.from_json(spec))
 
     @property
@@ -156,6 +156,7 @@ class MiroPipeline(DiffusionPipeline):
         negative_reward_targets: Mapping[str, float] | None = None,
         guidance_scale: float = 7.0,
         guidance_interval: tuple[float, float] = (0.0, 1.0),
+        caption_guidance_scale: float = 0.0,
         num_inference_steps: int = 50,
         generator: torch.Generator | int | None = None,
         num_images_per_prompt: int = 1,
@@ -171,11 +172,12 @@ class MiroPipeline(DiffusionPipeline):
         seed = generator.initial_seed() if isinstance(generator, torch.Generator) else generator
         settings = SamplerSettings(
             steps=num_inference_steps, guidance=guidance_scale, preset=preset,
-            guidance_interval=tuple(guidance_interval),
+            guidance_interval=tuple(guidance_interval), caption_guidance=caption_guidance_scale,
             target=_values(reward_targets), negative=_values(negative_reward_targets),
             seed=int(seed or 0), device=str(self.transformer.device),
         )  # fmt: skip
-        bundle = ModelBundle(self.transformer.net, self._codec(), Path("."), 0, "exported")
+        dropout = float(self.transformer.config.get("caption_dropout") or 0.0)
+        bundle = ModelBundle(self.transformer.net, self._codec(), Path("."), 0, "exported", dropout)
         images = generate(bundle, prompts, settings)
         if output_type == "np":
             out: Any = images

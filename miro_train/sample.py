@@ -14,7 +14,7 @@ import logging
 import math
 import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from miro_data.checks import check_choice, check_positive
 from miro_data.common import MiroError, atomic_path, progress_bar
 from miro_data.options import opt
 from miro_data.processes import owns_output
-from miro_train.checkpoint import find_checkpoint, load_weights, read_spec, read_step
+from miro_train.checkpoint import find_checkpoint, load_weights, read_meta, read_spec, read_step
 from miro_train.codec import Codec
 from miro_train.conditioning import ConditioningInput
 from miro_train.dist import pick_device
@@ -51,6 +51,7 @@ class ModelBundle:
     checkpoint: Path
     step: int
     weights: str
+    caption_dropout: float = 0.0  # its training's: > 0 makes caption guidance possible
 
     @property
     def rewards(self) -> list[str]:
@@ -70,7 +71,8 @@ def load_bundle(
     load_weights(model, ckpt, weights)
     model = model.to(dev).eval()
     codec = Codec(spec, dev, allow_download=allow_download)
-    return ModelBundle(model, codec, ckpt, read_step(ckpt), weights)
+    dropout = float(read_meta(ckpt).get("config", {}).get("caption_dropout") or 0.0)
+    return ModelBundle(model, codec, ckpt, read_step(ckpt), weights, dropout)
 
 
 # ----------------------------------------------------------------------------
@@ -111,6 +113,7 @@ def generate(
         raise MiroError(f"{len(draws)} draw numbers for {n} prompts")
     seeds = [noise_seed(settings.seed, p, k) for p, k in zip(prompts, draws, strict=True)]
     positive, negative = settings.targets(bundle)
+    settings.check_caption_guidance(bundle)
     pos, neg = _vectors(positive, rewards, n), _vectors(negative, rewards, n)
     contrast = bool(rewards) and settings.guidance != 0
     images, size = [], settings.batch_size
@@ -121,15 +124,21 @@ def generate(
             chunk = list(prompts[part])
             noise = _noise(seeds[part], codec.shape).to(codec.device)
             text, mask = codec.text(chunk)
-            cond_pos = model.condition(ConditioningInput(pos[part].to(codec.device), text, mask))
+            inputs = ConditioningInput(pos[part].to(codec.device), text, mask)
+            cond_pos = model.condition(inputs)
             cond_neg = (
-                model.condition(ConditioningInput(neg[part].to(codec.device), text, mask))
+                model.condition(replace(inputs, rewards=neg[part].to(codec.device)))
                 if contrast
                 else None
             )
+            uncaptioned = None
+            if settings.caption_guidance:
+                no_caption = torch.ones(len(chunk), dtype=torch.bool, device=codec.device)
+                uncaptioned = model.condition(inputs.without_caption(no_caption))
             velocity = guided_velocity(
-                model, cond_pos, cond_neg, settings.guidance, settings.guidance_interval
-            )
+                model, cond_pos, cond_neg, settings.guidance, settings.guidance_interval,
+                uncaptioned=uncaptioned, caption_omega=settings.caption_guidance,
+            )  # fmt: skip
             images.append(codec.to_images(euler(velocity, noise, settings.steps)))
             bar.advance(task, len(chunk))
     return np.concatenate(images)
@@ -138,11 +147,13 @@ def generate(
 def provenance(bundle: ModelBundle, settings: SamplerSettings) -> dict:
     """What every manifest row records about how its image was drawn (with prompt and draw)."""
     positive, negative = settings.targets(bundle)
+    settings.check_caption_guidance(bundle)
     return {
         "seed": settings.seed,
         "targets": positive,
         "negatives": negative,
         "guidance": settings.guidance,
+        "caption_guidance": settings.caption_guidance,
         "guidance_interval": list(settings.guidance_interval),
         "steps": settings.steps,
         "checkpoint": str(bundle.checkpoint),

@@ -53,6 +53,9 @@ class SamplerSettings:
         default=(0.0, 1.0),
         metadata=opt(parser=NUMBERS, help="LO,HI: the noise levels t (1 = noise) ω applies at."),
     )
+    caption_guidance: float = field(default=0.0, metadata=opt(
+        help="Caption CFG scale ω_c: the caption against none (a model trained with caption dropout)."
+    ))  # fmt: skip
     preset: str = field(default="high", metadata=opt(help="high, isolate:REWARD or pair:A,B@t."))
     target: str = field(
         default="", metadata=opt(help="s⁺ overrides, e.g. aesthetic=0.625,pickscore=1 (others 1).")
@@ -80,6 +83,7 @@ class SamplerSettings:
         for name in ("steps", "batch_size"):
             check_positive(self.option(name), getattr(self, name))
         check_finite(self.option("guidance"), self.guidance, 0)
+        check_finite(self.option("caption_guidance"), self.caption_guidance, 0)
         check_interval(self.option("guidance_interval"), self.guidance_interval)
         check_seed(self.option("seed"), self.seed)
         check_targets(self.preset, self.target, self.negative)
@@ -93,6 +97,15 @@ class SamplerSettings:
                 f"{bundle.checkpoint} is a baseline (no reward conditioning): drop the targets"
             )
         return resolve_targets(bundle.rewards, self.preset, self.target, self.negative)
+
+    def check_caption_guidance(self, bundle: ModelBundle) -> None:
+        """Caption guidance contrasts against "no caption": only a model that saw it can."""
+        if self.caption_guidance and not bundle.caption_dropout:
+            raise MiroError(
+                f"{bundle.checkpoint} was trained without caption dropout, so it has no "
+                f"uncaptioned velocity to contrast with: drop {self.option('caption_guidance')} "
+                "or train with --caption-dropout (e.g. 0.1)"
+            )
 
 
 # ----------------------------------------------------------------------------

@@ -141,8 +141,9 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, callback: Callable | None) -> 
             for group in state.optimizer.param_groups:
                 group["lr"] = lr
             shift = shift_at(state.step, cfg.steps, cfg.time_shift, cfg.time_shift_end)
+            cond = _drop_captions(codec.inputs(batch), cfg.caption_dropout, state.generator)
             loss = train_step(net, model, state.optimizer, codec.to_model(batch),
-                              codec.inputs(batch), generator=state.generator,
+                              cond, generator=state.generator,
                               self_cond_rate=self_cond, grad_clip=cfg.grad_clip, amp=amp,
                               scaler=state.scaler, time_shift=shift)  # fmt: skip
             state.ema.update(model, state.step)
@@ -180,6 +181,18 @@ def _build(
     generator = torch.Generator(device).manual_seed(cfg.seed * 1000 + info.rank)
     window = torch.zeros((), device=device)
     return RunState(model, ema, optimizer, scaler, generator, window)
+
+
+def _drop_captions(
+    cond: ConditioningInput, rate: float, generator: torch.Generator
+) -> ConditioningInput:
+    """Caption dropout: each sample loses its caption with probability `rate`, so the model
+    also learns v(x, t | rewards, no caption), the other side of caption guidance."""
+    if rate == 0:  # draws nothing: runs without dropout keep their random stream
+        return cond
+    b = cond.text.shape[0]
+    drop = torch.rand(b, generator=generator, device=generator.device) < rate
+    return cond.without_caption(drop.to(cond.text.device))
 
 
 def _loader(run: RunSetup, start: int, info: dist.DistInfo, workers: int | None) -> DataLoader:

@@ -322,7 +322,8 @@ import sys, numpy as np, torch
 from miro_train.pipeline import MiroPipeline
 pipe = MiroPipeline.from_pretrained(sys.argv[1])
 out = pipe("a photo of a red circle", reward_targets={"noise": 0.5},
-           negative_reward_targets={"noise": 0.0}, guidance_scale=3.0, num_inference_steps=4,
+           negative_reward_targets={"noise": 0.0}, guidance_scale=3.0, caption_guidance_scale=2.0,
+           num_inference_steps=4,
            generator=torch.Generator().manual_seed(5), num_images_per_prompt=2)
 np.save(sys.argv[2], np.stack([np.asarray(im) for im in out.images]))
 pipe.save_pretrained(sys.argv[3])
@@ -341,10 +342,11 @@ def test_export_loads_as_a_diffusers_pipeline_that_draws_miro_samples_images(tmp
     cfg = micro_config(tmp_path / "micro.json")
     run = tmp_path / "run"
     train(TrainConfig(shards=shards, out=run, model=str(cfg), steps=2, batch_size=4, warmup=1,
-                      workers=1))  # fmt: skip
+                      workers=1, caption_dropout=0.5))  # fmt: skip
     samples = tmp_path / "samples"
     result = _miro("sample", str(run), "-o", str(samples), "-p", "a photo of a red circle",
                    "--n", "2", "--steps", "4", "--guidance", "3", "--seed", "5",
+                   "--caption-guidance", "2",
                    "--target", "noise=0.5", "--negative", "noise=0")  # fmt: skip
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (samples / "manifest.jsonl").read_text().splitlines()]

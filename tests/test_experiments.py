@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from train_fixtures import micro_config
 
 from miro_data.common import MiroError
 from miro_train.evaluate import geneval_prompts
@@ -25,12 +26,19 @@ from miro_train.experiments.single_vs_multi import (
 )
 from miro_train.experiments.sweeps import GuidanceConfig, SweepConfig, guidance, sweep
 
-TINY_TRAIN = TrainSettings(steps=2, batch_size=8, eval_every=1, warmup=1)
 TINY_EVAL = EvalSettings(
     prompts_per_category=1,
     images_per_prompt=1,
     sampler=replace(EXPERIMENT_SAMPLER, steps=2, batch_size=16),
 )
+
+
+@pytest.fixture(scope="module")
+def tiny_train(tmp_path_factory: pytest.TempPathFactory) -> TrainSettings:
+    """Two steps of a micro UNet per arm: checkpoints of kilobytes (unet-tiny's are 50 MB, and
+    these tests copy runs around)."""
+    config = micro_config(tmp_path_factory.mktemp("model") / "unet-micro.json", resolution=32)
+    return TrainSettings(model=str(config), steps=2, batch_size=8, eval_every=1, warmup=1)
 
 
 def _written(folder: Path, *names: str) -> None:
@@ -39,9 +47,9 @@ def _written(folder: Path, *names: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def compared(pipeline, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def compared(pipeline, tiny_train: TrainSettings, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("experiments") / "compare"
-    compare(CompareConfig(shards=pipeline.train, out=out, train=TINY_TRAIN, eval=TINY_EVAL))
+    compare(CompareConfig(shards=pipeline.train, out=out, train=tiny_train, eval=TINY_EVAL))
     return out
 
 
@@ -95,7 +103,7 @@ def test_speedup_only_where_the_paired_difference_is_established() -> None:
 
 
 def test_compare_over_training_seeds_reuses_resumes_and_averages(
-    compared: Path, pipeline, tmp_path: Path
+    compared: Path, pipeline, tiny_train: TrainSettings, tmp_path: Path
 ) -> None:
     out = tmp_path / "seeds"
     # the single-seed experiment's runs stand in (training them again would only cost time):
@@ -108,7 +116,7 @@ def test_compare_over_training_seeds_reuses_resumes_and_averages(
     (out / "miro" / "seed-1" / "arm.json").unlink()
     first = (out / "miro" / "seed-1" / "checkpoints" / "step_0000001").stat().st_mtime_ns
     done = (out / "miro" / "seed-0" / "arm.json").read_text()
-    cfg = CompareConfig(shards=pipeline.train, out=out, train=TINY_TRAIN, eval=TINY_EVAL,
+    cfg = CompareConfig(shards=pipeline.train, out=out, train=tiny_train, eval=TINY_EVAL,
                         train_seeds=(0, 1))  # fmt: skip
     compare(cfg)
     assert (out / "miro" / "seed-0" / "arm.json").read_text() == done  # finished: reused
@@ -150,7 +158,7 @@ def test_seeds_stack_per_shared_step_and_only_alike_evaluations_stack() -> None:
 
 
 def test_combine_reports_compares_of_other_seeds_as_one_compare_would(
-    compared: Path, pipeline, tmp_path: Path
+    compared: Path, pipeline, tiny_train: TrainSettings, tmp_path: Path
 ) -> None:
     # seed 1's compare ran elsewhere; the single-seed runs stand in for its models (copied
     # with their kept evaluations, so nothing is sampled again)
@@ -159,7 +167,7 @@ def test_combine_reports_compares_of_other_seeds_as_one_compare_would(
         shutil.copytree(compared / arm, other / arm / "seed-1")
         for seed in (0, 1):
             shutil.copytree(compared / arm, both / arm / f"seed-{seed}")
-    cfg = CompareConfig(shards=pipeline.train, out=other, train=TINY_TRAIN, eval=TINY_EVAL,
+    cfg = CompareConfig(shards=pipeline.train, out=other, train=tiny_train, eval=TINY_EVAL,
                         train_seeds=(1,))  # fmt: skip
     compare(cfg)
     expected = compare(replace(cfg, out=both, train_seeds=(0, 1)))
@@ -226,7 +234,7 @@ def test_combine_reports_compares_of_other_seeds_as_one_compare_would(
 
 
 def test_evaluations_are_kept_and_reused_until_the_weights_change(
-    compared: Path, pipeline, tmp_path: Path
+    compared: Path, pipeline, tiny_train: TrainSettings, tmp_path: Path
 ) -> None:
     out = tmp_path / "again"
     shutil.copytree(compared, out)  # copy2: the weights keep their times
@@ -237,7 +245,7 @@ def test_evaluations_are_kept_and_reused_until_the_weights_change(
     record = json.loads(final.read_text())
     record["values"]["geneval"] = [1.0] * len(record["values"]["geneval"])
     final.write_text(json.dumps(record))
-    cfg = CompareConfig(shards=pipeline.train, out=out, train=TINY_TRAIN, eval=TINY_EVAL)
+    cfg = CompareConfig(shards=pipeline.train, out=out, train=tiny_train, eval=TINY_EVAL)
     results = compare(cfg)
     assert results["evaluations"]["miro"][-1]["geneval"]["overall"] == 1.0
     first = json.loads((compared / "results.json").read_text())["evaluations"]["miro"][0]
@@ -305,10 +313,12 @@ def test_best_of_n_curves_for_both_models(compared: Path, tmp_path: Path) -> Non
     assert gain["value"] == pytest.approx(c[1] - c[0]) and gain["low"] >= 0  # paired: never lower
 
 
-def test_single_vs_multi_writes_the_hacking_table(compared: Path, pipeline, tmp_path: Path) -> None:
+def test_single_vs_multi_writes_the_hacking_table(
+    compared: Path, pipeline, tiny_train: TrainSettings, tmp_path: Path
+) -> None:
     out = tmp_path / "svm"
     single_vs_multi(SingleVsMultiConfig(shards=pipeline.train, out=out, rewards=("sharpness", "noise"),
-                                        train=TINY_TRAIN, eval=replace(TINY_EVAL, rewards=("contrast",)), baseline=compared / "baseline",
+                                        train=tiny_train, eval=replace(TINY_EVAL, rewards=("contrast",)), baseline=compared / "baseline",
                                         multi=compared / "miro" / "checkpoints" / "step_0000001"))  # fmt: skip
     _written(out, "results.json", "report.md", "radar.png")
     results = json.loads((out / "results.json").read_text())

@@ -283,6 +283,7 @@ def test_generate_api_images_and_manifest_rows(served):
                      guidance_interval="0.5,1")  # fmt: skip
     assert part["manifest"]["guidance_interval"] == [0.5, 1.0] and part["image"] != first["image"]
     assert first["manifest"]["guidance_interval"] == [0.0, 1.0]
+    assert first["manifest"]["caption_guidance"] == 0.0
 
 
 @pytest.mark.parametrize(
@@ -301,6 +302,8 @@ def test_generate_api_images_and_manifest_rows(served):
         ({"guidance_interval": "0.8,0.2"}, "LO must be below HI"),
         ({"guidance_interval": "0,2"}, "guidance_interval"),
         ({"guidance_interval": "a,b"}, "two numbers LO,HI"),
+        ({"caption_guidance": "2"}, "trained without caption dropout"),
+        ({"caption_guidance": "-1"}, "caption_guidance must be between"),
         ({"steps": "0"}, "steps must be between"),
         ({"steps": "100000"}, "steps must be between"),
         ({"steps": "2.5"}, "whole number"),

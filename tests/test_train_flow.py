@@ -119,3 +119,42 @@ def test_guidance_applies_only_inside_its_interval(model_and_conds):
             v_neg, _ = model.velocity(x, t, neg)
             want = v_pos + omega * (v_pos - v_neg) if inside else v_pos
             torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------
+# Caption guidance: the caption against none (models trained with caption dropout)
+# ----------------------------------------------------------------------------
+
+
+def test_without_caption_pads_word_ids_and_masks_embeddings():
+    ids = torch.tensor([[2, 3, 4, 0], [5, 6, 0, 0]])
+    dropped = ConditioningInput(torch.ones(2, 1), ids).without_caption(torch.tensor([True, False]))
+    assert dropped.text.tolist() == [[0, 0, 0, 0], [5, 6, 0, 0]]  # row 0 as "" encodes
+    assert dropped.rewards is not None and dropped.rewards.tolist() == [[1.0], [1.0]]
+    emb, mask = torch.ones(2, 3, 4), torch.tensor([[True, True, False], [True, False, False]])
+    dropped = ConditioningInput(None, emb, mask).without_caption(torch.tensor([False, True]))
+    assert dropped.text_mask is not None
+    assert dropped.text_mask.tolist() == [[True, True, False], [False, False, False]]
+    assert dropped.text[0].eq(1).all() and dropped.text[1].eq(0).all()
+
+
+def test_caption_and_reward_guidance_batched_equal_separate_forwards(model_and_conds):
+    model, pos, neg = model_and_conds
+    ids = torch.tensor([[2, 3, 4, 5, 6, 0, 0, 0], [2, 3, 4, 8, 9, 0, 0, 0]])
+    none = ConditioningInput(torch.ones(2, 2), ids).without_caption(torch.ones(2, dtype=torch.bool))
+    unc = model.condition(none)
+    x, t, omega, omega_c = torch.randn(2, 3, 16, 16), torch.full((2,), 0.4), 3.0, 2.0
+    with torch.no_grad():
+        v_pos, _ = model.velocity(x, t, pos)
+        v_neg, _ = model.velocity(x, t, neg)
+        v_unc, _ = model.velocity(x, t, unc)
+        both, _ = guided_velocity(model, pos, neg, omega, uncaptioned=unc, caption_omega=omega_c)(
+            x, t, None
+        )
+        caption_only, _ = guided_velocity(model, pos, None, 0.0, uncaptioned=unc,
+                                          caption_omega=omega_c)(x, t, None)  # fmt: skip
+    assert not torch.allclose(v_pos, v_unc, atol=1e-4)  # the caption does change the output
+    want = v_pos + omega * (v_pos - v_neg) + omega_c * (v_pos - v_unc)
+    torch.testing.assert_close(both, want, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(caption_only, v_pos + omega_c * (v_pos - v_unc), atol=1e-5,
+                               rtol=1e-4)  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -177,6 +178,26 @@ def test_time_shift_is_stored_and_changes_the_training_times(world):
     assert len(losses) == 3  # same seed and data: only the times differ
 
 
+def test_caption_dropout_trains_the_uncaptioned_branch_that_caption_guidance_uses(world):
+    root = world[0]
+    ckpt = train(_cfg(world, "dropout", caption_dropout=0.5, steps=2, ckpt_every=2))
+    plain = train(_cfg(world, "no-dropout", steps=2, ckpt_every=2))
+    lines = [
+        (root / out / "log.csv").read_text().splitlines()[-1] for out in ("dropout", "no-dropout")
+    ]
+    assert lines[0].split(",")[1] != lines[1].split(",")[1]  # same seed and data: captions differ
+    bundle = load_bundle(ckpt)
+    assert bundle.caption_dropout == 0.5 and read_meta(ckpt)["config"]["caption_dropout"] == 0.5
+    prompts = ["a photo of a red circle"] * 2
+    settings = SamplerSettings(steps=2, guidance=3.0, seed=4)
+    unguided = generate(bundle, prompts, settings)
+    guided = generate(bundle, prompts, replace(settings, caption_guidance=5.0))
+    assert guided.shape == unguided.shape == (2, 16, 16, 3)
+    assert not np.array_equal(guided, unguided)  # the caption contrast moved the images
+    with pytest.raises(MiroError, match="trained without caption dropout"):
+        generate(load_bundle(plain), prompts, replace(settings, caption_guidance=5.0))
+
+
 # ----------------------------------------------------------------------------
 # Bad input: one line, exit status 2, nothing overwritten
 # ----------------------------------------------------------------------------
@@ -202,6 +223,8 @@ def _fails(args: list[str], match: str) -> None:
         (["--negative", "noise=-0.1"], "outside [0, 1]"),
         (["--preset", "pair:noise,sharpness"], "pair:A,B@t"),
         (["--best-of", "2"], "--select-by"),
+        (["--caption-guidance", "2"], "trained without caption dropout"),
+        (["--caption-guidance", "-1"], "--caption-guidance must be"),
     ],
 )
 def test_bad_sampling_targets(trained, tmp_path, extra, match):

@@ -143,13 +143,13 @@ def tiny_spec(
     )
 
 
-def micro_config(path: Path) -> Path:
+def micro_config(path: Path, resolution: int = 16) -> Path:
     """A registry-style JSON config of a very small UNet, for fast end-to-end tests."""
     spec = tiny_spec("unet").to_json()
     config = {k: spec[k] for k in ("backbone", "backbone_args", "conditioning")}
     config |= {
         "text": {"kind": "word", "dim": 32, "max_len": 16},
-        "image": {"space": "pixel", "resolution": 16},
+        "image": {"space": "pixel", "resolution": resolution},
     }
     path.write_text(json.dumps(config))
     return path

@@ -41,6 +41,7 @@
       best_of: $("best-of").value,
     });
     if (Number($("best-of").value) > 1) p.set("select_by", $("select-by").value);
+    if ($("caption-guidance")) p.set("caption_guidance", $("caption-guidance").value);
     return p;
   }
 

@@ -92,6 +92,9 @@ class TrainSettings:
     time_shift_end: float | None = field(
         default=None, metadata=opt(help="Shift at the last step (linear).")
     )
+    caption_dropout: float = field(
+        default=0.0, metadata=opt(help="Share of samples trained without their caption.")
+    )
     seed: int = field(default=0, metadata=opt())
     eval_every: int = field(
         default=500, metadata=opt(help="Checkpoint (and evaluate) every N steps.")
@@ -108,6 +111,7 @@ class TrainSettings:
         check_finite("--time-shift", self.time_shift, 0, open_low=True)
         if self.time_shift_end is not None:
             check_finite("--time-shift-end", self.time_shift_end, 0, open_low=True)
+        check_finite("--caption-dropout", self.caption_dropout, 0, 1, open_high=True)
         check_seed("--seed", self.seed)
         check_device("--device", self.device)
 
@@ -248,8 +252,8 @@ def train_arm(shards: Path, out: Path, train: TrainSettings, *, baseline: bool =
         shards=str(shards), out=out, model=train.model, rewards=rewards, baseline=baseline,
         steps=train.steps, batch_size=train.batch_size, lr=train.lr, warmup=train.warmup,
         ema=train.ema, time_shift=train.time_shift, time_shift_end=train.time_shift_end,
-        seed=train.seed, ckpt_every=train.eval_every, device=train.device,
-        resume=bool(done),
+        caption_dropout=train.caption_dropout, seed=train.seed, ckpt_every=train.eval_every,
+        device=train.device, resume=bool(done),
     )  # fmt: skip
     t0 = time.perf_counter()
     last = run_training(cfg)

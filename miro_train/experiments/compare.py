@@ -175,7 +175,9 @@ def _minutes(per_seed: dict[str, float]) -> str:
 
 def _interval(sampler: dict[str, Any]) -> str:
     low, high = sampler["guidance_interval"]
-    return "" if (low, high) == (0.0, 1.0) else f" at noise levels {low:g} ≤ t ≤ {high:g}"
+    text = "" if (low, high) == (0.0, 1.0) else f" at noise levels {low:g} ≤ t ≤ {high:g}"
+    caption = sampler.get("caption_guidance") or 0.0
+    return text + (f", caption guidance ω_c = {caption:g} (both arms)" if caption else "")
 
 
 def _report(config: dict[str, Any], seeds: Sequence[int], seconds: dict[str, dict[str, float]],
