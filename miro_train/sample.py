@@ -113,7 +113,6 @@ def generate(
         raise MiroError(f"{len(draws)} draw numbers for {n} prompts")
     seeds = [noise_seed(settings.seed, p, k) for p, k in zip(prompts, draws, strict=True)]
     positive, negative = settings.targets(bundle)
-    settings.check_caption_guidance(bundle)
     pos, neg = _vectors(positive, rewards, n), _vectors(negative, rewards, n)
     contrast = bool(rewards) and settings.guidance != 0
     images, size = [], settings.batch_size
@@ -147,7 +146,6 @@ def generate(
 def provenance(bundle: ModelBundle, settings: SamplerSettings) -> dict:
     """What every manifest row records about how its image was drawn (with prompt and draw)."""
     positive, negative = settings.targets(bundle)
-    settings.check_caption_guidance(bundle)
     return {
         "seed": settings.seed,
         "targets": positive,

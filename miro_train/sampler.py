@@ -91,7 +91,9 @@ class SamplerSettings:
         check_device(self.option("device"), self.device)
 
     def targets(self, bundle: ModelBundle) -> tuple[Targets, Targets]:
-        """(s⁺, s⁻) over the checkpoint's rewards; targets for a baseline are refused."""
+        """(s⁺, s⁻) over the checkpoint's rewards; targets for a baseline, and caption guidance
+        for a model trained without caption dropout, are refused."""
+        self.check_caption_guidance(bundle)
         if not bundle.rewards and (self.target or self.negative or self.preset != "high"):
             raise MiroError(
                 f"{bundle.checkpoint} is a baseline (no reward conditioning): drop the targets"
