@@ -72,19 +72,22 @@ def rewards_cmd(cfg: RewardEvalConfig) -> None:
     "text-reliance", "miro_train.text_reliance:TextRelianceConfig", args=("checkpoints",)
 )
 def text_reliance_cmd(cfg: TextRelianceConfig) -> None:
-    """How much each checkpoint's loss rises when it is given other samples' captions."""
-    from miro_train.text_reliance import text_reliance
+    """How much each checkpoint's loss rises when it is given other samples' captions (or
+    its captions with their colour or shape words changed)."""
+    from miro_train.text_reliance import CHANGED, text_reliance
 
     results = text_reliance(cfg)
-    table = Table(title=f"loss rise with shifted captions ({results[0]['samples']} samples)")
+    title = f"loss rise with {CHANGED[cfg.swap]} ({results[0]['samples']} samples)"
+    table = Table(title=title)
     table.add_column("checkpoint", overflow="fold")  # folded, not cut: runs differ at the end
     table.add_column("step", justify="right")
     for t in cfg.times:
         table.add_column(f"t = {t:g}", justify="right")
-    table.add_column("mean", justify="right", style="bold")
+    table.add_column("mean [95 % interval]", justify="right", style="bold")
     for r in results:
-        rises = [f"{100 * row['rise']:+.1f} %" for row in r["times"]]
-        table.add_row(r["checkpoint"], str(r["step"]), *rises, f"{100 * r['mean_rise']:+.1f} %")
+        rises = [f"{100 * row['rise']:+.2f} %" for row in r["times"]]
+        mean = f"{100 * r['mean_rise']:+.2f} % [{100 * r['low']:+.2f}, {100 * r['high']:+.2f}]"
+        table.add_row(r["checkpoint"], str(r["step"]), *rises, mean)
     Console().print(table)
 
 

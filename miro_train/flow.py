@@ -47,8 +47,10 @@ def flow_loss(
     noise: torch.Tensor | None = None,
     self_cond_rate: float = 0.0,
     time_shift: float = 1.0,
+    per_sample: bool = False,
 ) -> torch.Tensor:
-    """Mean squared error between the predicted and the true velocity ε − x.
+    """Mean squared error between the predicted and the true velocity ε − x (per sample, (B,),
+    with `per_sample`).
 
     `model(x_t, t, cond, self_cond=…)` is a `MiroModel` (or its DDP wrapper); t and noise are
     drawn from `generator` unless given (measurements that compare models at fixed t pass them).
@@ -62,7 +64,8 @@ def flow_loss(
     if self_cond_rate > 0:
         keep = torch.rand(b, device=x.device, generator=generator) < self_cond_rate
     v, _ = model(xt, t, cond, self_cond=keep)
-    return (v.float() - (noise - x).float()).pow(2).mean()
+    error = (v.float() - (noise - x).float()).pow(2)
+    return error.flatten(1).mean(1) if per_sample else error.mean()
 
 
 @torch.no_grad()

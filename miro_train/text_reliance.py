@@ -7,28 +7,42 @@ the model's predictions lean on the right caption: a model that ignores its capt
 exactly 0 at every t. On Shapes World the rise grows steadily with training, so seconds of
 forward passes per checkpoint tell whether a change to the model or the recipe teaches the
 text sooner, where GenEval needs hundreds of sampled images for a figure a few points wide.
+
+`--swap colour` or `--swap shape` asks which words a model reads: each Shapes World colour
+(shape) word in a caption is replaced by the next one in the palette (shape list), every other
+word kept, and only the samples whose caption names one are measured. A model that draws the
+asked shapes but ignores the colour words rises on `shape` and stays near 0 on `colour`.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from miro_data.checks import check_choice, check_device, check_int, check_positive, check_seed
 from miro_data.common import MiroError, save_json
 from miro_data.hub import allow_download_field
 from miro_data.options import NUMBERS, opt
+from miro_data.shapes import COLORS, SHAPES
 from miro_train.conditioning import ConditioningInput
 from miro_train.data import Shards, make_loader, next_batch, open_shards
 from miro_train.flow import flow_loss
 from miro_train.prepare import batch_spec_for
 from miro_train.sampler import WEIGHTS, Weights
+from miro_train.stats import LEVEL, N_BOOT
 
 log = logging.getLogger(__name__)
+
+CHANGED = {"caption": "shifted captions", "colour": "colour words changed",
+           "shape": "shape words changed"}  # fmt: skip
+SWAPS = tuple(CHANGED)
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,10 @@ class TextRelianceConfig:
     seed: int = field(default=0, metadata=opt(help="Fixes the samples' order and the noise."))
     device: str = field(default="auto", metadata=opt())
     weights: Weights = field(default="ema", metadata=opt())
+    swap: str = field(default="caption", metadata=opt(help=(
+        "What changes: 'caption' (another sample's), or each Shapes World 'colour' or 'shape' "
+        "word (the next one in the list)."
+    )))  # fmt: skip
     allow_download: bool = allow_download_field("the model's text encoder or VAE")
     out: Path | None = field(default=None, metadata=opt(  # a JSON file for the results, when set
         "--out", "-o", help="A JSON file for the results."
@@ -62,6 +80,7 @@ class TextRelianceConfig:
         check_seed("--seed", self.seed)
         check_device("--device", self.device)
         check_choice("--weights", self.weights, WEIGHTS)
+        check_choice("--swap", self.swap, SWAPS)
 
 
 def shift_captions(cond: ConditioningInput) -> ConditioningInput:
@@ -82,6 +101,33 @@ def text_reliance(cfg: TextRelianceConfig) -> list[dict[str, Any]]:
     return results
 
 
+def next_word(words: Sequence[str]) -> Callable[[str], str]:
+    """A caption rewriter: each of `words` (or its plural) becomes the next one, cyclically."""
+    following = {w: words[(i + 1) % len(words)] for i, w in enumerate(words)}
+    following |= {f"{w}s": f"{n}s" for w, n in following.items()}
+    pattern = re.compile(r"\b(" + "|".join(sorted(following, key=len, reverse=True)) + r")\b")
+    return lambda caption: pattern.sub(lambda m: following[m.group(1)], caption)
+
+
+def _pairs(
+    batch: dict[str, Any], b: int, codec: Any, swap: str
+) -> tuple[torch.Tensor, ConditioningInput, ConditioningInput]:
+    """Which of the first b samples are measured (row indices), with their own conditioning
+    and the changed one; a word swap measures only the samples whose caption it changes."""
+    cond = codec.inputs(batch)[:b]
+    if swap == "caption":
+        return torch.arange(b), cond, shift_captions(cond)
+    rewrite = next_word(COLORS if swap == "colour" else SHAPES)
+    captions = list(batch["captions"][:b])
+    rows = [i for i, c in enumerate(captions) if rewrite(c) != c]
+    index = torch.tensor(rows, dtype=torch.long)
+    rewards = None if cond.rewards is None else cond.rewards[index.to(cond.rewards.device)]
+    # both captions encoded here the same way (not one from precomputed shard embeddings)
+    own = ConditioningInput(rewards, *codec.text([captions[i] for i in rows]))
+    other = ConditioningInput(rewards, *codec.text([rewrite(captions[i]) for i in rows]))
+    return index, own, other
+
+
 @torch.no_grad()
 def _measure(checkpoint: Path, shards: Shards, cfg: TextRelianceConfig) -> dict[str, Any]:
     from miro_train.sample import load_bundle
@@ -92,30 +138,51 @@ def _measure(checkpoint: Path, shards: Shards, cfg: TextRelianceConfig) -> dict[
     batch_spec = batch_spec_for(model.spec, min(cfg.batch_size, total), seed=cfg.seed)
     batches = iter(make_loader(shards, batch_spec, workers=0))
     generator = torch.Generator().manual_seed(cfg.seed)
-    sums = {t: [0.0, 0.0] for t in cfg.times}
-    seen = 0
-    while seen < total:
+    losses: dict[float, list[list[torch.Tensor]]] = {t: [[], []] for t in cfg.times}
+    read = 0
+    while read < total:
         batch = next_batch(batches)
-        b = min(len(batch["captions"]), total - seen)
-        x, cond = codec.to_model(batch)[:b], codec.inputs(batch)[:b]
+        b = min(len(batch["captions"]), total - read)
+        images = codec.to_model(batch)[:b]
+        rows, own, other = _pairs(batch, b, codec, cfg.swap)
+        x, n = images[rows.to(images.device)], len(rows)
         for t in cfg.times:
-            noise = torch.randn(x.shape, generator=generator).to(x.device)
-            times = torch.full((b,), t, device=x.device)
-            for k, inputs in enumerate((cond, shift_captions(cond))):
-                loss = flow_loss(model, x, inputs, t=times, noise=noise)
-                sums[t][k] += float(loss) * b
-        seen += b
-    rows = [
-        {"t": t, "loss": own / seen, "loss_shifted": other / seen, "rise": other / own - 1.0}
-        for t, (own, other) in sums.items()
-    ]
-    result: dict[str, Any] = {
-        "checkpoint": str(bundle.checkpoint),
-        "step": bundle.step,
-        "samples": seen,
-        "times": rows,
-        "mean_rise": sum(r["rise"] for r in rows) / len(rows),
-    }
-    log.info("%s: loss rises %.1f %% with shifted captions", bundle.checkpoint,
-             100 * result["mean_rise"])  # fmt: skip
+            # drawn for the whole batch, so every --swap gives a sample the same noise
+            noise = torch.randn(images.shape, generator=generator)[rows].to(x.device)
+            if n:
+                times = torch.full((n,), t, device=x.device)
+                for k, inputs in enumerate((own, other)):
+                    loss = flow_loss(model, x, inputs, t=times, noise=noise, per_sample=True)
+                    losses[t][k].append(loss.cpu())
+        read += b
+    if not losses[cfg.times[0]][0]:
+        raise MiroError(f"no caption among the {read} samples names a Shapes World {cfg.swap}")
+    per_t = np.stack([[torch.cat(parts).double().numpy() for parts in losses[t]]
+                      for t in cfg.times])  # (T, 2, N)  # fmt: skip
+    result = {"checkpoint": str(bundle.checkpoint), "step": bundle.step, "swap": cfg.swap,
+              **summarise(per_t, cfg.times, cfg.seed)}  # fmt: skip
+    log.info("%s: loss rises %.2f %% with %s", bundle.checkpoint,
+             100 * result["mean_rise"], CHANGED[cfg.swap])  # fmt: skip
     return result
+
+
+def summarise(per_t: np.ndarray, times: Sequence[float], seed: int) -> dict[str, Any]:
+    """Per-sample losses (T, 2 = own | changed, N) → the losses and rise at each t, and the
+    rise averaged over t with its 95 % bootstrap interval over the samples (one resample for
+    every t: a sample's losses at different t share its image and caption)."""
+
+    def mean_rise(sums: np.ndarray) -> np.ndarray:  # (T, 2, ...) loss sums → (...)
+        return (sums[:, 1] / sums[:, 0] - 1.0).mean(0)
+
+    n = per_t.shape[2]
+    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), size=N_BOOT)
+    boot = mean_rise(per_t @ counts.T)  # (boot,): each resample's rise
+    tail = (100 - LEVEL) / 2
+    low, high = np.percentile(boot, [tail, 100 - tail])
+    sums = per_t.sum(-1)  # (T, 2)
+    rows = [
+        {"t": t, "loss": own / n, "loss_shifted": other / n, "rise": other / own - 1.0}
+        for t, (own, other) in zip(times, sums.tolist(), strict=True)
+    ]
+    return {"samples": n, "times": rows, "mean_rise": float(mean_rise(sums)),
+            "low": float(low), "high": float(high)}  # fmt: skip

@@ -170,6 +170,7 @@ PINNED = {
         ("--samples", 1024, "int", ""),
         ("--seed", 0, "int", ""),
         ("--shards", None, "Path", "required"),
+        ("--swap", "caption", "str", ""),
         ("--times", "0.3,0.5,0.7,0.9", "str", ""),
         ("--weights", "ema", ("ema", "model"), ""),
     ],

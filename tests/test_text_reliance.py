@@ -6,16 +6,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from cli.main import app
+from miro_data.shapes import COLORS, SHAPES
 from miro_train.checkpoint import save_checkpoint
 from miro_train.data import iter_captions, open_shards
 from miro_train.models import build_model
 from miro_train.text import WordVocab
-from miro_train.text_reliance import TextRelianceConfig, text_reliance
+from miro_train.text_reliance import TextRelianceConfig, next_word, summarise, text_reliance
 from tests.train_fixtures import tiny_spec, write_shards
 
 runner = CliRunner()
@@ -62,6 +64,47 @@ def test_blind_model_scores_zero_and_reading_model_rises(shards: Path, tmp_path:
     assert saved["results"] == json.loads(json.dumps(results))
     assert saved["config"]["checkpoints"] == [str(blind), str(reader)]
     assert text_reliance(cfg) == results  # same seed: the same samples and noise
+    assert results[0]["low"] == results[0]["high"] == 0  # no rise in any resample either
+    assert results[1]["low"] <= results[1]["mean_rise"] <= results[1]["high"]
+
+
+def test_next_word_changes_only_the_named_words() -> None:
+    colour, shape = next_word(COLORS), next_word(SHAPES)
+    caption = "a photo of a red circle left of an orange square"
+    assert colour(caption) == "a photo of a green circle left of an red square"
+    assert shape(caption) == "a photo of a red square left of an orange triangle"
+    assert shape("a photo of three triangles") == "a photo of three circles"  # plurals too
+    assert colour("a photo of three triangles") == "a photo of three triangles"
+    assert colour("a reddish circle") == "a reddish circle"  # whole words only
+
+
+@pytest.mark.parametrize("swap, words", [("colour", COLORS), ("shape", SHAPES)])
+def test_word_swap_measures_the_captions_that_name_a_word(
+    shards: Path, tmp_path: Path, swap: str, words: tuple[str, ...]
+) -> None:
+    blind = _checkpoint(tmp_path / "blind", shards, reads_text=False)
+    reader = _checkpoint(tmp_path / "reader", shards, reads_text=True)
+    cfg = TextRelianceConfig(checkpoints=(blind, reader), shards=shards, samples=48,
+                             times=(0.5, 0.9), batch_size=20, device="cpu", swap=swap)  # fmt: skip
+    results = text_reliance(cfg)
+    captions = list(iter_captions(open_shards(shards), 48))
+    naming = sum(any(w in c.split() or f"{w}s" in c.split() for w in words) for c in captions)
+    assert naming > 0
+    assert [r["samples"] for r in results] == [naming, naming]
+    assert results[0]["mean_rise"] == results[0]["low"] == results[0]["high"] == 0
+    assert results[1]["mean_rise"] != 0 and results[1]["swap"] == swap
+
+
+def test_summarise_is_a_ratio_of_sums_with_its_interval() -> None:
+    own = np.random.default_rng(1).random((2, 64)) + 1.0  # (T, N)
+    same = summarise(np.stack([own, own], axis=1), (0.5, 0.9), seed=0)
+    assert same["mean_rise"] == same["low"] == same["high"] == 0
+    tenth = summarise(np.stack([own, 1.1 * own], axis=1), (0.5, 0.9), seed=0)
+    assert tenth["mean_rise"] == pytest.approx(0.1) and tenth["samples"] == 64
+    assert tenth["low"] == pytest.approx(0.1) and tenth["high"] == pytest.approx(0.1)
+    rise = np.stack([own, own + np.random.default_rng(2).normal(0.1, 0.5, own.shape)], axis=1)
+    spread = summarise(rise, (0.5, 0.9), seed=0)
+    assert spread["low"] < spread["mean_rise"] < spread["high"]
 
 
 def test_cli_prints_table_and_rejects_bad_input(shards: Path, tmp_path: Path) -> None:
@@ -71,10 +114,13 @@ def test_cli_prints_table_and_rejects_bad_input(shards: Path, tmp_path: Path) ->
     result = runner.invoke(app, [*args, "--times", "0.5"])
     assert result.exit_code == 0, result.output
     assert "t = 0.5" in result.output and "step_0000010" in result.output
+    result = runner.invoke(app, [*args, "--times", "0.5", "--swap", "colour"])
+    assert result.exit_code == 0 and "colour words changed" in result.output, result.output
     for bad, message in [
         (["--times", "0.5,x"], "--times"),
         (["--times", "1.0"], "strictly between 0 and 1"),
         (["--batch-size", "1"], "at least 2"),
+        (["--swap", "size"], "--swap must be one of caption, colour, shape"),
     ]:
         result = runner.invoke(app, [*args, *bad])
         assert result.exit_code == 2 and message in result.output, result.output
