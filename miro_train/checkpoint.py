@@ -196,10 +196,11 @@ def read_meta(ckpt: Path) -> dict[str, Any]:
     return meta
 
 
-def read_spec(ckpt: Path) -> ModelSpec:
-    """The model spec a checkpoint was trained with (any layout a miro checkpoint has held)."""
+def read_spec(ckpt: Path, meta: dict[str, Any] | None = None) -> ModelSpec:
+    """The model spec a checkpoint was trained with (any layout a miro checkpoint has held);
+    from its `meta` when the caller has read it already."""
     try:
-        return ModelSpec.from_json(read_meta(ckpt)["model"])
+        return ModelSpec.from_json((read_meta(ckpt) if meta is None else meta)["model"])
     except jf.FieldError as err:
         raise MiroError(f"corrupt checkpoint {ckpt}: the model spec in {META}: {err}") from None
 

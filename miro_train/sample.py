@@ -25,7 +25,7 @@ from miro_data.checks import check_choice, check_positive
 from miro_data.common import MiroError, atomic_path, progress_bar
 from miro_data.options import opt
 from miro_data.processes import owns_output
-from miro_train.checkpoint import find_checkpoint, load_weights, read_meta, read_spec, read_step
+from miro_train.checkpoint import find_checkpoint, load_weights, read_meta, read_spec
 from miro_train.codec import Codec
 from miro_train.conditioning import ConditioningInput
 from miro_train.dist import pick_device
@@ -65,14 +65,15 @@ def load_bundle(
     encoders from the local cache, or with `allow_download` from the Hub when missing."""
     check_choice("--weights", weights, WEIGHTS)
     ckpt = find_checkpoint(checkpoint)
-    spec = read_spec(ckpt)
+    meta = read_meta(ckpt)
+    spec = read_spec(ckpt, meta)
     dev = pick_device(device)
     model = build_model(spec)
     load_weights(model, ckpt, weights)
     model = model.to(dev).eval()
     codec = Codec(spec, dev, allow_download=allow_download)
-    dropout = float(read_meta(ckpt).get("config", {}).get("caption_dropout") or 0.0)
-    return ModelBundle(model, codec, ckpt, read_step(ckpt), weights, dropout)
+    dropout = float(meta["config"].get("caption_dropout") or 0.0)
+    return ModelBundle(model, codec, ckpt, int(meta["step"]), weights, dropout)
 
 
 # ----------------------------------------------------------------------------
