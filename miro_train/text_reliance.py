@@ -31,6 +31,7 @@ from miro_data.common import MiroError, save_json
 from miro_data.hub import allow_download_field
 from miro_data.options import NUMBERS, opt
 from miro_data.shapes import COLORS, SHAPES
+from miro_train.codec import Codec
 from miro_train.conditioning import ConditioningInput
 from miro_train.data import Shards, make_loader, next_batch, open_shards
 from miro_train.flow import flow_loss
@@ -110,18 +111,18 @@ def next_word(words: Sequence[str]) -> Callable[[str], str]:
 
 
 def _pairs(
-    batch: dict[str, Any], b: int, codec: Any, swap: str
+    batch: dict[str, Any], b: int, codec: Codec, rewrite: Callable[[str], str] | None
 ) -> tuple[torch.Tensor, ConditioningInput, ConditioningInput]:
     """Which of the first b samples are measured (row indices), with their own conditioning
-    and the changed one; a word swap measures only the samples whose caption it changes."""
-    cond = codec.inputs(batch)[:b]
-    if swap == "caption":
+    and the changed one: another sample's caption, or with `rewrite` the caption rewritten
+    (only the samples whose caption it changes)."""
+    if rewrite is None:
+        cond = codec.inputs(batch)[:b]
         return torch.arange(b), cond, shift_captions(cond)
-    rewrite = next_word(COLORS if swap == "colour" else SHAPES)
     captions = list(batch["captions"][:b])
     rows = [i for i, c in enumerate(captions) if rewrite(c) != c]
     index = torch.tensor(rows, dtype=torch.long)
-    rewards = None if cond.rewards is None else cond.rewards[index.to(cond.rewards.device)]
+    rewards = batch["rewards"][:b][index].to(codec.device)
     # both captions encoded here the same way (not one from precomputed shard embeddings)
     own = ConditioningInput(rewards, *codec.text([captions[i] for i in rows]))
     other = ConditioningInput(rewards, *codec.text([rewrite(captions[i]) for i in rows]))
@@ -138,13 +139,15 @@ def _measure(checkpoint: Path, shards: Shards, cfg: TextRelianceConfig) -> dict[
     batch_spec = batch_spec_for(model.spec, min(cfg.batch_size, total), seed=cfg.seed)
     batches = iter(make_loader(shards, batch_spec, workers=0))
     generator = torch.Generator().manual_seed(cfg.seed)
+    words = {"colour": COLORS, "shape": SHAPES}.get(cfg.swap)
+    rewrite = None if words is None else next_word(words)
     losses: dict[float, list[list[torch.Tensor]]] = {t: [[], []] for t in cfg.times}
     read = 0
     while read < total:
         batch = next_batch(batches)
         b = min(len(batch["captions"]), total - read)
         images = codec.to_model(batch)[:b]
-        rows, own, other = _pairs(batch, b, codec, cfg.swap)
+        rows, own, other = _pairs(batch, b, codec, rewrite)
         x, n = images[rows.to(images.device)], len(rows)
         for t in cfg.times:
             # drawn for the whole batch, so every --swap gives a sample the same noise
