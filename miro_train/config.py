@@ -76,6 +76,9 @@ class TrainConfig:
     time_shift_end: float | None = field(default=None, metadata=opt(  # None: constant
         help="Move the shift linearly to this value by the last step."
     ))  # fmt: skip
+    time_shift_share: float = field(default=1.0, metadata=opt(
+        help="Share of each batch whose times are shifted; the rest stay unshifted."
+    ))  # fmt: skip
     caption_dropout: float = field(default=0.0, metadata=opt(
         help="Share of samples trained without their caption (what --caption-guidance needs)."
     ))  # fmt: skip
@@ -118,6 +121,7 @@ class TrainConfig:
         check_finite("--time-shift", self.time_shift, 0, open_low=True)
         if self.time_shift_end is not None:
             check_finite("--time-shift-end", self.time_shift_end, 0, open_low=True)
+        check_finite("--time-shift-share", self.time_shift_share, 0, 1)
         check_finite("min_lr_ratio", self.min_lr_ratio, 0, 1)
         check_finite("self_cond_rate", self.self_cond_rate, 0, 1)
         check_finite("--caption-dropout", self.caption_dropout, 0, 1, open_high=True)

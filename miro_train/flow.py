@@ -2,7 +2,8 @@
 
 Path: x_t = (1 − t)·x + t·ε, t = 0 data, t = 1 noise; the model predicts v = ε − x.
 Training draws t from a logit-normal(0, 1), optionally shifted toward noise (SD3's
-t ← s·t / (1 + (s − 1)·t)), with s constant or moving linearly over training. Sampling
+t ← s·t / (1 + (s − 1)·t)), with s constant or moving linearly over training, for the whole
+batch or a share of it (the rest unshifted: high noise teaches colours, low noise shapes). Sampling
 integrates dx/dt = v from t = 1 to 0 with Euler steps, x ← x − v·Δt. Guidance contrasts
 two reward targets of the same caption, v̂ = v(s⁺) + ω·(v(s⁺) − v(s⁻)), and optionally the
 caption against none (a model trained with caption dropout): + ω_c·(v(s⁺) − v(s⁺, ∅)); every
@@ -23,11 +24,20 @@ Velocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], tuple]
 
 
 def logit_normal(
-    n: int, device: torch.device, generator: torch.Generator | None = None, shift: float = 1.0
+    n: int,
+    device: torch.device,
+    generator: torch.Generator | None = None,
+    shift: float = 1.0,
+    share: float = 1.0,
 ) -> torch.Tensor:
-    """(n,) times sigmoid(N(0, 1)): most at mid noise; `shift` > 1 moves them toward noise."""
+    """(n,) times sigmoid(N(0, 1)): most at mid noise; `shift` > 1 moves the first
+    round(share·n) of them toward noise (a batch is shuffled, so which ones does not matter)."""
     t = torch.sigmoid(torch.randn(n, device=device, generator=generator))
-    return t if shift == 1.0 else shift * t / (1 + (shift - 1) * t)
+    if shift == 1.0:
+        return t
+    shifted = shift * t / (1 + (shift - 1) * t)
+    k = round(share * n)
+    return shifted if k == n else torch.cat([shifted[:k], t[k:]])
 
 
 def shift_at(step: int, total: int, start: float, end: float | None) -> float:
@@ -47,6 +57,7 @@ def flow_loss(
     noise: torch.Tensor | None = None,
     self_cond_rate: float = 0.0,
     time_shift: float = 1.0,
+    time_shift_share: float = 1.0,
     per_sample: bool = False,
 ) -> torch.Tensor:
     """Mean squared error between the predicted and the true velocity ε − x (per sample, (B,),
@@ -56,7 +67,8 @@ def flow_loss(
     drawn from `generator` unless given (measurements that compare models at fixed t pass them).
     """
     b = x.shape[0]
-    t = logit_normal(b, x.device, generator, time_shift) if t is None else t
+    if t is None:
+        t = logit_normal(b, x.device, generator, time_shift, time_shift_share)
     noise = torch.randn(x.shape, device=x.device, generator=generator) if noise is None else noise
     texp = t.view(b, *([1] * (x.ndim - 1)))
     xt = (1 - texp) * x + texp * noise

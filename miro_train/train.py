@@ -65,11 +65,12 @@ def train_step(
     amp: contextlib.AbstractContextManager | None = None,
     scaler: torch.amp.GradScaler | None = None,
     time_shift: float = 1.0,
+    time_shift_share: float = 1.0,
 ) -> torch.Tensor:
     """One optimizer step on one batch; `net` may be the DDP wrapper of `model`."""
     with amp or contextlib.nullcontext():
         loss = flow_loss(net, x, cond, generator=generator, self_cond_rate=self_cond_rate,
-                         time_shift=time_shift)  # fmt: skip
+                         time_shift=time_shift, time_shift_share=time_shift_share)  # fmt: skip
     if scaler is not None:
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
@@ -145,7 +146,8 @@ def _train(cfg: TrainConfig, info: dist.DistInfo, callback: Callable | None) -> 
             loss = train_step(net, model, state.optimizer, codec.to_model(batch),
                               cond, generator=state.generator,
                               self_cond_rate=self_cond, grad_clip=cfg.grad_clip, amp=amp,
-                              scaler=state.scaler, time_shift=shift)  # fmt: skip
+                              scaler=state.scaler, time_shift=shift,
+                              time_shift_share=cfg.time_shift_share)  # fmt: skip
             state.ema.update(model, state.step)
             state.step += 1
             state.window += loss

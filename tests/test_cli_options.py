@@ -215,6 +215,7 @@ PINNED = {
         ("--steps", 3000, "int", ""),
         ("--time-shift", 1.0, "float", ""),
         ("--time-shift-end", None, "float", ""),
+        ("--time-shift-share", 1.0, "float", ""),
         ("--train-seeds", None, "str", ""),
     ],
     "experiment guidance": [
@@ -252,6 +253,7 @@ PINNED = {
         ("--steps", 3000, "int", ""),
         ("--time-shift", 1.0, "float", ""),
         ("--time-shift-end", None, "float", ""),
+        ("--time-shift-share", 1.0, "float", ""),
         ("--train-seeds", None, "str", ""),
     ],
     "experiment sweep": [
@@ -345,6 +347,7 @@ PINNED = {
         ("--text-encoder", None, "str", ""),
         ("--time-shift", 1.0, "float", ""),
         ("--time-shift-end", None, "float", ""),
+        ("--time-shift-share", 1.0, "float", ""),
         ("--vae", None, "str", ""),
         ("--vae-subfolder", None, "str", ""),
         ("--warmup", 100, "int", ""),

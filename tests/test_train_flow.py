@@ -52,6 +52,16 @@ def test_time_shift_moves_the_times_toward_noise():
     )
 
 
+def test_time_shift_share_shifts_that_share_of_the_batch_and_leaves_the_rest():
+    draw = lambda shift, share=1.0: logit_normal(  # noqa: E731
+        10, torch.device("cpu"), torch.Generator().manual_seed(0), shift, share
+    )
+    plain, shifted, half = draw(1.0), draw(3.0), draw(3.0, 0.5)
+    assert torch.equal(half[:5], shifted[:5]) and torch.equal(half[5:], plain[5:])
+    assert torch.equal(draw(3.0, 0.0), plain) and torch.equal(draw(3.0, 1.0), shifted)
+    assert torch.equal(draw(1.0, 0.5), plain)  # no shift: the share changes nothing
+
+
 def test_shift_schedule_is_constant_or_linear_from_start_to_end():
     assert [shift_at(s, 5, 3.0, None) for s in range(5)] == [3.0] * 5
     assert [shift_at(s, 5, 3.0, 1.0) for s in range(5)] == [3.0, 2.5, 2.0, 1.5, 1.0]

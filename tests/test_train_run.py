@@ -168,14 +168,16 @@ def test_baseline_trains_without_rewards_and_samples_unguided(world):
 def test_time_shift_is_stored_and_changes_the_training_times(world):
     root = world[0]
     stored, losses = [], set()
-    for start, end in ((1.0, None), (3.0, None), (3.0, 1.0)):
-        out = f"shift-{start:g}-{end}"
-        ckpt = train(_cfg(world, out, time_shift=start, time_shift_end=end, steps=2, ckpt_every=2))
-        config = read_meta(ckpt)["config"]
-        stored.append((config["time_shift"], config["time_shift_end"]))
+    runs = ((1.0, None, 1.0), (3.0, None, 1.0), (3.0, 1.0, 1.0), (3.0, None, 0.5))
+    for start, end, share in runs:
+        out = f"shift-{start:g}-{end}-{share:g}"
+        cfg = _cfg(world, out, time_shift=start, time_shift_end=end, time_shift_share=share,
+                   steps=2, ckpt_every=2)  # fmt: skip
+        config = read_meta(train(cfg))["config"]
+        stored.append((config["time_shift"], config["time_shift_end"], config["time_shift_share"]))
         losses.add((root / out / "log.csv").read_text().splitlines()[-1].split(",")[1])
-    assert stored == [(1.0, None), (3.0, None), (3.0, 1.0)]
-    assert len(losses) == 3  # same seed and data: only the times differ
+    assert stored == list(runs)
+    assert len(losses) == 4  # same seed and data: only the times differ
 
 
 def test_caption_dropout_trains_the_uncaptioned_branch_that_caption_guidance_uses(world):

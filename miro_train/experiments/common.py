@@ -92,6 +92,9 @@ class TrainSettings:
     time_shift_end: float | None = field(
         default=None, metadata=opt(help="Shift at the last step (linear).")
     )
+    time_shift_share: float = field(
+        default=1.0, metadata=opt(help="Share of each batch whose times are shifted.")
+    )
     caption_dropout: float = field(
         default=0.0, metadata=opt(help="Share of samples trained without their caption.")
     )
@@ -111,6 +114,7 @@ class TrainSettings:
         check_finite("--time-shift", self.time_shift, 0, open_low=True)
         if self.time_shift_end is not None:
             check_finite("--time-shift-end", self.time_shift_end, 0, open_low=True)
+        check_finite("--time-shift-share", self.time_shift_share, 0, 1)
         check_finite("--caption-dropout", self.caption_dropout, 0, 1, open_high=True)
         check_seed("--seed", self.seed)
         check_device("--device", self.device)
@@ -252,6 +256,7 @@ def train_arm(shards: Path, out: Path, train: TrainSettings, *, baseline: bool =
         shards=str(shards), out=out, model=train.model, rewards=rewards, baseline=baseline,
         steps=train.steps, batch_size=train.batch_size, lr=train.lr, warmup=train.warmup,
         ema=train.ema, time_shift=train.time_shift, time_shift_end=train.time_shift_end,
+        time_shift_share=train.time_shift_share,
         caption_dropout=train.caption_dropout, seed=train.seed, ckpt_every=train.eval_every,
         device=train.device, resume=bool(done),
     )  # fmt: skip

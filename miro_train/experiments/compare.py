@@ -78,9 +78,11 @@ class CompareConfig:
 
 
 def _shift(train: dict[str, Any]) -> str:
-    if train["time_shift_end"] is None:
-        return f"{train['time_shift']:g}"
-    return f"{train['time_shift']:g} → {train['time_shift_end']:g}"
+    shift = f"{train['time_shift']:g}"
+    if train["time_shift_end"] is not None:
+        shift += f" → {train['time_shift_end']:g}"
+    share = train.get("time_shift_share", 1.0)  # absent from older results.json
+    return shift if share == 1.0 else f"{shift} on {100 * share:g} % of each batch"
 
 
 def evaluate_runs(runs: list[Path], cfg: EvalSettings, rewards: list) -> dict[int, Scores]:
