@@ -2,12 +2,12 @@
 
 Path: x_t = (1 − t)·x + t·ε, t = 0 data, t = 1 noise; the model predicts v = ε − x.
 Training draws t from a logit-normal(0, 1), optionally shifted toward noise (SD3's
-t ← s·t / (1 + (s − 1)·t)), with s constant or moving linearly over training, for the whole
-batch or a share of it (the rest unshifted: high noise teaches colours, low noise shapes). Sampling
-integrates dx/dt = v from t = 1 to 0 with Euler steps, x ← x − v·Δt. Guidance contrasts
-two reward targets of the same caption, v̂ = v(s⁺) + ω·(v(s⁺) − v(s⁻)), and optionally the
-caption against none (a model trained with caption dropout): + ω_c·(v(s⁺) − v(s⁺, ∅)); every
-branch in one batched forward.
+t ← s·t / (1 + (s − 1)·t)), with s constant or moving linearly over training, for the
+whole batch or a share of it (the rest unshifted: high noise teaches colours, low noise
+shapes). Sampling integrates dx/dt = v from t = 1 to 0 with Euler steps, x ← x − v·Δt.
+Guidance contrasts two reward targets of the same caption, v̂ = v(s⁺) + ω·(v(s⁺) − v(s⁻)),
+and optionally the caption against none (a model trained with caption dropout):
++ ω_c·(v(s⁺) − v(s⁺, ∅)); every branch in one batched forward.
 """
 
 from __future__ import annotations
