@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cache
+from itertools import permutations, product
 
 import numpy as np
 
@@ -158,6 +160,31 @@ def sample_prompt(category: str, rng: np.random.Generator) -> Prompt:
         ca, cb = rng.choice(COLORS, size=2, replace=False)
         return Prompt(category, (ObjSpec(a, str(ca)), ObjSpec(b, str(cb))))
     raise ValueError(f"unknown category {category!r}")
+
+
+@cache
+def all_prompts(category: str) -> frozenset[str]:
+    """Every caption `sample_prompt` can give for a category (single objects: 3, colour
+    attribution: 180), so statistics can tell a category evaluated on all its prompts."""
+    pairs = list(permutations(SHAPES, 2))
+    if category == "single_object":
+        specs = [Prompt(category, (ObjSpec(s),)) for s in SHAPES]
+    elif category == "two_object":
+        specs = [Prompt(category, (ObjSpec(a), ObjSpec(b))) for a, b in pairs]
+    elif category == "counting":
+        specs = [Prompt(category, (ObjSpec(s),), count=n)
+                 for s, n in product(SHAPES, COUNT_WORDS.values())]  # fmt: skip
+    elif category == "colors":
+        specs = [Prompt(category, (ObjSpec(s, c),)) for s, c in product(SHAPES, COLORS)]
+    elif category == "position":
+        specs = [Prompt(category, (ObjSpec(a), ObjSpec(b)), relation=r)
+                 for (a, b), r in product(pairs, RELATIONS)]  # fmt: skip
+    elif category == "color_attr":
+        specs = [Prompt(category, (ObjSpec(a, ca), ObjSpec(b, cb)))
+                 for (a, b), (ca, cb) in product(pairs, permutations(COLORS, 2))]  # fmt: skip
+    else:
+        raise ValueError(f"unknown category {category!r}")
+    return frozenset(caption_for(p) for p in specs)
 
 
 # ----------------------------------------------------------------------------

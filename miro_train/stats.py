@@ -4,9 +4,13 @@ Every figure of an evaluation is a mean over images, and images come in groups: 
 (each drawn several times) and, in multi-seed experiments, the training seeds. The bootstrap
 resamples all levels: training seeds, prompts within each GenEval category (the prompt set is
 balanced over categories by design, so every replicate keeps them all), and images within a
-prompt. A paired difference (two models, or two settings, on the same prompts with the same
-noise) applies the *same* resample to both sides, so what they share cancels. Resamples come
-from a seeded generator: the same data and seed give the same intervals, bit for bit.
+prompt. A category evaluated on every prompt its grammar has (Shapes World's single objects
+have three; `shapes.all_prompts`) keeps its prompts: they are the whole population, not a
+sample of one, so there is no prompt-sampling uncertainty to add — only its images and the
+training seeds are resampled. A paired difference (two models, or two settings, on the same
+prompts with the same noise) applies the *same* resample to both sides, so what they share
+cancels. Resamples come from a seeded generator: the same data and seed give the same
+intervals, bit for bit.
 
 Per-image values are arrays of shape (seeds, images) — or (images,) for one seed — keyed by
 metric: `geneval` holds each image's pass (1.0) or fail (0.0) and yields `geneval` (the mean
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from miro_data.common import MiroError
-from miro_data.shapes import CATEGORIES, parse_caption
+from miro_data.shapes import CATEGORIES, all_prompts, caption_for, parse_caption
 
 N_BOOT = 1000  # resamples per interval: percentiles of 1000 are stable to ~0.1 point here
 LEVEL = 95.0
@@ -52,6 +56,7 @@ class Layout:
     sizes: np.ndarray  # (prompts,) images of each prompt
     strata: tuple[str, ...]  # each prompt's category ("" outside Shapes World)
     n_images: int
+    complete: frozenset[str] = frozenset()  # categories present with every prompt they have
 
 
 def layout_of(prompts: Sequence[str]) -> Layout:
@@ -65,9 +70,15 @@ def layout_of(prompts: Sequence[str]) -> Layout:
     members = np.full((len(groups), width), -1, dtype=np.int64)
     for row, idx in enumerate(groups.values()):
         members[row, : len(idx)] = idx
-    strata = tuple(getattr(parse_caption(text), "category", "") for text in groups)
+    parsed = [parse_caption(text) for text in groups]
+    strata = tuple(p.category if p else "" for p in parsed)
     sizes = np.array([len(g) for g in groups.values()], dtype=np.int64)
-    return Layout(members, sizes, strata, len(prompts))
+    asked: dict[str, set[str]] = {}  # each category's prompts, in the grammar's own spelling
+    for p in parsed:
+        if p is not None:
+            asked.setdefault(p.category, set()).add(caption_for(p))
+    complete = frozenset(c for c, seen in asked.items() if seen == all_prompts(c))
+    return Layout(members, sizes, strata, len(prompts), complete)
 
 
 @dataclass(frozen=True)
@@ -88,13 +99,16 @@ def identity(layout: Layout, n_seeds: int) -> Draws:
 
 def resample(layout: Layout, n_seeds: int, n_boot: int = N_BOOT, seed: int = 0) -> Draws:
     """`n_boot` replicates: seeds with replacement, prompts with replacement within their
-    category, then each drawn prompt's images with replacement (as many as it has)."""
+    category (unless it is complete: then each prompt once), then each drawn prompt's images
+    with replacement (as many as it has)."""
     rng = np.random.default_rng([seed, 2_020])
     seeds = rng.integers(0, n_seeds, (n_boot, n_seeds))
     n_prompts, width = layout.members.shape
-    prompts = np.empty((n_boot, n_prompts), dtype=np.int64)
+    prompts = np.broadcast_to(np.arange(n_prompts), (n_boot, n_prompts)).copy()
     strata = np.array(layout.strata)
     for stratum in dict.fromkeys(layout.strata):
+        if stratum in layout.complete:
+            continue
         where = np.flatnonzero(strata == stratum)
         prompts[:, where] = where[rng.integers(0, where.size, (n_boot, where.size))]
     sizes = layout.sizes[prompts][:, None, :, None]  # (B, 1, P, 1)

@@ -13,6 +13,7 @@ from miro_data.shapes import (
     ObjSpec,
     Prompt,
     Scene,
+    all_prompts,
     caption_for,
     parse_caption,
     render,
@@ -52,6 +53,16 @@ def test_every_caption_parses_back_to_its_prompt() -> None:
     assert parse_caption("a photo") is None
     assert parse_caption("a dog on a skateboard") is None
     assert parse_caption("  A Photo of  a CIRCLE ") == Prompt("single_object", (ObjSpec("circle"),))
+
+
+def test_all_prompts_are_exactly_what_sampling_can_give() -> None:
+    rng = np.random.default_rng(3)
+    for category, n in zip(CATEGORIES, (3, 6, 9, 18, 24, 180), strict=True):
+        sampled = {caption_for(sample_prompt(category, rng)) for _ in range(40 * n)}
+        assert sampled == all_prompts(category) and len(all_prompts(category)) == n
+        assert all(parse_caption(t).category == category for t in all_prompts(category))
+    with pytest.raises(ValueError, match="unknown category"):
+        all_prompts("weather")
 
 
 def _scene(*objects: Obj, size: int = 32) -> np.ndarray:

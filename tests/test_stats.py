@@ -89,6 +89,26 @@ def test_the_issues_example_is_not_established() -> None:
     assert diff.low < 0 < diff.high
 
 
+def test_a_category_with_all_its_prompts_keeps_them() -> None:
+    # Shapes World has three single-object prompts: geneval_prompts(8) asks each of them, so
+    # they are the category's whole population and only images and seeds are resampled. The
+    # colours have 18 prompts, 8 of them asked: a sample, so the prompts are resampled too.
+    layout = layout_of(PROMPTS)
+    assert layout.complete == {"single_object", "two_object"}
+    by_prompt = {text: float(i % 2) for i, text in enumerate(dict.fromkeys(PROMPTS))}
+    passes = np.array([by_prompt[p] for p in PROMPTS])  # each prompt always or never passes
+    est = bootstrap({"geneval": passes}, PROMPTS)
+    single = est["geneval/single_object"]
+    assert single.low == single.value == single.high  # nothing unknown: every draw is known
+    colours = est["geneval/colors"]
+    assert colours.high - colours.low > 0.3  # which prompts were asked is the uncertainty
+    # the same data under prompts that are not all of the category's: resampled again
+    sample = [p for p in PROMPTS if p != "a photo of a triangle"]
+    part = bootstrap({"geneval": np.array([by_prompt[p] for p in sample])}, sample)
+    assert "single_object" not in layout_of(sample).complete
+    assert part["geneval/single_object"].high > part["geneval/single_object"].low
+
+
 def test_mismatched_inputs_are_one_clear_error() -> None:
     with pytest.raises(MiroError, match="do not match"):
         bootstrap({"geneval": np.ones(5)}, PROMPTS)
