@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded Shapes World corpus, one real CLI command per stage.
-# Usage: scripts/demo.sh OUT_DIR   (QUICK=1: 2,000 images and 150 steps, a quicker look)
+# Usage: scripts/demo.sh OUT_DIR   (QUICK=1: 2,000 images and 150 steps, a quicker look;
+#                                   DATA_ONLY=1: stop after the data stages 1–7)
 set -euo pipefail
 out=${1:-demo}
 miro=${MIRO:-.venv/bin/miro}
@@ -44,6 +45,8 @@ $miro data query "$out/corpus.duckdb" "
 
 step "7. reshard: shuffled training shards carrying scores, bins and bin values"
 $miro data reshard "$out/shards" "$out/corpus.duckdb" "$out/train" --shard-size "$shard"
+
+[[ -z "${DATA_ONLY:-}" ]] || exit 0  # experiments reuse the data stages (docs/results)
 
 step "8. train: a tiny MIRO model ($steps steps of $batch images) conditioned on $conditioning"
 $miro train "$out/train" --out "$out/run" --rewards "$conditioning" --steps "$steps" \

@@ -4,9 +4,9 @@
 # compare's, linked, since a baseline never reads the bins). Then both records' all/ again.
 # Usage (repo root, the CPU otherwise idle, ≈ 2 h on 2 cores):
 #   bash docs/results/compare-3500/seed.sh N [RUNS]   (RUNS: scratch folder, default runs/)
-# The data stages are the demo's (scripts/demo.sh 1–7) and rebuild byte for byte the same
-# samples on any machine: the shards' digests must be the records' (checked below), else
-# `combine` would refuse the new seed anyway.
+# The data stages are the demo's (scripts/demo.sh 1–7, called) and rebuild the same samples on
+# any machine: the shards' digests must be the records' (checked below), else `combine` would
+# refuse the new seed anyway.
 set -euo pipefail
 n=${1:?training seed}; runs=${2:-runs}
 miro=${MIRO:-.venv/bin/miro}
@@ -23,14 +23,7 @@ print(json.load(open(sys.argv[1]))['config']['shards_digest'])" "$docs/$1/seed-0
 
 d=$runs/data
 if [[ ! -f $d/train/manifest.json ]]; then
-  rm -rf "$d"
-  $miro data synth "$d/corpus" --n 20000 --size 32 --seed 0
-  $miro data download "$d/corpus/urls.parquet" "$d/shards" --image-size 32 --resize-mode no \
-    --encode-format png --shard-size 2000 --processes 2 --threads 16
-  $miro data annotate "$d/shards" "$d/corpus.duckdb" --workers 2 \
-    --rewards sharpness,edge_sharpness,noise,colorfulness,contrast,shapes_alignment
-  $miro data bins "$d/corpus.duckdb" --n-bins 8
-  $miro data reshard "$d/shards" "$d/corpus.duckdb" "$d/train" --shard-size 2000
+  DATA_ONLY=1 MIRO=$miro bash scripts/demo.sh "$d"  # stages 1–7: corpus.duckdb and train/
   # 4 levels as edge version 2 of a copy, as levels-4 was made: the version is in the digest
   mkdir -p "$d/bins4"
   cp "$d/corpus.duckdb" "$d/bins4/corpus.duckdb"
