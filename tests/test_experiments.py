@@ -233,6 +233,66 @@ def test_combine_reports_compares_of_other_seeds_as_one_compare_would(
     assert not (tmp_path / "again").exists() and not (tmp_path / "refused").exists()
 
 
+def test_compare_borrows_a_recorded_baseline_and_trains_only_miro(
+    compared: Path, pipeline, tiny_train: TrainSettings, tmp_path: Path
+) -> None:
+    # a MIRO variant (two of the rewards) against the single-seed compare's baseline, which
+    # lends its record: results.json and a gzipped per_image.jsonl, its models gone
+    lender = tmp_path / "lender"
+    lender.mkdir()
+    shutil.copy(compared / "results.json", lender)
+    (lender / "per_image.jsonl.gz").write_bytes(
+        gzip.compress((compared / "per_image.jsonl").read_bytes())
+    )
+    cfg = CompareConfig(shards=pipeline.train, out=tmp_path / "variant", train=tiny_train,
+                        eval=TINY_EVAL, rewards=("noise", "sharpness"), baseline_from=lender)  # fmt: skip
+    results = compare(cfg)
+    original = json.loads((compared / "results.json").read_text())
+    assert not (cfg.out / "baseline").exists() and (cfg.out / "miro" / "arm.json").is_file()
+    assert results["evaluations"]["baseline"] == original["evaluations"]["baseline"]
+    assert results["seconds_per_seed"]["baseline"] == original["seconds_per_seed"]["baseline"]
+    assert results["config"]["baseline_from"] == str(lender)
+    assert results["config"]["shards_digest"] == original["config"]["shards_digest"]
+    rows = [json.loads(line) for line in (cfg.out / "per_image.jsonl").open()]
+    lent = [json.loads(line) for line in (compared / "per_image.jsonl").open()]
+    assert [r for r in rows if r["arm"] == "baseline"] == [
+        r for r in lent if r["arm"] == "baseline"
+    ]
+    diff = results["difference"]["reward/noise"]
+    assert diff["value"] == pytest.approx(
+        results["evaluations"]["miro"][-1]["rewards"]["noise"]
+        - original["evaluations"]["baseline"][-1]["rewards"]["noise"]
+    )
+    assert f"recorded in `{lender}`" in (cfg.out / "report.md").read_text()
+    # a borrowed baseline combines like a trained one
+    combined = combine(CombineConfig(parts=(cfg.out,), out=tmp_path / "combined"))
+    assert combined["evaluations"] == results["evaluations"]
+    assert combined["config"]["baseline_from"] is None
+    # what cannot stand in is refused before anything is written: another seed, recipe,
+    # evaluation, shards, or a metric the lender did not score
+    refused = replace(cfg, out=tmp_path / "refused")
+    for change, message in (
+        ({"train_seeds": (0, 5)}, "no baseline of training seed"),
+        ({"train": replace(tiny_train, steps=3)}, r"train\.steps is 2 there, 3 here"),
+        ({"eval": replace(TINY_EVAL, prompts_per_category=2)}, "eval.prompts_per_category"),
+    ):
+        with pytest.raises(MiroError, match=message):
+            compare(replace(refused, **change))
+    results = json.loads((lender / "results.json").read_text())
+    results["config"]["shards_digest"] = "0123456789abcdef"
+    (lender / "results.json").write_text(json.dumps(results))
+    with pytest.raises(MiroError, match="its baseline trained on other shards"):
+        compare(refused)
+    shutil.copy(compared / "results.json", lender)
+    unscored = [{k: v for k, v in r.items() if k != "reward/contrast"} for r in lent]
+    (lender / "per_image.jsonl.gz").write_bytes(
+        gzip.compress("".join(json.dumps(r) + "\n" for r in unscored).encode())
+    )
+    with pytest.raises(MiroError, match="was not scored on contrast"):
+        compare(refused)
+    assert not refused.out.exists()
+
+
 def test_evaluations_are_kept_and_reused_until_the_weights_change(
     compared: Path, pipeline, tiny_train: TrainSettings, tmp_path: Path
 ) -> None:

@@ -9,12 +9,18 @@ devices, which differ between machines —, that the shards are the same data wh
 (their manifest's digest), and that no training seed is counted twice; then it
 stacks the seeds' scores (the same prompts and noise) and writes what one `compare
 --train-seeds` over all of them would: figures, intervals, paired differences, speed-ups.
+
+A compare's record also lends its baseline arm (`compare --baseline-from`): MIRO conditioned
+on other rewards of the same shards shares the baseline, trained and evaluated once. (Other
+levels are other shards, whose digest differs, and are refused though a baseline never reads
+the bins: the digest does not tell the samples from their bins.)
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +35,8 @@ log = logging.getLogger(__name__)
 
 # where two compares of one recipe may differ: where they ran, not what they ran
 LOCAL = ("out", "shards", "train_seeds", "train.device", "eval.sampler.device",
-         "eval.sampler.allow_download", "combined_from")  # fmt: skip
+         "eval.sampler.allow_download", "combined_from", "baseline_from")  # fmt: skip
+BASELINE_RECIPE = ("train.", "eval.")  # what a baseline's scores depend on, besides the data
 
 
 PER_IMAGE = ("per_image.jsonl", "per_image.jsonl.gz")  # as compare wrote it, or gzipped
@@ -74,7 +81,8 @@ def combine(cfg: CombineConfig) -> dict[str, Any]:
         )
     scores = {arm: _stack(parts, arm, seeds) for arm in ARMS}
     seconds = {arm: {s: t for part in parts for s, t in part.seconds[arm].items()} for arm in ARMS}
-    config = {**config, "out": str(cfg.out), "train_seeds": seeds,
+    # whose baseline a part borrowed, if any, its own results.json says
+    config = {**config, "out": str(cfg.out), "train_seeds": seeds, "baseline_from": None,
               "combined_from": [str(p) for p in cfg.parts]}  # fmt: skip
     cfg.out.mkdir(parents=True, exist_ok=True)
     log.info("combining %d compare folders: training seeds %s", len(parts), seeds)
@@ -112,8 +120,7 @@ def same_recipe(parts: list[Part]) -> dict[str, Any]:
     """The parts' shared config; MiroError naming the first setting two of them differ in.
     A setting a part's results do not name (it came later) is read as its default; the
     shards' digest, which has none, is compared where both parts recorded it."""
-    default = json_safe(CompareConfig(shards=Path("."), out=Path(".")))
-    configs = [_filled(default, part.config) for part in parts]
+    configs = [_filled(DEFAULT_CONFIG, part.config) for part in parts]
     for part in parts:
         if SHARDS_DIGEST not in part.config:
             log.warning("%s was written before compare recorded its shards' digest: that it "
@@ -125,13 +132,24 @@ def same_recipe(parts: list[Part]) -> dict[str, Any]:
         if None not in digests and digests[0] != digests[1]:
             raise MiroError(f"{parts[0].folder} and {part.folder} trained on different shards "
                             "(other bin edges, levels, filter, shuffle or samples)")  # fmt: skip
-        for key in sorted(set(first) | set(other)):
-            if key not in (*LOCAL, SHARDS_DIGEST) and first.get(key) != other.get(key):
-                raise MiroError(
-                    f"{parts[0].folder} and {part.folder} are different recipes: {key} is "
-                    f"{first.get(key)!r} in one and {other.get(key)!r} in the other"
-                )
+        key = _first_difference(first, other, lambda key: key not in (*LOCAL, SHARDS_DIGEST))
+        if key is not None:
+            raise MiroError(
+                f"{parts[0].folder} and {part.folder} are different recipes: {key} is "
+                f"{first.get(key)!r} in one and {other.get(key)!r} in the other"
+            )
     return configs[0]
+
+
+DEFAULT_CONFIG = json_safe(CompareConfig(shards=Path("."), out=Path(".")))
+
+
+def _first_difference(
+    first: dict[str, Any], other: dict[str, Any], compared: Callable[[str], bool]
+) -> str | None:
+    """The first (flat) setting, among the `compared` ones, whose values differ; None if none."""
+    differ = (k for k in sorted(set(first) | set(other)) if first.get(k) != other.get(k))
+    return next((k for k in differ if compared(k)), None)
 
 
 def _filled(default: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
@@ -158,3 +176,56 @@ def _stack(parts: list[Part], arm: str, seeds: list[int]) -> dict[int, Scores]:
     owner = {seed: part for part in parts for seed in part.seeds}
     per_seed = [owner[seed].scores[arm].get(seed, {}) for seed in seeds]
     return stack_by_step(per_seed, lambda scores: scores, f"the folders' {arm} evaluations")
+
+
+# ----------------------------------------------------------------------------
+# One compare's baseline arm for another (compare --baseline-from)
+# ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BorrowedBaseline:
+    """A finished compare's baseline arm, standing in for another compare's (not trained)."""
+
+    folder: Path
+    seconds: dict[int, float]  # training seed → training seconds, as recorded
+    per_seed: list[dict[int, Scores]]  # in the borrowing compare's seed order: step → scores
+
+    @classmethod
+    def read(cls, folder: Path, config: dict[str, Any], seeds: Sequence[int]) -> BorrowedBaseline:
+        """`folder`'s baseline for the compare of `config` (its JSON, with the shards' digest)
+        over `seeds`; MiroError unless it trained on the same shards with the same training
+        and evaluation settings, and holds every seed and every metric the compare reports."""
+        part = read_part(folder)
+        where = f"--baseline-from {folder}"
+        if part.config.get(SHARDS_DIGEST) != config[SHARDS_DIGEST]:
+            raise MiroError(f"{where}: its baseline trained on other shards (or its results "
+                            "predate the shards' digest, which is then unknown)")  # fmt: skip
+        theirs, mine = (_flat(_filled(DEFAULT_CONFIG, c)) for c in (part.config, config))
+        key = _first_difference(
+            theirs, mine, lambda k: k.startswith(BASELINE_RECIPE) and k not in LOCAL
+        )
+        if key is not None:
+            raise MiroError(f"{where}: another baseline recipe or evaluation ({key} is "
+                            f"{theirs.get(key)!r} there, {mine.get(key)!r} here)")  # fmt: skip
+        lacking = [str(s) for s in seeds if s not in part.scores["baseline"]]
+        if lacking:
+            raise MiroError(f"{where}: no baseline of training seed(s) {', '.join(lacking)}")
+        per_seed = [part.scores["baseline"][s] for s in seeds]
+        names = dict.fromkeys([*config["eval"]["rewards"], *(config["rewards"] or ())])
+        have = set(next(iter(per_seed[0].values())).values)
+        unscored = [n for n in names if f"reward/{n}" not in have]
+        if unscored:
+            raise MiroError(f"{where}: its baseline was not scored on {', '.join(unscored)}")
+        return cls(folder, {s: part.seconds["baseline"][s] for s in seeds}, per_seed)
+
+    def scores_of(self, like: Scores) -> dict[int, Scores]:
+        """Per step all seeds share, their scores stacked, on the metrics of `like` (MIRO's
+        evaluation) only; MiroError if `like` was evaluated on other prompts."""
+
+        def alike(scores: Scores) -> Scores:
+            if scores.prompts != like.prompts or not set(like.values) <= set(scores.values):
+                raise MiroError("the baseline was evaluated on other prompts or metrics than MIRO")
+            return Scores(scores.prompts, {k: scores.values[k] for k in like.values})
+
+        return stack_by_step(self.per_seed, alike, f"--baseline-from {self.folder}'s seeds")

@@ -55,6 +55,10 @@ TRAIN_SEEDS_HELP = (
     "Train each arm once per seed (e.g. 0,1,2; runs in ARM/seed-N, resumed); "
     "figures are means over seeds. --seed still fixes the evaluation's prompts and noise."
 )
+BASELINE_FROM_HELP = (
+    "A finished compare (or combine) of the same shards, baseline recipe and evaluation: its "
+    "baseline arm's recorded scores stand in for this one's, which is not trained."
+)
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,10 @@ class CompareConfig:
     )
     train_seeds: tuple[int, ...] | None = field(  # None: one run per arm, seeded by train.seed
         default=None, metadata=opt(parser=SEEDS, help=TRAIN_SEEDS_HELP)
+    )
+    # MIRO variants (rewards, levels) share one baseline: train it once, reuse its record
+    baseline_from: Path | None = field(
+        default=None, metadata=opt("--baseline-from", help=BASELINE_FROM_HELP)
     )
 
     def __post_init__(self) -> None:
@@ -119,22 +127,29 @@ def speedups(scores: dict[str, dict[int, Scores]]) -> dict[str, dict[str, Any]]:
 def compare(cfg: CompareConfig) -> dict[str, Any]:
     """Train both arms per seed (or reuse finished runs), evaluate every checkpoint, report."""
     from miro_train.data import open_shards
+    from miro_train.experiments.combine import BorrowedBaseline
 
     # the data, recorded beside the recipe, so that `combine` can tell other shards apart
     digest = open_shards(cfg.shards).manifest.digest()
+    config = {**json_safe(cfg), SHARDS_DIGEST: digest}
+    seeds = cfg.train_seeds or (cfg.train.seed,)
+    borrowed = None if cfg.baseline_from is None else BorrowedBaseline.read(
+        cfg.baseline_from, config, seeds)  # fmt: skip
+    arms = ("miro",) if borrowed else ARMS
     cfg.out.mkdir(parents=True, exist_ok=True)
-    runs = {arm: seed_runs(cfg.out / arm, cfg.train, cfg.train_seeds) for arm in ARMS}
+    runs = {arm: seed_runs(cfg.out / arm, cfg.train, cfg.train_seeds) for arm in arms}
     seconds = {
         arm: {train.seed: train_arm(cfg.shards, run, train, baseline=arm == "baseline",
                                     rewards=cfg.rewards)
               for train, run in runs[arm]}
-        for arm in ARMS
+        for arm in arms
     }  # fmt: skip
     rewards = metric_rewards(cfg.eval.rewards, also=cfg.rewards or (),
                              allow_download=cfg.eval.sampler.allow_download)  # fmt: skip
-    scores = {arm: evaluate_runs([r for _, r in runs[arm]], cfg.eval, rewards) for arm in ARMS}
-    seeds = cfg.train_seeds or (cfg.train.seed,)
-    config = {**json_safe(cfg), SHARDS_DIGEST: digest}
+    scores = {arm: evaluate_runs([r for _, r in runs[arm]], cfg.eval, rewards) for arm in arms}
+    if borrowed:
+        seconds["baseline"] = borrowed.seconds
+        scores["baseline"] = borrowed.scores_of(next(iter(scores["miro"].values())))
     return write_results(cfg.out, config, seeds, seconds, scores)
 
 
@@ -195,7 +210,7 @@ def _report(config: dict[str, Any], seeds: Sequence[int], seconds: dict[str, dic
         f"{sampler['steps']} Euler steps; {per_seed} images per evaluation and seed, the same "
         f"prompts and noise for both arms. Training time per run (seed "
         f"{' / '.join(map(str, seeds))}): baseline {_minutes(seconds['baseline'])}, "
-        f"MIRO {_minutes(seconds['miro'])}. Figures are means over "
+        f"MIRO {_minutes(seconds['miro'])}.{_borrowed(config)} Figures are means over "
         "seeds with 95 % bootstrap intervals (training seeds, prompts and images resampled).",
         "## Final scores\n\n" + metric_table(finals),
         "## MIRO − baseline (paired, final checkpoints; ✓: interval above zero)\n\n"
@@ -204,6 +219,11 @@ def _report(config: dict[str, Any], seeds: Sequence[int], seconds: dict[str, dic
         + _speedup_table(summary),
         "![convergence](convergence.png)",
     ]
+
+
+def _borrowed(config: dict[str, Any]) -> str:
+    folder = config.get("baseline_from")  # absent from older results.json
+    return f" The baseline's scores are those recorded in `{folder}`." if folder else ""
 
 
 def _curves(evals: list[dict]) -> dict[str, list[tuple[int, Estimate]]]:
