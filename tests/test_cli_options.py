@@ -198,6 +198,7 @@ PINNED = {
         ("SHARDS", None, "Path", "required"),
         ("OUT", None, "Path", "required"),
         ("--allow-download", False, "bool", ""),
+        ("--baseline-from", None, "Path", ""),
         ("--batch-size", 64, "int", ""),
         ("--caption-dropout", 0.0, "float", ""),
         ("--caption-guidance", 0.0, "float", ""),
