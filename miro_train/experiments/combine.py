@@ -221,7 +221,7 @@ class BorrowedBaseline:
 
     def scores_of(self, like: Scores) -> dict[int, Scores]:
         """Per step all seeds share, their scores stacked, on the metrics of `like` (MIRO's
-        evaluation) only; MiroError if `like` was evaluated on other prompts."""
+        evaluation) only; MiroError if `like` was evaluated on other prompts or metrics."""
 
         def alike(scores: Scores) -> Scores:
             if scores.prompts != like.prompts or not set(like.values) <= set(scores.values):

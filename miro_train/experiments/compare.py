@@ -75,7 +75,7 @@ class CompareConfig:
     train_seeds: tuple[int, ...] | None = field(  # None: one run per arm, seeded by train.seed
         default=None, metadata=opt(parser=SEEDS, help=TRAIN_SEEDS_HELP)
     )
-    # MIRO variants (rewards, levels) share one baseline: train it once, reuse its record
+    # MIRO conditioned on other rewards shares the baseline: train it once, reuse its record
     baseline_from: Path | None = field(
         default=None, metadata=opt("--baseline-from", help=BASELINE_FROM_HELP)
     )
