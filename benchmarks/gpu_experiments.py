@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from miro_train.experiments.common import TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
-REWARDS = "shapes_alignment,noise,edge_sharpness"
+REWARDS = "shapes_alignment"  # the recipe (README, "Which rewards MIRO conditions on here")
 T0 = time.monotonic()
 
 
