@@ -20,8 +20,9 @@ print(
     "| ω | GenEval | − ω = 3 (paired) | " + " | ".join(CATEGORIES) + " | noise | edge crispness |"
 )
 print("|---" * (5 + len(CATEGORIES)) + "|")
+diffs = {omega: estimates(scores, reference) for omega, scores in stacked.items()}
 for omega, scores in stacked.items():
-    est, diff = estimates(scores), estimates(scores, reference)
+    est, diff = estimates(scores), diffs[omega]
     cells = [f"{100 * est[f'geneval/{c}'].value:.1f}" for c in CATEGORIES]
     cells += [f"{est['reward/noise'].value:.2f}", f"{est['reward/edge_sharpness'].value:.3f}"]
     sign = "+" if diff["geneval"].value > 0 else ""
@@ -32,8 +33,7 @@ for omega, scores in stacked.items():
     )
 print()
 print("per category, − ω = 3 (paired):")
-for omega, scores in stacked.items():
-    diff = estimates(scores, reference)
+for omega, diff in diffs.items():
     print(
         f"ω = {omega:g}: " + ", ".join(f"{c} {fmt(diff[f'geneval/{c}'], 100)}" for c in CATEGORIES)
     )
