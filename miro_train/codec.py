@@ -43,10 +43,12 @@ def resolve_spec(
     vae: str | None = None,
     vae_subfolder: str | None = None,
     resolution: int | None = None,
+    prediction: str | None = None,
     allow_download: bool = False,
 ) -> ModelSpec:
-    """The registry config completed by the data: rewards, text side, image space. A latent
-    space still lacks its statistics (`prepare.latent_stats` measures them with this spec)."""
+    """The registry config completed by the data: rewards, text side, image space (and the
+    options that override the config's). A latent space still lacks its statistics
+    (`prepare.latent_stats` measures them with this spec)."""
     config = model_config(model)
     try:
         return ModelSpec(
@@ -58,6 +60,7 @@ def resolve_spec(
             rewards=tuple(rewards),
             edges_version=shards.manifest.edges_version,
             summary=config.get("summary"),
+            prediction=prediction or config.get("prediction", "v"),
         )
     except FieldError as err:  # what the registry check leaves to the records (text.dim)
         raise MiroError(f"model config {model}: {err}") from None

@@ -21,6 +21,7 @@ from miro_data.checks import (
 from miro_data.common import MiroError
 from miro_data.hub import allow_download_field
 from miro_data.options import NAMES, opt
+from miro_train.spec import PREDICTIONS
 
 Optimizer = Literal["adamw", "lamb"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # autocast on CUDA only
@@ -58,6 +59,10 @@ class TrainConfig:
     resolution: int | None = field(
         default=None, metadata=opt(help="Image side in pixels (default: the model config's).")
     )
+    prediction: str | None = field(default=None, metadata=opt(  # None: the model config's
+        help="What the backbone predicts: 'v' (velocity) or 'x' (clean image; default: the "
+        "model config's)."
+    ))  # fmt: skip
     steps: int = field(default=2000, metadata=opt())
     batch_size: int = field(default=64, metadata=opt(help="Global batch over all processes."))
     lr: float = field(default=1e-3, metadata=opt())
@@ -130,6 +135,8 @@ class TrainConfig:
         for beta in self.betas:
             check_finite("betas", beta, 0, 1, open_high=True)
         check_choice("--optimizer", self.optimizer, OPTIMIZERS)
+        if self.prediction is not None:
+            check_choice("--prediction", self.prediction, PREDICTIONS)
         check_choice("--precision", self.precision, PRECISIONS)
         check_device("--device", self.device)
         check_nonempty_text("--model", self.model)

@@ -1,6 +1,7 @@
 """Flow matching on one screen: the objective, the Euler sampler, multi-reward CFG.
 
-Path: x_t = (1 − t)·x + t·ε, t = 0 data, t = 1 noise; the model predicts v = ε − x.
+Path: x_t = (1 − t)·x + t·ε, t = 0 data, t = 1 noise; the model predicts v = ε − x (an
+x-predicting backbone's clean image is turned into v inside the model: `MiroModel.velocity`).
 Training draws t from a logit-normal(0, 1), optionally shifted toward noise (SD3's
 t ← s·t / (1 + (s − 1)·t)), with s constant or moving linearly over training, for the
 whole batch or a share of it (the rest unshifted: high noise teaches colours, low noise

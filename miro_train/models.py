@@ -21,7 +21,7 @@ from miro_data.checks import check_choice, check_finite, check_int, check_nonemp
 from miro_data.common import MiroError
 from miro_train.backbones import BACKBONES
 from miro_train.conditioning import Conditioner, Conditioning, ConditioningInput
-from miro_train.spec import ModelSpec
+from miro_train.spec import PREDICTIONS, ModelSpec
 from miro_train.text import WordEmbedder
 
 # ----------------------------------------------------------------------------
@@ -69,7 +69,7 @@ _SECTIONS: dict[str, dict[str, tuple]] = {
         "vae_subfolder": (str, None),
     },
 }  # fmt: skip
-_TOP_KEYS = {"name", "summary", "backbone", "backbone_args", *_SECTIONS}
+_TOP_KEYS = {"name", "summary", "backbone", "backbone_args", "prediction", *_SECTIONS}
 _MAY_BE_ZERO = {"registers", "layers", "attn_levels"}  # counts that may be 0, level indices
 _BUILT_IN = {"in_channels", "input_size", "cond_dim", "pool_cond"}  # set from the spec
 
@@ -113,6 +113,8 @@ def check_model_config(name: str, config: Any) -> None:
     unknown = set(config) - _TOP_KEYS
     if unknown:
         raise MiroError(f"model config {name}: unknown key(s) {', '.join(sorted(unknown))}")
+    if "prediction" in config:
+        check_choice(f"model config {name}: prediction", config["prediction"], PREDICTIONS)
     text = config.get("text") or {}
     if isinstance(text, dict) and text.get("kind") == "hf" and "name" not in text:
         raise MiroError(f"model config {name}: text.name is required with text.kind hf")
@@ -135,8 +137,14 @@ def check_model_config(name: str, config: Any) -> None:
 # ----------------------------------------------------------------------------
 
 
+# An x-predicting backbone's velocity is (x_t − x̂) / t, which divides its error by t: the
+# clamp bounds that near the data (t → 0), as JiT does (Li & He, "Back to Basics", 2025).
+X_PREDICTION_MIN_T = 0.05
+
+
 class MiroModel(nn.Module):
-    """Velocity model v(x_t, t, caption, rewards) with the MIRO conditioning sequence."""
+    """Velocity model v(x_t, t, caption, rewards) with the MIRO conditioning sequence (its
+    backbone predicting v, or the clean image x̂, which `velocity` turns into v)."""
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
@@ -184,7 +192,11 @@ class MiroModel(nn.Module):
         cond: Conditioning,
         state: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self.backbone(x, t, cond.tokens, cond.mask, cond.pooled, state)
+        out, state = self.backbone(x, t, cond.tokens, cond.mask, cond.pooled, state)
+        if self.spec.prediction == "x":  # out is the clean image x̂; x_t = x̂ + t·v
+            t_min = t.clamp_min(X_PREDICTION_MIN_T).view(-1, *([1] * (x.ndim - 1)))
+            out = (x - out) / t_min
+        return out, state
 
     def forward(
         self,

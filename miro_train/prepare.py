@@ -123,6 +123,7 @@ def prepare_run(cfg: TrainConfig, info: DistInfo) -> RunSetup:
             vae=cfg.vae,
             vae_subfolder=cfg.vae_subfolder,
             resolution=cfg.resolution,
+            prediction=cfg.prediction,
             allow_download=cfg.allow_download,
         )
     _check_numbers(cfg, info)

@@ -4,9 +4,10 @@ A spec is a registry config (configs/*.json, checked by `models.check_model_conf
 by the data in `codec.resolve_spec` and `prepare.prepare_run`: the reward names in conditioning
 order (empty for the baseline), the text side (word vocabulary or a frozen Hugging Face
 encoder), the image space (pixels, or VAE latents with their per-channel statistics) and the
-bin-edge version. Nothing changes it afterwards. Checkpoints store it as JSON (`to_json`,
-`from_json`), so a model rebuilds from its checkpoint alone; `from_json` reads every spec a
-miro checkpoint has held (older ones leave out the conditioning defaults and `precomputed`).
+bin-edge version, and what the backbone predicts. Nothing changes it afterwards. Checkpoints
+store it as JSON (`to_json`, `from_json`), so a model rebuilds from its checkpoint alone;
+`from_json` reads every spec a miro checkpoint has held (older ones leave out the
+conditioning defaults, `precomputed` and `prediction`).
 Torch-free: reading a spec loads no model.
 """
 
@@ -20,6 +21,8 @@ from miro_data import jsonfields as jf
 
 TEXT_KINDS = ("word", "hf")  # a learned word embedding, or a frozen Hugging Face encoder
 IMAGE_SPACES = ("pixel", "latent")
+# What the backbone outputs: the velocity ε − x, or the clean image x (converted to the velocity)
+PREDICTIONS = ("v", "x")
 
 
 def _choice(name: str, v: Any, options: tuple[str, ...]) -> str:
@@ -192,9 +195,11 @@ class ModelSpec:
     rewards: tuple[str, ...] = ()  # conditioning order; empty: the baseline
     edges_version: int | None = None  # the bin edges the shards' bin values come from
     summary: str | None = None  # the registry config's one-line description
+    prediction: str = "v"  # one of PREDICTIONS (older checkpoints: "v")
 
     def __post_init__(self) -> None:
         jf.string("name", self.name)
+        _choice("prediction", self.prediction, PREDICTIONS)
         object.__setattr__(self, "rewards", _strings("rewards", self.rewards))
         jf.optional_int("edges_version", self.edges_version)
         jf.string("summary", self.summary, optional=True)
@@ -217,6 +222,7 @@ class ModelSpec:
             "image": self.image.to_json(),
             "rewards": list(self.rewards),
             "edges_version": self.edges_version,
+            "prediction": self.prediction,
         }
 
     @classmethod
@@ -234,6 +240,7 @@ class ModelSpec:
             rewards=obj["rewards"],
             edges_version=obj.get("edges_version"),
             summary=obj.get("summary"),
+            prediction=obj.get("prediction", "v"),
         )
 
 

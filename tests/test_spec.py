@@ -89,7 +89,9 @@ def _checkpoint(run: Path, spec: ModelSpec) -> Path:
 
 def test_specs_round_trip_through_json_and_stay_frozen() -> None:
     latent = ModelSpec.from_json(OLD_HF_LATENT)
-    for spec in (*(tiny_spec(b) for b in ("unet", "dit", "rin")), tiny_spec(rewards=()), latent):
+    x_pred = dataclasses.replace(tiny_spec("unet"), prediction="x")
+    for spec in (*(tiny_spec(b) for b in ("unet", "dit", "rin")), tiny_spec(rewards=()), latent,
+                 x_pred):  # fmt: skip
         assert ModelSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
     with pytest.raises(dataclasses.FrozenInstanceError):
         latent.image.stats = None  # type: ignore[misc]
@@ -98,7 +100,7 @@ def test_specs_round_trip_through_json_and_stay_frozen() -> None:
 
 
 def test_the_previous_layout_reads_with_its_defaults() -> None:
-    assert ModelSpec.from_json(OLD_WORD_PIXEL) == tiny_spec("unet")
+    assert ModelSpec.from_json(OLD_WORD_PIXEL) == tiny_spec("unet")  # prediction "v"
     spec = ModelSpec.from_json(OLD_HF_LATENT)
     # the Conditioner's defaults, as the previous MiroModel filled them in
     assert (spec.conditioning.fourier_dim, spec.conditioning.registers) == (256, 16)
@@ -134,6 +136,7 @@ def test_a_checkpoint_of_the_previous_layout_samples_the_same_images(tmp_path: P
         (lambda m: m.update(rewards="a,b"), "'rewards' is a string"),
         (lambda m: m.update(backbone_args=[16]), "'backbone_args' is an array"),
         (lambda m: m.pop("image"), "no 'image'"),
+        (lambda m: m.update(prediction="eps"), "'prediction' is a string, not one of v, x"),
     ],
 )
 def test_a_malformed_spec_is_one_line_naming_the_field(tmp_path: Path, edit, fragment) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -168,3 +169,23 @@ def test_caption_and_reward_guidance_batched_equal_separate_forwards(model_and_c
     torch.testing.assert_close(both, want, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(caption_only, v_pos + omega_c * (v_pos - v_unc), atol=1e-5,
                                rtol=1e-4)  # fmt: skip
+
+
+@pytest.mark.parametrize("backbone", ["unet", "rin"])
+def test_an_x_predicting_model_turns_its_clean_image_into_the_velocity(backbone):
+    # The same weights read as x̂ give v = (x_t − x̂) / max(t, 0.05): exact where t ≥ 0.05,
+    # the clamp bounding the division near the data.
+    torch.manual_seed(0)
+    v_model = build_model(tiny_spec(backbone)).eval()
+    for p in v_model.parameters():  # zero-initialised outputs would make the test trivial
+        p.data.add_(torch.randn_like(p) * 0.05)
+    x_model = build_model(replace(tiny_spec(backbone), prediction="x")).eval()
+    x_model.load_state_dict(v_model.state_dict())  # x-prediction adds no parameter
+    ids = torch.tensor([[2, 3, 4, 0], [5, 6, 0, 0], [2, 7, 0, 0]])
+    cond = v_model.condition(ConditioningInput(torch.ones(3, 2), ids))
+    xt, t = torch.randn(3, 3, 16, 16), torch.tensor([0.9, 0.3, 0.01])
+    with torch.no_grad():
+        out, _ = v_model.velocity(xt, t, cond)  # what both backbones output
+        v, _ = x_model.velocity(xt, t, cond)
+    expected = (xt - out) / torch.tensor([0.9, 0.3, 0.05]).view(3, 1, 1, 1)
+    torch.testing.assert_close(v, expected)

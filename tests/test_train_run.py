@@ -180,6 +180,33 @@ def test_time_shift_is_stored_and_changes_the_training_times(world):
     assert len(losses) == 4  # same seed and data: only the times differ
 
 
+def test_x_prediction_comes_from_the_config_or_the_option_and_travels_with_the_checkpoint(
+    world, tmp_path
+):
+    root, shards, config = world
+    x_config = tmp_path / "micro-x.json"
+    x_config.write_text(json.dumps(json.loads(config.read_text()) | {"prediction": "x"}))
+    runs = {"v": {}, "x-option": {"prediction": "x"}, "x-config": {"model": str(x_config)},
+            "v-option": {"model": str(x_config), "prediction": "v"}}  # fmt: skip
+    found, losses = {}, {}
+    for out, kw in runs.items():
+        ckpt = train(_cfg(world, f"pred-{out}", steps=2, ckpt_every=2, **kw))
+        bundle = load_bundle(ckpt)
+        found[out] = bundle.model.spec.prediction
+        losses[out] = (root / f"pred-{out}" / "log.csv").read_text().splitlines()[-1].split(",")[1]
+        images = generate(bundle, ["a photo of a circle"], SamplerSettings(steps=2))
+        assert images.shape == (1, 16, 16, 3)
+    assert found == {"v": "v", "x-option": "x", "x-config": "x", "v-option": "v"}
+    # same seed, data and weights at the start: only what the backbone's output means differs
+    assert losses["x-option"] == losses["x-config"] != losses["v"] == losses["v-option"]
+    bad = tmp_path / "micro-eps.json"
+    bad.write_text(json.dumps(json.loads(config.read_text()) | {"prediction": "eps"}))
+    for args in (["--prediction", "eps"], ["--model", str(bad)]):
+        result = runner.invoke(app, ["train", str(shards), "-o", str(tmp_path / "bad"), *args])
+        assert result.exit_code == 2 and "prediction must be one of v, x" in result.output
+        assert "Traceback" not in result.output and not (tmp_path / "bad").exists()
+
+
 def test_caption_dropout_trains_the_uncaptioned_branch_that_caption_guidance_uses(world):
     root = world[0]
     ckpt = train(_cfg(world, "dropout", caption_dropout=0.5, steps=2, ckpt_every=2))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from miro_data.checks import (
+    check_choice,
     check_device,
     check_finite,
     check_int,
@@ -31,6 +32,7 @@ from miro_data.rewards import Reward, RewardContext, build_reward
 from miro_train.evaluate import geneval_images
 from miro_train.experiments.scores import Scores, result_of, score_images
 from miro_train.sampler import SamplerSettings
+from miro_train.spec import PREDICTIONS
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,9 @@ class TrainSettings:
     caption_dropout: float = field(
         default=0.0, metadata=opt(help="Share of samples trained without their caption.")
     )
+    prediction: str | None = field(  # None: the model config's
+        default=None, metadata=opt(help="What the backbone predicts: 'v' or 'x' (see miro train).")
+    )
     seed: int = field(default=0, metadata=opt())
     eval_every: int = field(
         default=500, metadata=opt(help="Checkpoint (and evaluate) every N steps.")
@@ -116,6 +121,8 @@ class TrainSettings:
             check_finite("--time-shift-end", self.time_shift_end, 0, open_low=True)
         check_finite("--time-shift-share", self.time_shift_share, 0, 1)
         check_finite("--caption-dropout", self.caption_dropout, 0, 1, open_high=True)
+        if self.prediction is not None:
+            check_choice("--prediction", self.prediction, PREDICTIONS)
         check_seed("--seed", self.seed)
         check_device("--device", self.device)
 
@@ -257,7 +264,8 @@ def train_arm(shards: Path, out: Path, train: TrainSettings, *, baseline: bool =
         steps=train.steps, batch_size=train.batch_size, lr=train.lr, warmup=train.warmup,
         ema=train.ema, time_shift=train.time_shift, time_shift_end=train.time_shift_end,
         time_shift_share=train.time_shift_share,
-        caption_dropout=train.caption_dropout, seed=train.seed, ckpt_every=train.eval_every,
+        caption_dropout=train.caption_dropout, prediction=train.prediction, seed=train.seed,
+        ckpt_every=train.eval_every,
         device=train.device, resume=bool(done),
     )  # fmt: skip
     t0 = time.perf_counter()

@@ -197,13 +197,18 @@ def _interval(sampler: dict[str, Any]) -> str:
     return text + (f", caption guidance ω_c = {caption:g} (both arms)" if caption else "")
 
 
+def _prediction(train: dict[str, Any]) -> str:
+    prediction = train.get("prediction")  # absent from older results.json
+    return f", {prediction}-prediction" if prediction else ""
+
+
 def _report(config: dict[str, Any], seeds: Sequence[int], seconds: dict[str, dict[str, float]],
             evals: dict, difference: dict[str, Estimate], summary: dict) -> list[str]:  # fmt: skip
     train, sampler = config["train"], config["eval"]["sampler"]
     finals = {arm: evals[arm][-1] for arm in ARMS}
     per_seed = finals["miro"]["geneval"]["n_images"] // len(seeds)
     return [
-        f"Same shards, model (`{train['model']}`), batch {train['batch_size']}, "
+        f"Same shards, model (`{train['model']}`{_prediction(train)}), batch {train['batch_size']}, "
         f"lr {train['lr']:g}, time shift {_shift(train)} and {train['steps']} steps per arm, "
         f"training seed(s) {', '.join(map(str, seeds))}; "
         f"MIRO sampled at s⁺ = all high, ω = {sampler['guidance']}{_interval(sampler)}, "
