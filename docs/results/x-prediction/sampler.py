@@ -3,7 +3,8 @@ against the first setting (run from the repo root).
 
 Usage: python docs/results/x-prediction/sampler.py OUT.json RUNPREFIX SEEDS VARIANT ...
 VARIANT is LABEL:FIELD=VALUE,… over the experiments' sampler (25 Euler steps, ω = 3, EMA
-weights), e.g. `ref:` `w5:guidance=5` `e50:steps=50` `raw:weights=model`. The experiments'
+weights), e.g. `ref:` `w5:guidance=5` `e50:steps=50` `raw:weights=model` `s1:seed=1` (held-out
+prompts and noise). The experiments'
 prompts and noise (16 prompts × 4 images per category); brackets are 95 % bootstrap intervals.
 """
 
@@ -24,7 +25,7 @@ from miro_train.stats import fmt
 
 CATS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 SHOWN = ("geneval", *(f"geneval/{c}" for c in CATS))
-TYPES = {"steps": int, "guidance": float, "weights": str}
+TYPES = {"steps": int, "guidance": float, "weights": str, "seed": int}
 
 
 def parse(variant: str) -> tuple[str, SamplerSettings]:
