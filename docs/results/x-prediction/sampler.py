@@ -4,8 +4,8 @@ against the first setting (run from the repo root).
 Usage: python docs/results/x-prediction/sampler.py OUT.json RUNPREFIX SEEDS VARIANT ...
 VARIANT is LABEL:FIELD=VALUE,… over the experiments' sampler (25 Euler steps, ω = 3, EMA
 weights), e.g. `ref:` `w5:guidance=5` `e50:steps=50` `raw:weights=model` `s1:seed=1` (held-out
-prompts and noise). The experiments'
-prompts and noise (16 prompts × 4 images per category); brackets are 95 % bootstrap intervals.
+prompts and noise); otherwise the experiments' prompts and noise (16 prompts × 4 images per
+category). Brackets are 95 % bootstrap intervals.
 """
 
 import json
