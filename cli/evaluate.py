@@ -33,6 +33,7 @@ def register(app: typer.Typer, top: Commands) -> None:
 def geneval_cmd(cfg: GenevalConfig) -> None:
     """The Shapes World GenEval: per-category pass rates and their mean."""
     from miro_train.evaluate import geneval
+    from miro_train.stats import fmt
 
     result = geneval(cfg)
     table = Table(title=f"Shapes World GenEval ({result.n_images} images)")
@@ -48,6 +49,10 @@ def geneval_cmd(cfg: GenevalConfig) -> None:
         table.add_row(category, f"{100 * score:.1f}", interval(f"geneval/{category}"))
     table.add_row("overall", f"{100 * result.overall:.1f}", interval("geneval"), style="bold")
     Console().print(table)
+    if result.following:  # a model that ignores the shape word passes single objects by number
+        f, n = result.following["following"], result.following["objects"]
+        typer.echo(f"single-object prompts: shape following {fmt(f, 100)} (0 = the shape word is "
+                   f"ignored), {fmt(n, 1, '.2f')} objects an image")  # fmt: skip
     typer.echo(f"results: {cfg.out / 'results.json'}")
 
 

@@ -17,6 +17,7 @@ from miro_data.common import MiroError, atomic_path
 from miro_data.options import opt
 from miro_train.checkpoint import list_checkpoints, loss_plot, read_meta, read_spec, read_step
 from miro_train.imagefolder import MANIFEST, read_rows
+from miro_train.stats import fmt
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,13 @@ def _geneval_section(folder: Path) -> list[str]:
             f"<p class='note'>{r['n_images']} images; 95 % bootstrap intervals in brackets; "
             "green frame = the detector's check passed.</p>"
         )
+        if "single_object_following" in r:  # absent before 2026-12-03
+            f, n = r["single_object_following"], r["single_object_objects"]
+            parts.append(
+                f"<p>Single-object prompts: shape following {fmt(f, 100)} points (the asked "
+                "shape's presence minus the other shapes'; 0 = the shape word is ignored), "
+                f"{fmt(n, 1, '.2f')} objects an image.</p>"
+            )
     grids = sorted(folder.glob("grid_*.png"))
     if grids:
         parts.append('<div class="grid">' + "".join(_img(g, g.stem) for g in grids) + "</div>")

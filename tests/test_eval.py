@@ -11,8 +11,15 @@ from typer.testing import CliRunner
 from cli.main import app
 from miro_data.shapes import CATEGORIES, parse_caption
 from miro_data.synth import clean_sample
-from miro_train.evaluate import GenevalConfig, geneval, geneval_prompts, score_geneval
+from miro_train.evaluate import (
+    GenevalConfig,
+    geneval,
+    geneval_prompts,
+    score_geneval,
+    shape_following,
+)
 from miro_train.imagefolder import write_manifest
+from miro_train.stats import Estimate
 
 runner = CliRunner()
 
@@ -44,6 +51,24 @@ def test_clean_renders_score_100_and_wrong_images_fail() -> None:
     assert shifted.overall < 0.5
 
 
+def test_shape_following_tells_the_asked_shape_from_shapes_drawn_whatever_is_asked() -> None:
+    prompts = [f"a photo of a {s}" for s in ("circle", "square", "triangle") for _ in range(4)]
+    right = shape_following(prompts, _clean_images(prompts))
+    assert right["following"] == Estimate(1.0, 1.0, 1.0) and right["objects"].value == 1.0
+    # a model that draws a circle and a square whatever the caption says: two of three
+    # single-object prompts pass, and it follows the shape word not at all
+    both = _clean_images(["a photo of a circle and a square"] * len(prompts))
+    assert score_geneval(prompts, both).categories["single_object"] == 2 / 3
+    ignored = shape_following(prompts, both)
+    assert ignored["following"] == Estimate(0.0, 0.0, 0.0) and ignored["objects"].value == 2.0
+    # one asked circle of four draws the square instead: the interval opens below the value
+    mixed = _clean_images(prompts)
+    mixed[0] = _clean_images(["a photo of a square"])[0]
+    partial = shape_following(prompts, mixed)["following"]
+    assert partial.value == 0.875 and partial.low < 0.875 and partial.high == 1.0
+    assert shape_following(prompts[:8], _clean_images(prompts[:8])) == {}  # triangle never asked
+
+
 def test_geneval_of_a_manifest_writes_results_and_grids(tmp_path: Path) -> None:
     prompts = geneval_prompts(2, seed=0)
     images = _clean_images(prompts)
@@ -66,6 +91,17 @@ def test_geneval_of_a_manifest_writes_results_and_grids(tmp_path: Path) -> None:
     ]
     assert "| overall |" in (tmp_path / "eval" / "results.md").read_text()
     assert len(list((tmp_path / "eval").glob("grid_*.png"))) == 6
+    assert "single_object_following" not in saved  # two prompts: the triangle is never asked
+
+
+def test_geneval_reports_shape_following_where_every_shape_is_asked(tmp_path: Path) -> None:
+    prompts = geneval_prompts(3, seed=0)  # single objects: each of the three shapes once
+    manifest = write_manifest(tmp_path / "imgs", prompts, _clean_images(prompts), [{}] * 18)
+    geneval(GenevalConfig(out=tmp_path / "eval", manifest=manifest))
+    saved = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert saved["single_object_following"] == {"value": 1.0, "low": 1.0, "high": 1.0}
+    assert saved["single_object_objects"] == {"value": 1.0, "low": 1.0, "high": 1.0}
+    assert "shape following 100.0 [100.0, 100.0]" in (tmp_path / "eval" / "results.md").read_text()
 
 
 def test_eval_cli_scores_a_manifest_and_refuses_bad_input(tmp_path: Path, monkeypatch) -> None:

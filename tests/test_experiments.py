@@ -431,9 +431,10 @@ def test_demo_tail_sample_geneval_and_report_through_the_cli(
         "a photo of a red circle",
     ]
     assert runner.invoke(app, args).exit_code == 0
-    args = ["eval", "geneval", str(run), "--out", str(scored), "--prompts-per-category", "1",
+    args = ["eval", "geneval", str(run), "--out", str(scored), "--prompts-per-category", "3",
             "--images-per-prompt", "1", "--steps", "2"]  # fmt: skip
-    assert runner.invoke(app, args).exit_code == 0
+    result = runner.invoke(app, args)  # three single-object prompts: every shape is asked
+    assert result.exit_code == 0 and "single-object prompts: shape following" in result.output
     page = tmp_path / "report.html"
     args = ["report", str(page), "--run", str(run), "--samples", str(samples), "--geneval", str(scored),
             "--note", "tiny run"]  # fmt: skip
@@ -441,6 +442,7 @@ def test_demo_tail_sample_geneval_and_report_through_the_cli(
     assert result.exit_code == 0 and str(page.resolve()) in result.output.replace("\n", "")
     html = page.read_text()
     assert "tiny run" in html and "Shapes World GenEval" in html and "overall" in html
+    assert "shape following" in html
     assert html.count("data:image/png;base64,") >= 3  # loss curve, sample grid, GenEval grids
     # a missing folder is one clear line, and the page already written stays as it was
     result = runner.invoke(app, ["report", str(page), "--run", str(tmp_path / "nope")])
