@@ -32,8 +32,7 @@ def register(app: typer.Typer, top: Commands) -> None:
 @commands.config("geneval", "miro_train.evaluate:GenevalConfig", args=("checkpoint",))
 def geneval_cmd(cfg: GenevalConfig) -> None:
     """The Shapes World GenEval: per-category pass rates and their mean."""
-    from miro_train.evaluate import geneval
-    from miro_train.stats import fmt
+    from miro_train.evaluate import following_line, geneval
 
     result = geneval(cfg)
     table = Table(title=f"Shapes World GenEval ({result.n_images} images)")
@@ -50,9 +49,7 @@ def geneval_cmd(cfg: GenevalConfig) -> None:
     table.add_row("overall", f"{100 * result.overall:.1f}", interval("geneval"), style="bold")
     Console().print(table)
     if result.following:  # a model that ignores the shape word passes single objects by number
-        f, n = result.following["following"], result.following["objects"]
-        typer.echo(f"single-object prompts: shape following {fmt(f, 100)} (0 = the shape word is "
-                   f"ignored), {fmt(n, 1, '.2f')} objects an image")  # fmt: skip
+        typer.echo(following_line(result.following))
     typer.echo(f"results: {cfg.out / 'results.json'}")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -89,12 +89,16 @@ class GenevalResult:
         cells = [fmt(self.intervals[k], 100) if k in self.intervals else f"{100 * v:.1f}"
                  for k, v in zip(keys, values, strict=True)]  # fmt: skip
         table = "\n".join([head, rule, "| " + " | ".join(cells) + " |"])
-        if not self.following:
-            return table
-        f, n = self.following["following"], self.following["objects"]
-        return (f"{table}\n\nSingle-object prompts: shape following {fmt(f, 100)} points (the "
-                "asked shape's presence minus the other shapes'; 0 = the shape word is ignored), "
-                f"{fmt(n, 1, '.2f')} objects an image.")  # fmt: skip
+        return f"{table}\n\n{following_line(self.following)}" if self.following else table
+
+
+def following_line(following: Mapping[str, Estimate | dict]) -> str:
+    """The sentence results.md, the CLI and the report give `shape_following`'s figures in
+    (Estimates, or their dicts as results.json keeps them)."""
+    f, n = following["following"], following["objects"]
+    return (f"single-object prompts: shape following {fmt(f, 100)} points (the asked shape's "
+            "presence minus the other shapes'; 0 = the shape word is ignored), "
+            f"{fmt(n, 1, '.2f')} objects an image")  # fmt: skip
 
 
 def interval_fields(intervals: dict[str, Estimate]) -> dict:
@@ -160,9 +164,12 @@ def shape_following(
         return float(np.mean(asked - others)), float(np.mean([n.mean() for _, n in parts]))
 
     rng = np.random.default_rng([seed, 2_020])
-    boot = np.array([statistics([(p[i], n[i]) for p, n in groups
-                                 for i in [rng.integers(0, len(n), len(n))]])
-                     for _ in range(N_BOOT)])  # fmt: skip
+
+    def resampled() -> tuple[float, float]:  # each prompt's images drawn with replacement
+        picks = [rng.integers(0, len(n), len(n)) for _, n in groups]
+        return statistics([(p[i], n[i]) for (p, n), i in zip(groups, picks, strict=True)])
+
+    boot = np.array([resampled() for _ in range(N_BOOT)])
     point = statistics(groups)
     low, high = np.percentile(boot, [2.5, 97.5], axis=0)
     return {name: Estimate(point[j], float(low[j]), float(high[j]))

@@ -16,8 +16,8 @@ from pathlib import Path
 from miro_data.common import MiroError, atomic_path
 from miro_data.options import opt
 from miro_train.checkpoint import list_checkpoints, loss_plot, read_meta, read_spec, read_step
+from miro_train.evaluate import following_line
 from miro_train.imagefolder import MANIFEST, read_rows
-from miro_train.stats import fmt
 
 log = logging.getLogger(__name__)
 
@@ -129,12 +129,9 @@ def _geneval_section(folder: Path) -> list[str]:
             "green frame = the detector's check passed.</p>"
         )
         if "single_object_following" in r:  # absent before 2026-12-03
-            f, n = r["single_object_following"], r["single_object_objects"]
-            parts.append(
-                f"<p>Single-object prompts: shape following {fmt(f, 100)} points (the asked "
-                "shape's presence minus the other shapes'; 0 = the shape word is ignored), "
-                f"{fmt(n, 1, '.2f')} objects an image.</p>"
-            )
+            following = {"following": r["single_object_following"],
+                         "objects": r["single_object_objects"]}  # fmt: skip
+            parts.append(f"<p>{html.escape(following_line(following))}.</p>")
     grids = sorted(folder.glob("grid_*.png"))
     if grids:
         parts.append('<div class="grid">' + "".join(_img(g, g.stem) for g in grids) + "</div>")
