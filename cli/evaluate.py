@@ -32,7 +32,8 @@ def register(app: typer.Typer, top: Commands) -> None:
 @commands.config("geneval", "miro_train.evaluate:GenevalConfig", args=("checkpoint",))
 def geneval_cmd(cfg: GenevalConfig) -> None:
     """The Shapes World GenEval: per-category pass rates and their mean."""
-    from miro_train.evaluate import following_line, geneval
+    from miro_train.evaluate import geneval
+    from miro_train.following import following_line
 
     result = geneval(cfg)
     table = Table(title=f"Shapes World GenEval ({result.n_images} images)")
@@ -48,8 +49,9 @@ def geneval_cmd(cfg: GenevalConfig) -> None:
         table.add_row(category, f"{100 * score:.1f}", interval(f"geneval/{category}"))
     table.add_row("overall", f"{100 * result.overall:.1f}", interval("geneval"), style="bold")
     Console().print(table)
-    if result.following:  # a model that ignores the shape word passes single objects by number
-        typer.echo(following_line(result.following))
+    # a model that ignores the shape or colour word passes those checks by drawing many objects
+    for attribute, figures in result.following.items():
+        typer.echo(following_line(attribute, figures))
     typer.echo(f"results: {cfg.out / 'results.json'}")
 
 

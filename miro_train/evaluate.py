@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,15 +20,16 @@ import numpy as np
 
 from miro_data.checks import check_positive
 from miro_data.common import MiroError, atomic_path, dumps_json, save_json
-from miro_data.detector import check, detect
+from miro_data.detector import check
 from miro_data.hub import allow_download_field
 from miro_data.options import NAMES, opt
 from miro_data.processes import owns_output
 from miro_data.rewards import check_reward_names
-from miro_data.shapes import CATEGORIES, SHAPES, caption_for, parse_caption, sample_prompt
+from miro_data.shapes import CATEGORIES, caption_for, parse_caption, sample_prompt
+from miro_train.following import WORDS, Attribute, following, following_line
 from miro_train.imagefolder import read_manifest, write_manifest
 from miro_train.sampler import SamplerSettings, draw_numbers
-from miro_train.stats import N_BOOT, Estimate, bootstrap, fmt
+from miro_train.stats import Estimate, bootstrap, fmt
 
 if TYPE_CHECKING:  # torch is imported only when images are generated
     from miro_train.sample import ModelBundle
@@ -72,14 +73,15 @@ class GenevalResult:
     passed: list[bool] = field(repr=False, default_factory=list)
     # 95 % bootstrap intervals (miro_train.stats) keyed "geneval" and "geneval/<category>"
     intervals: dict[str, Estimate] = field(repr=False, default_factory=dict)
-    # single-object prompts: "following" and "objects" (see `shape_following`)
-    following: dict[str, Estimate] = field(repr=False, default_factory=dict)
+    # per kind of word ("shape", "color"): "following" and "objects" (miro_train.following)
+    following: dict[Attribute, dict[str, Estimate]] = field(repr=False, default_factory=dict)
 
     def to_dict(self) -> dict:
         out = {"overall": self.overall, "categories": self.categories, "n_images": self.n_images}
         if self.intervals:
             out |= interval_fields(self.intervals)
-        return out | {f"single_object_{k}": e.to_dict() for k, e in self.following.items()}
+        return out | {f"{WORDS[a].category}_{k}": e.to_dict()
+                      for a, figures in self.following.items() for k, e in figures.items()}  # fmt: skip
 
     def to_markdown(self) -> str:
         head = "| " + " | ".join(["overall", *CATEGORIES]) + " |"
@@ -89,16 +91,8 @@ class GenevalResult:
         cells = [fmt(self.intervals[k], 100) if k in self.intervals else f"{100 * v:.1f}"
                  for k, v in zip(keys, values, strict=True)]  # fmt: skip
         table = "\n".join([head, rule, "| " + " | ".join(cells) + " |"])
-        return f"{table}\n\n{following_line(self.following)}" if self.following else table
-
-
-def following_line(following: Mapping[str, Estimate | dict]) -> str:
-    """The sentence results.md, the CLI and the report give `shape_following`'s figures in
-    (Estimates, or their dicts as results.json keeps them)."""
-    f, n = following["following"], following["objects"]
-    return (f"single-object prompts: shape following {fmt(f, 100)} points (the asked shape's "
-            "presence minus the other shapes'; 0 = the shape word is ignored), "
-            f"{fmt(n, 1, '.2f')} objects an image")  # fmt: skip
+        lines = [following_line(a, figures) for a, figures in self.following.items()]
+        return "\n\n".join([table, *lines])
 
 
 def interval_fields(intervals: dict[str, Estimate]) -> dict:
@@ -134,46 +128,6 @@ def score_geneval(
     return GenevalResult(
         categories, float(np.mean(present)) if present else math.nan, len(passed), passed
     )
-
-
-def shape_following(
-    prompts: Sequence[str], images: Sequence[np.ndarray] | np.ndarray, seed: int = 0
-) -> dict[str, Estimate]:
-    """Does a model draw the asked shape, or shapes? From the single-object images: "following",
-    the mean over the three shapes of its presence when asked minus its presence when another
-    is asked (1: exactly the asked shape; 0: the shape word is ignored, and the category's
-    passes come from drawing several shapes), and "objects", the objects found per image.
-    Intervals: each prompt's images resampled (the three prompts are the whole category).
-    Empty unless every shape is asked."""
-    rows: dict[str, list[list[float]]] = {s: [] for s in SHAPES}
-    counts: dict[str, list[int]] = {s: [] for s in SHAPES}
-    for text, image in zip(prompts, images, strict=True):
-        prompt = parse_caption(text)
-        if prompt is not None and prompt.category == "single_object":
-            found = [d.shape for d in detect(image)]
-            rows[prompt.objects[0].shape].append([float(s in found) for s in SHAPES])
-            counts[prompt.objects[0].shape].append(len(found))
-    if not all(rows.values()):
-        return {}
-    groups = [(np.array(rows[s]), np.array(counts[s], dtype=np.float64)) for s in SHAPES]
-
-    def statistics(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
-        rates = np.stack([present.mean(0) for present, _ in parts])  # (asked, present)
-        asked = np.diag(rates)
-        others = (rates.sum(0) - asked) / (len(SHAPES) - 1)
-        return float(np.mean(asked - others)), float(np.mean([n.mean() for _, n in parts]))
-
-    rng = np.random.default_rng([seed, 2_020])
-
-    def resampled() -> tuple[float, float]:  # each prompt's images drawn with replacement
-        picks = [rng.integers(0, len(n), len(n)) for _, n in groups]
-        return statistics([(p[i], n[i]) for (p, n), i in zip(groups, picks, strict=True)])
-
-    boot = np.array([resampled() for _ in range(N_BOOT)])
-    point = statistics(groups)
-    low, high = np.percentile(boot, [2.5, 97.5], axis=0)
-    return {name: Estimate(point[j], float(low[j]), float(high[j]))
-            for j, name in enumerate(("following", "objects"))}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------
@@ -329,7 +283,10 @@ def geneval(cfg: GenevalConfig) -> GenevalResult:
         prompts, generated = _checkpoint_images(cfg)
         images = list(generated)
         result = score_geneval(prompts, images)
-    result = replace(with_intervals(result, prompts), following=shape_following(prompts, images))
+    figures = {a: following(prompts, images, a) for a in WORDS}
+    result = replace(
+        with_intervals(result, prompts), following={a: f for a, f in figures.items() if f}
+    )
     write_per_image(
         cfg.out / PER_IMAGE,
         [{"prompt": p, "passed": ok} for p, ok in zip(prompts, result.passed, strict=True)],

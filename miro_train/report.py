@@ -16,7 +16,7 @@ from pathlib import Path
 from miro_data.common import MiroError, atomic_path
 from miro_data.options import opt
 from miro_train.checkpoint import list_checkpoints, loss_plot, read_meta, read_spec, read_step
-from miro_train.evaluate import following_line
+from miro_train.following import WORDS, following_line
 from miro_train.imagefolder import MANIFEST, read_rows
 
 log = logging.getLogger(__name__)
@@ -128,10 +128,10 @@ def _geneval_section(folder: Path) -> list[str]:
             f"<p class='note'>{r['n_images']} images; 95 % bootstrap intervals in brackets; "
             "green frame = the detector's check passed.</p>"
         )
-        if "single_object_following" in r:  # absent before 2026-12-03
-            following = {"following": r["single_object_following"],
-                         "objects": r["single_object_objects"]}  # fmt: skip
-            parts.append(f"<p>{html.escape(following_line(following))}.</p>")
+        for attribute, word in WORDS.items():  # absent before 2026-12-03 (colours: 12-04)
+            if f"{word.category}_following" in r:
+                figures = {k: r[f"{word.category}_{k}"] for k in ("following", "objects")}
+                parts.append(f"<p>{html.escape(following_line(attribute, figures))}.</p>")
     grids = sorted(folder.glob("grid_*.png"))
     if grids:
         parts.append('<div class="grid">' + "".join(_img(g, g.stem) for g in grids) + "</div>")

@@ -16,8 +16,8 @@ from miro_train.evaluate import (
     geneval,
     geneval_prompts,
     score_geneval,
-    shape_following,
 )
+from miro_train.following import following
 from miro_train.imagefolder import write_manifest
 from miro_train.stats import Estimate
 
@@ -53,20 +53,38 @@ def test_clean_renders_score_100_and_wrong_images_fail() -> None:
 
 def test_shape_following_tells_the_asked_shape_from_shapes_drawn_whatever_is_asked() -> None:
     prompts = [f"a photo of a {s}" for s in ("circle", "square", "triangle") for _ in range(4)]
-    right = shape_following(prompts, _clean_images(prompts))
+    right = following(prompts, _clean_images(prompts))
     assert right["following"] == Estimate(1.0, 1.0, 1.0) and right["objects"].value == 1.0
     # a model that draws a circle and a square whatever the caption says: two of three
     # single-object prompts pass, and it follows the shape word not at all
     both = _clean_images(["a photo of a circle and a square"] * len(prompts))
     assert score_geneval(prompts, both).categories["single_object"] == 2 / 3
-    ignored = shape_following(prompts, both)
+    ignored = following(prompts, both)
     assert ignored["following"] == Estimate(0.0, 0.0, 0.0) and ignored["objects"].value == 2.0
     # one asked circle of four draws the square instead: the interval opens below the value
     mixed = _clean_images(prompts)
     mixed[0] = _clean_images(["a photo of a square"])[0]
-    partial = shape_following(prompts, mixed)["following"]
+    partial = following(prompts, mixed)["following"]
     assert partial.value == 0.875 and partial.low < 0.875 and partial.high == 1.0
-    assert shape_following(prompts[:8], _clean_images(prompts[:8])) == {}  # triangle never asked
+    # two shapes asked are enough: a circle drawn for half the squares loses half the following
+    two = _clean_images([f"a photo of a {s}" for s in ["circle"] * 6 + ["square"] * 2])
+    assert following(prompts[:8], two)["following"].value == 0.5
+    assert following(prompts[:4], _clean_images(prompts[:4])) == {}  # one shape: no contrast
+
+
+def test_colour_following_tells_the_asked_colour_from_colours_drawn_whatever_is_asked() -> None:
+    asked = ("red", "blue", "yellow")
+    prompts = [f"a photo of a {c} {s}" for c in asked for s in ("circle", "square")]
+    right = following(prompts, _clean_images(prompts), "color")
+    assert right["following"] == Estimate(1.0, 1.0, 1.0) and right["objects"].value == 1.0
+    # red and blue objects whatever is asked: the colours check passes two prompts of three
+    # (shapes aside), and the colour word is not followed
+    both = _clean_images(["a photo of a red circle and a blue square"] * len(prompts))
+    ignored = following(prompts, both, "color")
+    assert ignored["following"] == Estimate(0.0, 0.0, 0.0) and ignored["objects"].value == 2.0
+    # the shape words are another attribute: these prompts say nothing of single objects
+    assert following(prompts, both, "shape") == {}
+    assert following(prompts[:2], _clean_images(prompts[:2]), "color") == {}  # red alone
 
 
 def test_geneval_of_a_manifest_writes_results_and_grids(tmp_path: Path) -> None:
@@ -91,17 +109,22 @@ def test_geneval_of_a_manifest_writes_results_and_grids(tmp_path: Path) -> None:
     ]
     assert "| overall |" in (tmp_path / "eval" / "results.md").read_text()
     assert len(list((tmp_path / "eval").glob("grid_*.png"))) == 6
-    assert "single_object_following" not in saved  # two prompts: the triangle is never asked
+    # the blank image was the asked circle: half of the two shapes asked is followed
+    assert saved["single_object_following"]["value"] == 0.5
+    assert saved["colors_following"]["value"] == 1.0  # two colours asked, each drawn
 
 
-def test_geneval_reports_shape_following_where_every_shape_is_asked(tmp_path: Path) -> None:
+def test_geneval_reports_shape_and_colour_following(tmp_path: Path) -> None:
     prompts = geneval_prompts(3, seed=0)  # single objects: each of the three shapes once
     manifest = write_manifest(tmp_path / "imgs", prompts, _clean_images(prompts), [{}] * 18)
     geneval(GenevalConfig(out=tmp_path / "eval", manifest=manifest))
     saved = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert saved["single_object_following"] == {"value": 1.0, "low": 1.0, "high": 1.0}
     assert saved["single_object_objects"] == {"value": 1.0, "low": 1.0, "high": 1.0}
-    assert "shape following 100.0 [100.0, 100.0]" in (tmp_path / "eval" / "results.md").read_text()
+    assert saved["colors_following"] == {"value": 1.0, "low": 1.0, "high": 1.0}
+    text = (tmp_path / "eval" / "results.md").read_text()
+    assert "shape following 100.0 [100.0, 100.0]" in text
+    assert "colour prompts: colour following 100.0 [100.0, 100.0]" in text
 
 
 def test_eval_cli_scores_a_manifest_and_refuses_bad_input(tmp_path: Path, monkeypatch) -> None:

@@ -433,8 +433,9 @@ def test_demo_tail_sample_geneval_and_report_through_the_cli(
     assert runner.invoke(app, args).exit_code == 0
     args = ["eval", "geneval", str(run), "--out", str(scored), "--prompts-per-category", "3",
             "--images-per-prompt", "1", "--steps", "2"]  # fmt: skip
-    result = runner.invoke(app, args)  # three single-object prompts: every shape is asked
+    result = runner.invoke(app, args)  # three shapes and two colours asked alone
     assert result.exit_code == 0 and "single-object prompts: shape following" in result.output
+    assert "colour prompts: colour following" in result.output
     page = tmp_path / "report.html"
     args = ["report", str(page), "--run", str(run), "--samples", str(samples), "--geneval", str(scored),
             "--note", "tiny run"]  # fmt: skip
@@ -442,7 +443,7 @@ def test_demo_tail_sample_geneval_and_report_through_the_cli(
     assert result.exit_code == 0 and str(page.resolve()) in result.output.replace("\n", "")
     html = page.read_text()
     assert "tiny run" in html and "Shapes World GenEval" in html and "overall" in html
-    assert "shape following" in html
+    assert "shape following" in html and "colour following" in html
     assert html.count("data:image/png;base64,") >= 3  # loss curve, sample grid, GenEval grids
     # a missing folder is one clear line, and the page already written stays as it was
     result = runner.invoke(app, ["report", str(page), "--run", str(tmp_path / "nope")])
