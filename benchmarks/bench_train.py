@@ -6,8 +6,10 @@
    steps (goal ≤ 1.0).
 3. Parameters and FLOPs per image of `miro-360m`, against the paper's 4.16 TFLOPs per
    50-step image.
+4. With --throughput: images/s of unet-tiny's bare step at batch 16 and 64, and at 64 under
+   bf16 CPU autocast and torch.compile (what a CPU training minute holds; the demo's budget).
 
-    .venv/bin/python benchmarks/bench_train.py [--steps 40] [--batch 64] [--skip-train]
+    .venv/bin/python benchmarks/bench_train.py [--steps 40] [--batch 64] [--skip-train] [--throughput]
 """
 
 from __future__ import annotations
@@ -100,10 +102,13 @@ def time_train(shards: Path, out: Path, steps: int, batch: int, warmup: int) -> 
     return statistics.median(intervals)
 
 
-def time_bare(spec: ModelSpec, steps: int, batch: int, warmup: int) -> float:
-    """Median time of forward + backward + optimizer step of the same model on fixed tensors."""
+def time_bare(spec: ModelSpec, steps: int, batch: int, warmup: int, mode: str = "fp32") -> float:
+    """Median time of forward + backward + optimizer step of the same model on fixed tensors
+    (mode: fp32; bf16, under CPU autocast; compile, the model through torch.compile)."""
     torch.manual_seed(0)
     model = build_model(spec)
+    net = torch.compile(model) if mode == "compile" else model
+    amp = torch.autocast("cpu", dtype=torch.bfloat16) if mode == "bf16" else None
     optimizer = make_optimizer("adamw", model, 1e-3, 0.01, (0.9, 0.99))
     x = torch.randn(batch, 3, 32, 32)
     ids = torch.randint(2, len(spec.text.vocab), (batch, spec.text.max_len))
@@ -111,7 +116,7 @@ def time_bare(spec: ModelSpec, steps: int, batch: int, warmup: int) -> float:
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
-        train_step(model, model, optimizer, x, cond)
+        train_step(net, model, optimizer, x, cond, amp=amp)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
@@ -203,11 +208,23 @@ def miro_360m_flops() -> dict[str, float]:
     }
 
 
+def print_throughput(spec: ModelSpec, steps: int) -> None:
+    """Images a second of unet-tiny's bare step by batch size and mode, side by side twice."""
+    cases = [(16, "fp32"), (64, "fp32"), (64, "bf16"), (64, "compile")]
+    rounds = [[b / time_bare(spec, steps, b, warmup=8, mode=m) for b, m in cases] for _ in "12"]
+    print(f"\n4. bare training step, unet-tiny, images/s (median of {steps} steps; 2 rounds)")
+    for i, (b, m) in enumerate(cases):  # each round's rate against its own batch-64 fp32
+        ratio = statistics.mean(r[i] / r[1] for r in rounds)
+        print(f"   batch {b:2d} {m:7s} " + " | ".join(f"{r[i]:6.1f}" for r in rounds)
+              + f" | vs batch 64 fp32 {ratio:.2f}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--throughput", action="store_true", help="also section 4 (minutes)")
     args = parser.parse_args()
     os.environ.setdefault("MIRO_NO_PROGRESS", "1")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
@@ -258,6 +275,9 @@ def main() -> None:
         f"\n2. sampling step, unet-tiny, batch 32: guided (one batched forward of 64) {guided * 1e3:.1f} ms"
         f" | two unguided forwards of 32 {unguided * 1e3:.1f} ms | ratio {guided / unguided:.3f} (goal <= 1.0)"
     )
+
+    if args.throughput:
+        print_throughput(spec, args.steps)
 
     f = miro_360m_flops()
     per_image_guided = 2 * 50 * f["step_flops"] + 2 * f["cond_flops"]
