@@ -29,13 +29,14 @@ class Word:
 
     category: str
     values: tuple[str, ...]
-    prompts: str  # how results.md, the CLI and the report name the prompts
+    noun: str  # the word's name in results.md, the CLI and the report
+    prompts: str  # how they name the prompts
     stream: int  # the bootstrap's random stream (shape's is the figures' since 2026-12-03)
 
 
 WORDS: dict[Attribute, Word] = {
-    "shape": Word("single_object", SHAPES, "single-object prompts", 2_020),
-    "color": Word("colors", COLORS, "colour prompts", 2_021),
+    "shape": Word("single_object", SHAPES, "shape", "single-object prompts", 2_020),
+    "color": Word("colors", COLORS, "colour", "colour prompts", 2_021),
 }
 
 
@@ -90,7 +91,8 @@ def _statistics(groups: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, flo
 def following_line(attribute: Attribute, figures: Mapping[str, Estimate | dict]) -> str:
     """The sentence results.md, the CLI and the report give `following`'s figures in
     (Estimates, or their dicts as results.json keeps them)."""
-    word, noun = WORDS[attribute], "colour" if attribute == "color" else "shape"
+    word = WORDS[attribute]
+    noun = word.noun
     f, n = figures["following"], figures["objects"]
     return (f"{word.prompts}: {noun} following {fmt(f, 100)} points (the asked {noun}'s "
             f"presence minus the other {noun}s'; 0 = the {noun} word is ignored), "

@@ -128,7 +128,7 @@ def _geneval_section(folder: Path) -> list[str]:
             f"<p class='note'>{r['n_images']} images; 95 % bootstrap intervals in brackets; "
             "green frame = the detector's check passed.</p>"
         )
-        for attribute, word in WORDS.items():  # absent before 2026-12-03 (colours: 12-04)
+        for attribute, word in WORDS.items():  # absent before 2026-12-03
             if f"{word.category}_following" in r:
                 figures = {k: r[f"{word.category}_{k}"] for k in ("following", "objects")}
                 parts.append(f"<p>{html.escape(following_line(attribute, figures))}.</p>")

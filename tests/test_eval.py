@@ -11,12 +11,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from miro_data.shapes import CATEGORIES, parse_caption
 from miro_data.synth import clean_sample
-from miro_train.evaluate import (
-    GenevalConfig,
-    geneval,
-    geneval_prompts,
-    score_geneval,
-)
+from miro_train.evaluate import GenevalConfig, geneval, geneval_prompts, score_geneval
 from miro_train.following import following
 from miro_train.imagefolder import write_manifest
 from miro_train.stats import Estimate
